@@ -1,0 +1,1 @@
+"""Matplotlib figures, one submodule per topic. Pure functions: arrays in, ``Figure`` out."""

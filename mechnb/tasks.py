@@ -1,0 +1,446 @@
+"""Data for the zoo models: sparse features, modular arithmetic, and a tiny synthetic language.
+
+* :func:`sparse_features` - each feature active independently with probability ``p``,
+  value ``U[lo, hi]`` (TMS: ``U[0, 1]``; residual MLP: ``U[-1, 1]``).
+* :class:`ModularArithmetic` - ``a (op) b mod P`` as one-hot pairs for an MLP.
+* :class:`SyntheticLanguage` - a probabilistic grammar with a few hundred words that contains
+  subject-verb number agreement across attractor phrases ("the key near the cabinets *is*")
+  and pronoun gender after names and occupations, with a configurable occupation->gender
+  bias planted in the training corpus. Gives the corpus sampler, a word-level tokenizer and
+  clean/corrupted prompt pairs with their two answer tokens.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from mechnb._checks import check_choice, check_positive_int, check_probability, resolve_device
+
+__all__ = [
+    "sparse_features",
+    "ModularArithmetic",
+    "ModularSplit",
+    "Tokenizer",
+    "PromptPairs",
+    "SyntheticLanguage",
+]
+
+
+# --------------------------------------------------------------------------------------
+# Sparse features
+# --------------------------------------------------------------------------------------
+def sparse_features(
+    batch_size: int,
+    n_features: int,
+    feature_probability: float,
+    generator: torch.Generator | None = None,
+    device: str | torch.device = "cpu",
+    value_range: tuple[float, float] = (0.0, 1.0),
+) -> torch.Tensor:
+    """Sample ``(batch_size, n_features)`` sparse inputs.
+
+    Each feature is active independently with probability ``feature_probability``; an active
+    feature takes a value ``U[value_range]``, an inactive one is exactly 0.
+    """
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("n_features", n_features)
+    p = check_probability("feature_probability", feature_probability)
+    lo, hi = value_range
+    if not lo < hi:
+        raise ValueError(f"value_range: expected (low, high) with low < high, got {value_range!r}")
+    dev = resolve_device(device)
+    gen_dev = generator.device if generator is not None else torch.device("cpu")
+    active = torch.rand(batch_size, n_features, generator=generator, device=gen_dev) < p
+    values = torch.rand(batch_size, n_features, generator=generator, device=gen_dev) * (hi - lo) + lo
+    return (values * active).to(dev)
+
+
+# --------------------------------------------------------------------------------------
+# Modular arithmetic
+# --------------------------------------------------------------------------------------
+@dataclass
+class ModularSplit:
+    """One-hot inputs ``x (n, 2P)``, labels ``y (n,)`` and the raw pairs ``ab (n, 2)`` of a split."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    ab: torch.Tensor
+
+
+_MOD_OPS = {
+    "add": lambda a, b, P: (a + b) % P,
+    "sub": lambda a, b, P: (a - b) % P,
+    "mul": lambda a, b, P: (a * b) % P,
+    "sq_sum": lambda a, b, P: (a * a + b * b) % P,
+}
+
+
+@dataclass
+class ModularArithmetic:
+    """``c = a (op) b mod P`` with ``a, b`` encoded as the concatenation of two one-hots.
+
+    ``op`` is ``"add"`` (the modular-addition task of the zoo), ``"sub"``, ``"mul"`` or
+    ``"sq_sum"`` (``a^2 + b^2``; used as the "other task" for fine-tuning experiments).
+    The ``P^2`` pairs are split into train/test by a seeded permutation.
+    """
+
+    P: int = 23
+    op: str = "add"
+    train_frac: float = 0.8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_positive_int("P", self.P, minimum=2)
+        check_choice("op", self.op, list(_MOD_OPS))
+        check_probability("train_frac", self.train_frac, open_left=True)
+
+    @property
+    def n_inputs(self) -> int:
+        return 2 * self.P
+
+    def encode(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """One-hot encode pairs: ``a, b (n,)`` int -> ``(n, 2P)`` float."""
+        a, b = torch.as_tensor(a), torch.as_tensor(b)
+        if a.shape != b.shape or a.ndim != 1:
+            raise ValueError(f"a, b: expected two 1-D tensors of equal length, got {tuple(a.shape)} and {tuple(b.shape)}")
+        if (a < 0).any() or (a >= self.P).any() or (b < 0).any() or (b >= self.P).any():
+            raise ValueError(f"a, b: expected residues in [0, {self.P}), got values outside that range")
+        x = torch.zeros(a.shape[0], 2 * self.P)
+        x[torch.arange(a.shape[0]), a] = 1.0
+        x[torch.arange(a.shape[0]), self.P + b] = 1.0
+        return x
+
+    def label(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return _MOD_OPS[self.op](a, b, self.P)
+
+    def all_pairs(self) -> ModularSplit:
+        """Every pair ``(a, b)`` in row-major order (``a`` slow, ``b`` fast)."""
+        a = torch.arange(self.P).repeat_interleave(self.P)
+        b = torch.arange(self.P).repeat(self.P)
+        return ModularSplit(self.encode(a, b), self.label(a, b), torch.stack([a, b], 1))
+
+    def split(self) -> tuple[ModularSplit, ModularSplit]:
+        """``(train, test)`` splits of all pairs, by a permutation seeded with ``seed``."""
+        full = self.all_pairs()
+        perm = torch.randperm(self.P * self.P, generator=torch.Generator().manual_seed(self.seed))
+        n_train = int(round(self.train_frac * self.P * self.P))
+        tr, te = perm[:n_train], perm[n_train:]
+        return (ModularSplit(full.x[tr], full.y[tr], full.ab[tr]), ModularSplit(full.x[te], full.y[te], full.ab[te]))
+
+
+# --------------------------------------------------------------------------------------
+# Synthetic language
+# --------------------------------------------------------------------------------------
+_NOUNS = [
+    ("dog", "dogs"), ("cat", "cats"), ("key", "keys"), ("table", "tables"), ("book", "books"), ("car", "cars"),
+    ("house", "houses"), ("tree", "trees"), ("bird", "birds"), ("box", "boxes"), ("letter", "letters"),
+    ("picture", "pictures"), ("garden", "gardens"), ("window", "windows"), ("door", "doors"), ("road", "roads"),
+    ("river", "rivers"), ("song", "songs"), ("game", "games"), ("plan", "plans"), ("idea", "ideas"),
+    ("horse", "horses"), ("chair", "chairs"), ("cup", "cups"), ("shoe", "shoes"), ("phone", "phones"),
+    ("lamp", "lamps"), ("cabinet", "cabinets"), ("painting", "paintings"), ("bridge", "bridges"),
+    ("tower", "towers"), ("coin", "coins"), ("flower", "flowers"), ("boat", "boats"), ("clock", "clocks"),
+    ("map", "maps"), ("bag", "bags"), ("desk", "desks"), ("wall", "walls"), ("stone", "stones"),
+]  # fmt: skip
+#: occupations and the gender the training corpus associates with them ("m" -> he, "f" -> she)
+_OCCUPATIONS = {
+    "engineer": "m", "mechanic": "m", "pilot": "m", "carpenter": "m", "farmer": "m", "soldier": "m",
+    "plumber": "m", "surgeon": "m", "guard": "m", "builder": "m", "banker": "m", "sailor": "m",
+    "nurse": "f", "secretary": "f", "dancer": "f", "librarian": "f", "teacher": "f", "baker": "f",
+    "nanny": "f", "hairdresser": "f", "receptionist": "f", "designer": "f", "cashier": "f", "stylist": "f",
+}  # fmt: skip
+_MALE_NAMES = ["john", "james", "robert", "michael", "david", "william", "richard", "thomas", "charles", "daniel",
+               "paul", "mark", "george", "peter", "henry", "jack", "adam", "oliver", "samuel", "edward"]
+_FEMALE_NAMES = ["mary", "linda", "susan", "sarah", "karen", "lisa", "nancy", "emma", "anna", "laura",
+                 "julia", "alice", "grace", "helen", "rose", "clara", "sophie", "lucy", "olivia", "kate"]
+_VERBS = [
+    ("is", "are"), ("was", "were"), ("has", "have"), ("likes", "like"), ("sees", "see"), ("needs", "need"),
+    ("wants", "want"), ("finds", "find"), ("makes", "make"), ("takes", "take"), ("helps", "help"),
+    ("holds", "hold"), ("moves", "move"), ("follows", "follow"), ("opens", "open"), ("watches", "watch"),
+    ("reaches", "reach"), ("breaks", "break"), ("carries", "carry"), ("loves", "love"),
+]  # fmt: skip
+_COPULAS = {"is", "are", "was", "were"}
+_PAST = ["saw", "found", "liked", "took", "made", "helped", "visited", "painted", "opened", "fixed", "cleaned",
+         "moved", "wanted", "bought", "sold", "watched", "carried", "followed", "needed", "built"]
+_ADJS = ["old", "new", "red", "big", "small", "green", "blue", "tall", "quiet", "happy", "dark", "bright",
+         "heavy", "strange", "young", "quick", "broken", "empty", "warm", "cold"]
+_PREPS = ["near", "behind", "beside", "under", "above", "by", "with", "for"]
+_CONNECTIVES = ["and", "because", "so"]
+_SPECIAL = ["<pad>", "<bos>", "."]
+_FUNCTION = ["the", "he", "she", "said", "that", "today", "again"]
+
+
+def _occupation_plural(o: str) -> str:
+    return o[:-1] + "ies" if o.endswith("y") and o[-2] not in "aeiou" else o + "s"
+
+
+class Tokenizer:
+    """Word-level tokenizer over a fixed vocabulary (whitespace-separated words)."""
+
+    def __init__(self, vocab: list[str]) -> None:
+        if len(set(vocab)) != len(vocab):
+            raise ValueError("vocab: expected unique words, got duplicates")
+        self.vocab = list(vocab)
+        self.token_to_id = {w: i for i, w in enumerate(self.vocab)}
+        self.pad_id = self.token_to_id["<pad>"]
+        self.bos_id = self.token_to_id["<bos>"]
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str, bos: bool = True) -> list[int]:
+        """``"the dog is old ."`` -> ids (with a leading ``<bos>`` unless ``bos=False``)."""
+        if not isinstance(text, str):
+            raise TypeError(f"text: expected str, got {type(text).__name__}")
+        ids = [self.bos_id] if bos else []
+        for w in text.split():
+            if w not in self.token_to_id:
+                raise ValueError(f"text: unknown word {w!r} (the vocabulary has {len(self.vocab)} words)")
+            ids.append(self.token_to_id[w])
+        return ids
+
+    def decode(self, ids: list[int] | torch.Tensor, skip_special: bool = True) -> str:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        words = [self.vocab[i] for i in ids]
+        if skip_special:
+            words = [w for w in words if w not in ("<pad>", "<bos>")]
+        return " ".join(words)
+
+    def __getitem__(self, word: str) -> int:
+        return self.token_to_id[word]
+
+
+@dataclass
+class PromptPairs:
+    """Clean/corrupted prompts that differ in one word, with the two answer tokens.
+
+    ``clean`` and ``corrupted``: ``(n, pos)`` int64; ``answers``: ``(n, 2)`` int64 where
+    ``answers[:, 0]`` is the correct next token for the clean prompt and ``answers[:, 1]``
+    the correct one for the corrupted prompt. The task metric is the logit difference
+    ``logits[-1, answers[:, 0]] - logits[-1, answers[:, 1]]`` (positive = clean answer wins).
+    ``labels`` carries phenomenon-specific metadata (e.g. the occupation's stereotype).
+    """
+
+    clean: torch.Tensor
+    corrupted: torch.Tensor
+    answers: torch.Tensor
+    task: str
+    labels: dict[str, list] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.clean.shape[0])
+
+    def to(self, device: str | torch.device) -> PromptPairs:
+        return PromptPairs(self.clean.to(device), self.corrupted.to(device), self.answers.to(device), self.task,
+                           self.labels)
+
+    def __getitem__(self, idx: slice | torch.Tensor) -> PromptPairs:
+        sel = idx if isinstance(idx, slice) else torch.as_tensor(idx)
+        lab = {k: (v[sel] if isinstance(sel, slice) else [v[int(i)] for i in sel]) for k, v in self.labels.items()}
+        return PromptPairs(self.clean[sel], self.corrupted[sel], self.answers[sel], self.task, lab)
+
+
+@dataclass
+class SyntheticLanguage:
+    """A small English-like probabilistic grammar with two planted phenomena.
+
+    Sentence kinds (each one sequence ``<bos> ... .``):
+
+    * **agreement**: ``the [ADJ] SUBJ [PREP the [ADJ] ATTRACTOR] VERB ...`` - the verb
+      agrees in number with ``SUBJ``, never with the attractor noun inside the prepositional
+      phrase (present with probability ``p_attractor``, its number random).
+    * **pronoun**: ``NAME|the OCCUPATION PAST the [ADJ] OBJ CONNECTIVE he|she PAST ...`` or
+      ``... said that he|she PAST ...``. Names have a fixed gender; an occupation's pronoun
+      is its stereotyped gender with probability ``occupation_bias`` (the planted bias).
+
+    Args:
+        occupation_bias: P(stereotyped pronoun | occupation) in the corpus, in [0, 1].
+        p_attractor: probability that an agreement sentence has an attractor phrase.
+        p_agreement: fraction of agreement sentences in the corpus (the rest are pronoun ones).
+        n_ctx: context length that batches are padded to.
+    """
+
+    occupation_bias: float = 0.85
+    p_attractor: float = 0.6
+    p_agreement: float = 0.5
+    n_ctx: int = 16
+
+    def __post_init__(self) -> None:
+        check_probability("occupation_bias", self.occupation_bias)
+        check_probability("p_attractor", self.p_attractor)
+        check_probability("p_agreement", self.p_agreement)
+        check_positive_int("n_ctx", self.n_ctx, minimum=14)
+        occ_plural = [_occupation_plural(o) for o in _OCCUPATIONS]
+        vocab = (_SPECIAL + _FUNCTION + [w for pair in _NOUNS for w in pair] + list(_OCCUPATIONS) + occ_plural
+                 + _MALE_NAMES + _FEMALE_NAMES + [w for pair in _VERBS for w in pair] + _PAST + _ADJS + _PREPS
+                 + _CONNECTIVES)
+        self.tokenizer = Tokenizer(vocab)
+        self.occupations = dict(_OCCUPATIONS)
+        self.male_names, self.female_names = list(_MALE_NAMES), list(_FEMALE_NAMES)
+        self.verbs = list(_VERBS)
+        self._subjects = [(s, p) for s, p in _NOUNS] + [(o, _occupation_plural(o)) for o in _OCCUPATIONS]
+
+    # -- corpus ---------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    def _np(self, rng: random.Random, plural: bool | None = None, adj_p: float = 0.3) -> tuple[list[str], bool]:
+        sing, plur = rng.choice(self._subjects)
+        if plural is None:
+            plural = rng.random() < 0.5
+        words = ["the"] + ([rng.choice(_ADJS)] if rng.random() < adj_p else []) + [plur if plural else sing]
+        return words, plural
+
+    def _object(self, rng: random.Random) -> list[str]:
+        sing, plur = rng.choice(_NOUNS)
+        return ["the"] + ([rng.choice(_ADJS)] if rng.random() < 0.3 else []) + [rng.choice([sing, plur])]
+
+    def agreement_sentence(self, rng: random.Random) -> str:
+        words, plural = self._np(rng)
+        if rng.random() < self.p_attractor:
+            attr, _ = self._np(rng)
+            words += [rng.choice(_PREPS)] + attr
+        verb = rng.choice(self.verbs)[1 if plural else 0]
+        words.append(verb)
+        words += [rng.choice(_ADJS)] if verb in _COPULAS else self._object(rng)
+        return " ".join(words + ["."])
+
+    def pronoun_sentence(self, rng: random.Random) -> str:
+        if rng.random() < 0.5:
+            male = rng.random() < 0.5
+            subj = [rng.choice(self.male_names if male else self.female_names)]
+        else:
+            occ = rng.choice(list(self.occupations))
+            stereo_male = self.occupations[occ] == "m"
+            male = stereo_male if rng.random() < self.occupation_bias else not stereo_male
+            subj = ["the", occ]
+        pron = "he" if male else "she"
+        if rng.random() < 0.25:
+            words = subj + ["said", "that", pron, rng.choice(_PAST)] + self._object(rng)
+        else:
+            words = subj + [rng.choice(_PAST)] + self._object(rng) + [rng.choice(_CONNECTIVES), pron, rng.choice(_PAST)]
+            words += self._object(rng)
+        if rng.random() < 0.2:
+            words.append(rng.choice(["today", "again"]))
+        return " ".join(words + ["."])
+
+    def sample_sentences(self, n: int, seed: int = 0) -> list[str]:
+        """``n`` corpus sentences (a deterministic function of ``seed``)."""
+        check_positive_int("n", n)
+        rng = random.Random(seed)
+        return [self.agreement_sentence(rng) if rng.random() < self.p_agreement else self.pronoun_sentence(rng)
+                for _ in range(n)]
+
+    def encode_batch(self, sentences: list[str]) -> torch.Tensor:
+        """Encode sentences as ``(n, n_ctx)`` int64, ``<bos>``-prefixed and ``<pad>``-padded."""
+        out = torch.full((len(sentences), self.n_ctx), self.tokenizer.pad_id, dtype=torch.long)
+        for i, s in enumerate(sentences):
+            ids = self.tokenizer.encode(s)
+            if len(ids) > self.n_ctx:
+                raise ValueError(f"sentences[{i}]: {len(ids)} tokens exceed n_ctx={self.n_ctx}")
+            out[i, : len(ids)] = torch.tensor(ids)
+        return out
+
+    def sample_batch(self, n: int, seed: int = 0) -> torch.Tensor:
+        """``(n, n_ctx)`` token ids of freshly sampled corpus sentences."""
+        return self.encode_batch(self.sample_sentences(n, seed))
+
+    # -- prompts --------------------------------------------------------------------------
+    def agreement_prompts(
+        self, n: int, seed: int = 0, attractor: Literal["mismatch", "match", "none"] = "mismatch",
+        device: str | torch.device = "cpu",
+    ) -> PromptPairs:
+        """``<bos> the SUBJ PREP the ATTR`` -> verb, and the same with SUBJ's number flipped.
+
+        ``attractor="mismatch"``: the attractor has the opposite number to the clean subject
+        (the hard case); ``"match"``: the same number; ``"none"``: prompts are
+        ``<bos> the SUBJ`` only. ``answers[:, 0]`` is the verb form agreeing with the clean
+        subject, ``answers[:, 1]`` the other form of the same verb.
+        """
+        check_positive_int("n", n)
+        check_choice("attractor", attractor, ["mismatch", "match", "none"])
+        rng = random.Random(seed)
+        tok = self.tokenizer
+        clean, corr, ans = [], [], []
+        lab: dict[str, list] = {"plural": [], "verb": []}
+        for _ in range(n):
+            sing, plur = rng.choice(self._subjects)
+            plural = rng.random() < 0.5
+            verb = rng.choice(self.verbs)
+            tail: list[str] = []
+            if attractor != "none":
+                a_sing, a_plur = rng.choice(self._subjects)
+                a_plural = (not plural) if attractor == "mismatch" else plural
+                tail = [rng.choice(_PREPS), "the", a_plur if a_plural else a_sing]
+            clean.append(tok.encode(" ".join(["the", plur if plural else sing] + tail)))
+            corr.append(tok.encode(" ".join(["the", sing if plural else plur] + tail)))
+            right, wrong = (verb[1], verb[0]) if plural else (verb[0], verb[1])
+            ans.append([tok[right], tok[wrong]])
+            lab["plural"].append(plural)
+            lab["verb"].append(verb[0])
+        dev = resolve_device(device)
+        return PromptPairs(torch.tensor(clean, device=dev), torch.tensor(corr, device=dev),
+                           torch.tensor(ans, device=dev), "agreement", lab)
+
+    def gender_prompts(
+        self, n: int, seed: int = 0, subject: Literal["name", "occupation"] = "name",
+        device: str | torch.device = "cpu",
+    ) -> PromptPairs:
+        """Pronoun prompts ``<bos> SUBJ PAST the OBJ and`` -> he/she.
+
+        ``subject="name"``: clean subject a name of one gender, corrupted a name of the other;
+        ``answers = (clean pronoun, other pronoun)``.
+        ``subject="occupation"``: clean ``the OCC`` with a female-stereotyped occupation,
+        corrupted ``the OCC'`` with a male-stereotyped one; answers ``(she, he)``. For a model
+        that learned the planted bias the clean logit difference is positive;
+        ``labels["occupation"]`` names the clean occupation.
+        """
+        check_positive_int("n", n)
+        check_choice("subject", subject, ["name", "occupation"])
+        rng = random.Random(seed)
+        tok = self.tokenizer
+        fem_occ = [o for o, g in self.occupations.items() if g == "f"]
+        male_occ = [o for o, g in self.occupations.items() if g == "m"]
+        clean, corr, ans = [], [], []
+        lab: dict[str, list] = {"clean_subject": [], "corrupted_subject": []}
+        for _ in range(n):
+            mid = [rng.choice(_PAST), "the", rng.choice(rng.choice(_NOUNS)), "and"]
+            if subject == "name":
+                male = rng.random() < 0.5
+                a = rng.choice(self.male_names if male else self.female_names)
+                b = rng.choice(self.female_names if male else self.male_names)
+                c_words, k_words = [a], [b]
+                answers = ("he", "she") if male else ("she", "he")
+            else:
+                a, b = rng.choice(fem_occ), rng.choice(male_occ)
+                c_words, k_words = ["the", a], ["the", b]
+                answers = ("she", "he")
+            clean.append(tok.encode(" ".join(c_words + mid)))
+            corr.append(tok.encode(" ".join(k_words + mid)))
+            ans.append([tok[answers[0]], tok[answers[1]]])
+            lab["clean_subject"].append(a)
+            lab["corrupted_subject"].append(b)
+        dev = resolve_device(device)
+        return PromptPairs(torch.tensor(clean, device=dev), torch.tensor(corr, device=dev),
+                           torch.tensor(ans, device=dev), f"gender-{subject}", lab)
+
+    def occupation_prompts(self, seed: int = 0, per_occupation: int = 8) -> tuple[torch.Tensor, list[str]]:
+        """``per_occupation`` prompts ``<bos> the OCC PAST the OBJ and`` for every occupation.
+
+        Returns ``(tokens (n_occ * per_occupation, 7), occupation name per row)``; read
+        ``P(he)`` and ``P(she)`` at the last position to see the planted bias.
+        """
+        check_positive_int("per_occupation", per_occupation)
+        rng = random.Random(seed)
+        rows, names = [], []
+        for occ in self.occupations:
+            for _ in range(per_occupation):
+                words = ["the", occ, rng.choice(_PAST), "the", rng.choice(rng.choice(_NOUNS)), "and"]
+                rows.append(self.tokenizer.encode(" ".join(words)))
+                names.append(occ)
+        return torch.tensor(rows), names
