@@ -1,0 +1,65 @@
+"""Stochastic Parameter Decomposition (Bushnaq, Braun & Sharkey 2025, https://arxiv.org/abs/2506.20790).
+
+Decomposes the weights of chosen linear layers into rank-one *subcomponents*
+``W_l ~= sum_c U_l[:, c] V_l[:, c]^T``, each with a learned *causal importance* ``g_{l,c}(x)``
+that says how much it may be ablated on input ``x`` without changing the output.
+
+Public API::
+
+    cfg = SPDConfig.for_model("tms-5-2")                  # the paper's settings
+    res = decompose(model, ["linear1", "linear2"], sample_inputs, cfg)
+    res.U["linear1"], res.V["linear1"]                    # (d_out, C), (d_in, C)
+    res.causal_importances(x), res.masked_forward(x, masks), res.history, res.alive()
+    mmcs_ml2r(res, "linear1", model.linear1.weight)       # paper Table 1 metrics
+
+Modules: :mod:`.config` (settings), :mod:`.components` (subcomponents, CI MLPs, hard
+sigmoids), :mod:`.decompose` (losses, training loop, result), :mod:`.analysis` (metrics).
+"""
+
+from mechnb.spd.analysis import (
+    SweepPoint,
+    feature_matches,
+    identity_ci_error,
+    importance_minimality_sweep,
+    match_columns,
+    mmcs_ml2r,
+    one_hot_causal_importances,
+)
+from mechnb.spd.components import (
+    CausalImportanceMLPs,
+    SPDComponents,
+    lower_leaky_hard_sigmoid,
+    upper_leaky_hard_sigmoid,
+)
+from mechnb.spd.config import SPDConfig
+from mechnb.spd.decompose import (
+    LOSS_NAMES,
+    SPDResult,
+    compress_zero_rows,
+    decompose,
+    faithfulness_loss,
+    importance_minimality_loss,
+    stochastic_masks,
+)
+
+__all__ = [
+    "SPDConfig",
+    "decompose",
+    "SPDResult",
+    "mmcs_ml2r",
+    "feature_matches",
+    "one_hot_causal_importances",
+    "match_columns",
+    "identity_ci_error",
+    "importance_minimality_sweep",
+    "SweepPoint",
+    "SPDComponents",
+    "CausalImportanceMLPs",
+    "lower_leaky_hard_sigmoid",
+    "upper_leaky_hard_sigmoid",
+    "faithfulness_loss",
+    "importance_minimality_loss",
+    "stochastic_masks",
+    "compress_zero_rows",
+    "LOSS_NAMES",
+]

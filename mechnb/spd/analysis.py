@@ -1,0 +1,188 @@
+"""Reading an SPD decomposition: paper metrics, CI patterns on one-hot inputs, sweeps.
+
+* :func:`mmcs_ml2r` - mean max cosine similarity and mean L2 ratio (paper Sec. 4.1, Table 1).
+* :func:`one_hot_causal_importances` + :func:`match_columns` - the CI heatmaps of the paper's
+  Figs. 2/4/6: one input feature at magnitude 0.75, columns permuted by the Hungarian algorithm.
+* :func:`identity_ci_error` - how far such a matched pattern is from the identity.
+* :func:`importance_minimality_sweep` - the same decomposition over several coefficients / ``p``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+
+from mechnb._checks import check_array, check_positive_float, check_positive_int, check_tensor
+from mechnb.spd.config import SPDConfig
+from mechnb.spd.decompose import SPDResult, decompose
+
+__all__ = [
+    "mmcs_ml2r",
+    "feature_matches",
+    "one_hot_causal_importances",
+    "match_columns",
+    "identity_ci_error",
+    "SweepPoint",
+    "importance_minimality_sweep",
+]
+
+
+def _check_result(result: object) -> SPDResult:
+    if not isinstance(result, SPDResult):
+        raise TypeError(f"result: expected an SPDResult, got {type(result).__name__}")
+    return result
+
+
+def feature_matches(
+    result: SPDResult, module: str, W: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For every column ``W[:, j]`` find the subcomponent whose column ``j`` matches it best.
+
+    Subcomponent ``c``'s contribution to column ``j`` is ``U[:, c] V[j, c]``. Returns
+    ``(best_c (d_in,), cosine (d_in,), l2_ratio (d_in,))`` with ``cosine[j] = max_c cos(U_c V_jc, W_j)``
+    and ``l2_ratio[j] = ||U_{c*} V_{j c*}|| / ||W_j||`` at the maximiser ``c*``.
+    """
+    result = _check_result(result)
+    result._check_module(module)
+    if W is None:
+        W = result.target_weight(module)
+    U, V = result.U[module], result.V[module]
+    W = check_tensor("W", W, shape=(U.shape[0], V.shape[0]), dims="(d_out, d_in)", floating=True).to(U)
+    sub = U.unsqueeze(1) * V.unsqueeze(0)  # (d_out, d_in, C): column j of subcomponent c
+    sub_norm = sub.norm(dim=0)  # (d_in, C)
+    w_norm = W.norm(dim=0)  # (d_in,)
+    if bool((w_norm == 0).any()):
+        raise ValueError(f"W: column(s) {torch.nonzero(w_norm == 0).flatten().tolist()} are zero; cosine undefined")
+    cos = torch.einsum("oic,oi->ic", sub, W) / (sub_norm * w_norm.unsqueeze(1)).clamp_min(1e-12)
+    best_cos, best_c = cos.max(dim=1)
+    ratio = sub_norm.gather(1, best_c.unsqueeze(1)).squeeze(1) / w_norm
+    return best_c, best_cos, ratio
+
+
+def mmcs_ml2r(result: SPDResult, module: str, W: torch.Tensor | None = None) -> tuple[float, float]:
+    """Mean max cosine similarity and mean L2 ratio of ``module``'s subcomponents vs ``W``'s columns.
+
+    Paper Sec. 4.1 (Table 1): for each input feature ``j`` (column ``W[:, j]``, e.g. TMS
+    ``linear1``'s embedding of feature ``j``), take the subcomponent whose ``j``-th column
+    ``U_c V_jc`` has the highest cosine similarity with it; MMCS is the mean of those maxima,
+    ML2R the mean ratio of their norms. A perfect decomposition of TMS gives ``(1, 1)``.
+
+    Args:
+        result: an :class:`SPDResult`.
+        module: a decomposed layer.
+        W: the reference weight ``(d_out, d_in)``; default the target layer's weight.
+    """
+    _, cos, ratio = feature_matches(result, module, W)
+    return float(cos.mean()), float(ratio.mean())
+
+
+@torch.no_grad()
+def one_hot_causal_importances(
+    result: SPDResult, n_features: int | None = None, magnitude: float = 0.75, kind: str = "clipped"
+) -> dict[str, np.ndarray]:
+    """Causal importances on the one-hot inputs ``magnitude * e_i``: ``{layer: (n_features, C)}``.
+
+    Row ``i`` is the input with only feature ``i`` active (paper Figs. 2, 4, 6 use 0.75).
+    """
+    result = _check_result(result)
+    mag = check_positive_float("magnitude", magnitude)
+    if n_features is None:
+        n_features = getattr(result.model, "n_features", None)
+        if n_features is None:
+            raise ValueError("n_features: the model has no n_features attribute; pass n_features")
+    n = check_positive_int("n_features", n_features)
+    x = torch.eye(n, device=result._device(), dtype=result.components.ci.W_in.dtype) * mag
+    ci = result.causal_importances(x, kind=kind)
+    return {k: v.cpu().numpy() for k, v in ci.items()}
+
+
+def match_columns(ci: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Column order that puts the largest causal importances on the diagonal (Hungarian algorithm).
+
+    Args:
+        ci: ``(n_inputs, C)`` causal importances (``n_inputs <= C``).
+
+    Returns:
+        A permutation of ``range(C)``: the first ``n_inputs`` entries are the columns matched to
+        inputs ``0..n_inputs-1`` (``scipy.optimize.linear_sum_assignment`` maximising the
+        matched sum), followed by the unmatched columns in decreasing order of their total CI.
+    """
+    arr = check_array("ci", ci, ndim=2)
+    n, C = arr.shape
+    if n > C:
+        raise ValueError(f"ci: expected at most as many rows as columns (n_inputs <= C), got shape {arr.shape}")
+    rows, cols = linear_sum_assignment(-arr)
+    order = np.empty(n, dtype=np.int64)
+    order[rows] = cols
+    rest = np.setdiff1d(np.arange(C), cols)
+    rest = rest[np.argsort(-arr[:, rest].sum(axis=0), kind="stable")]
+    return np.concatenate([order, rest])
+
+
+def identity_ci_error(ci: np.ndarray | torch.Tensor, threshold: float = 0.1) -> dict[str, float]:
+    """Compare a matched one-hot CI pattern with the identity.
+
+    Args:
+        ci: ``(n_inputs, C)`` causal importances, columns already ordered by :func:`match_columns`.
+        threshold: an entry counts as "on" above this value.
+
+    Returns:
+        ``{"n_offdiag_above": number of entries outside the diagonal above threshold,
+        "n_diag_below": diagonal entries at or below threshold, "mean_abs_error": mean |ci - I|}``
+        where ``I`` is the ``(n_inputs, C)`` identity.
+    """
+    arr = check_array("ci", ci, ndim=2)
+    thr = check_positive_float("threshold", threshold, allow_zero=True)
+    n, C = arr.shape
+    eye = np.eye(n, C)
+    diag = np.diagonal(arr[:, :n]) if n <= C else np.diagonal(arr)
+    return {
+        "n_offdiag_above": int(((arr > thr) & (eye == 0)).sum()),
+        "n_diag_below": int((diag <= thr).sum()),
+        "mean_abs_error": float(np.abs(arr - eye).mean()),
+    }
+
+
+@dataclass
+class SweepPoint:
+    """One decomposition of an importance-minimality sweep."""
+
+    coefficient: float
+    p: float
+    result: SPDResult
+
+
+def importance_minimality_sweep(
+    model: nn.Module,
+    target_modules: list[str],
+    sample_inputs: Callable[[int, torch.Generator], torch.Tensor],
+    config: SPDConfig,
+    coefficients: Sequence[float],
+    ps: Sequence[float] | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> list[SweepPoint]:
+    """Run :func:`decompose` for every ``(coefficient, p)`` pair (same seed, other settings fixed).
+
+    Shows the trade-off of paper Sec. 2: too small a coefficient leaves many subcomponents
+    causally important on every input (no minimality); too large a one kills subcomponents the
+    model needs, so reconstruction fails.
+    """
+    if isinstance(coefficients, (str, bytes)) or not isinstance(coefficients, Sequence) or not coefficients:
+        raise ValueError(f"coefficients: expected a non-empty list of numbers, got {coefficients!r}")
+    coefs = [check_positive_float("coefficients[]", c, allow_zero=True) for c in coefficients]
+    p_list = [config.p] if ps is None else [check_positive_float("ps[]", p) for p in ps]
+    if not p_list:
+        raise ValueError("ps: expected a non-empty list of exponents or None")
+    points = []
+    for p in p_list:
+        for c in coefs:
+            cfg = config.replace(importance_minimality=c, p=p)
+            res = decompose(model, target_modules, sample_inputs, cfg, device=device, progress=progress)
+            points.append(SweepPoint(coefficient=c, p=p, result=res))
+    return points

@@ -1,0 +1,198 @@
+"""Settings of a Stochastic Parameter Decomposition run (:class:`SPDConfig`).
+
+The defaults and :meth:`SPDConfig.for_model` presets follow Bushnaq, Braun & Sharkey (2025),
+*Stochastic Parameter Decomposition*, https://arxiv.org/abs/2506.20790 (App. on
+hyperparameters) and the configs of the paper version of the authors' code
+(goodfire-ai/spd, tag ``v1`` and the June-2025 ``tms_5-2`` / ``tms_40-10`` / ``tms_5-2-id`` /
+``resid_mlp1`` configs).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from mechnb._checks import check_choice, check_positive_float, check_positive_int, check_probability
+
+__all__ = ["SPDConfig"]
+
+
+# Paper settings (authors' configs, June 2025 / tag v1). ``steps`` and ``batch_size`` are theirs.
+_PAPER: dict[str, dict[str, Any]] = {
+    "tms-5-2": dict(C=20, steps=40_000, batch_size=4096, lr=1e-3, lr_schedule="cosine",
+                    importance_minimality=3e-3, p=1.0),
+    "tms-5-2-id": dict(C=20, steps=40_000, batch_size=4096, lr=1e-3, lr_schedule="cosine",
+                       importance_minimality=3e-3, p=1.0),
+    "tms-40-10": dict(C=200, steps=40_000, batch_size=4096, lr=1e-3, lr_schedule="cosine",
+                      importance_minimality=1e-4, p=2.0),
+    "tms-40-10-id": dict(C=200, steps=40_000, batch_size=4096, lr=1e-3, lr_schedule="cosine",
+                         importance_minimality=1e-4, p=2.0),
+    "resid-mlp-1": dict(C=100, steps=30_000, batch_size=2048, lr=2e-3, lr_schedule="constant",
+                        importance_minimality=1e-5, p=2.0),
+}
+
+# mechnb's CPU recipes: same losses and coefficients, far fewer steps. They rely on the exact
+# zero-row compression of the sparse TMS / residual-MLP batches (``compress_zero_rows``), a
+# short faithfulness warm-up (``U V^T := W`` before the stochastic losses start, as in later
+# versions of the authors' code) and a larger learning rate. Measured in
+# ``benchmarks/bench_spd.py`` and ``tests/test_spd.py``.
+_FAST: dict[str, dict[str, Any]] = {
+    "tms-5-2": dict(C=20, steps=2_000, batch_size=4096, lr=1e-2, lr_schedule="cosine",
+                    importance_minimality=3e-3, p=1.0, faithfulness_warmup_steps=200),
+    "tms-5-2-id": dict(C=20, steps=2_000, batch_size=4096, lr=1e-2, lr_schedule="cosine",
+                       importance_minimality=3e-3, p=1.0, faithfulness_warmup_steps=200),
+    "tms-40-10": dict(C=200, steps=3_000, batch_size=4096, lr=5e-3, lr_schedule="cosine",
+                      importance_minimality=1e-4, p=2.0, faithfulness_warmup_steps=200),
+    "tms-40-10-id": dict(C=200, steps=3_000, batch_size=4096, lr=5e-3, lr_schedule="cosine",
+                         importance_minimality=1e-4, p=2.0, faithfulness_warmup_steps=200),
+    "resid-mlp-1": dict(C=100, steps=5_000, batch_size=2048, lr=2e-3, lr_schedule="cosine",
+                        importance_minimality=1e-5, p=2.0, faithfulness_warmup_steps=200),
+}
+
+
+@dataclass
+class SPDConfig:
+    """Hyperparameters of :func:`mechnb.spd.decompose`.
+
+    Attributes:
+        C: subcomponents per decomposed weight matrix (paper: ``C``).
+        steps: optimiser steps of the main phase.
+        batch_size: inputs drawn from ``sample_inputs`` per step.
+        lr: peak learning rate of AdamW (no weight decay) on the subcomponents and CI functions.
+        lr_schedule: ``"cosine"`` (to 0) or ``"constant"``, after ``lr_warmup_frac * steps``
+            linear warm-up steps.
+        ci_hidden: hidden width of each subcomponent's causal-importance MLP ``1 -> ci_hidden -> 1``.
+        n_mask_samples: stochastic masks drawn per example for each stochastic loss.
+        faithfulness: coefficient of ``L_faithfulness`` (paper Eq. 3).
+        stochastic_recon: coefficient of ``L_stochastic-recon`` (all layers masked, Eq. 5).
+        stochastic_recon_layerwise: coefficient of ``L_stochastic-recon-layerwise`` (one layer
+            masked at a time, Eq. 6).
+        importance_minimality: coefficient of ``L_importance-minimality = sum |g|^p`` (Eq. 7).
+        p: the exponent ``p`` of the importance-minimality loss.
+        p_anneal_final: if set, ``p`` is annealed linearly to this value between
+            ``p_anneal_start_frac`` and ``p_anneal_end_frac`` of the main phase.
+        leaky_alpha: slope of the leaky parts of the hard sigmoids (paper: 0.01).
+        faithfulness_warmup_steps: steps of faithfulness-only optimisation (lr
+            ``faithfulness_warmup_lr``) before the main phase; 0 disables it.
+        compress_zero_rows: merge all-zero input rows of a batch into one weighted row. The
+            causal importances of identical rows are identical, so the importance-minimality
+            loss is unchanged, and for bias-free layers (TMS, residual MLP) a zero row's
+            reconstruction error is exactly 0 whatever the mask, so the whole loss and gradient
+            are those of the full batch. (Otherwise that row's reconstruction loss is an
+            unbiased one-mask estimate.)
+        n_eval_batches: batches drawn after training to record each subcomponent's largest
+            causal importance (used by :meth:`SPDResult.alive`).
+        seed: seeds the parameter init, the input stream and the masks.
+        log_every: refresh the progress bar / call ``callback`` every this many steps.
+    """
+
+    C: int = 20
+    steps: int = 40_000
+    batch_size: int = 4096
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"
+    lr_warmup_frac: float = 0.0
+    ci_hidden: int = 16
+    n_mask_samples: int = 1
+    faithfulness: float = 1.0
+    stochastic_recon: float = 1.0
+    stochastic_recon_layerwise: float = 1.0
+    importance_minimality: float = 3e-3
+    p: float = 1.0
+    p_anneal_final: float | None = None
+    p_anneal_start_frac: float = 0.0
+    p_anneal_end_frac: float = 1.0
+    leaky_alpha: float = 0.01
+    faithfulness_warmup_steps: int = 0
+    faithfulness_warmup_lr: float = 1e-2
+    compress_zero_rows: bool = True
+    n_eval_batches: int = 10
+    seed: int = 0
+    log_every: int = 100
+
+    def __post_init__(self) -> None:
+        check_positive_int("C", self.C)
+        check_positive_int("steps", self.steps)
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_float("lr", self.lr)
+        check_choice("lr_schedule", self.lr_schedule, ["cosine", "constant"])
+        check_probability("lr_warmup_frac", self.lr_warmup_frac)
+        check_positive_int("ci_hidden", self.ci_hidden)
+        check_positive_int("n_mask_samples", self.n_mask_samples)
+        for name in ("faithfulness", "stochastic_recon", "stochastic_recon_layerwise", "importance_minimality"):
+            check_positive_float(name, getattr(self, name), allow_zero=True)
+        check_positive_float("p", self.p)
+        if self.p_anneal_final is not None:
+            check_positive_float("p_anneal_final", self.p_anneal_final)
+        check_probability("p_anneal_start_frac", self.p_anneal_start_frac)
+        check_probability("p_anneal_end_frac", self.p_anneal_end_frac)
+        if self.p_anneal_end_frac < self.p_anneal_start_frac:
+            raise ValueError(
+                f"p_anneal_end_frac: expected >= p_anneal_start_frac ({self.p_anneal_start_frac}), "
+                f"got {self.p_anneal_end_frac}"
+            )
+        check_positive_float("leaky_alpha", self.leaky_alpha, allow_zero=True)
+        check_positive_int("faithfulness_warmup_steps", self.faithfulness_warmup_steps, minimum=0)
+        check_positive_float("faithfulness_warmup_lr", self.faithfulness_warmup_lr)
+        if not isinstance(self.compress_zero_rows, bool):
+            raise TypeError(f"compress_zero_rows: expected a bool, got {type(self.compress_zero_rows).__name__}")
+        check_positive_int("n_eval_batches", self.n_eval_batches, minimum=0)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TypeError(f"seed: expected an int, got {type(self.seed).__name__} {self.seed!r}")
+        check_positive_int("log_every", self.log_every)
+
+    # ------------------------------------------------------------------------------
+    @classmethod
+    def for_model(cls, name: str, recipe: str = "paper", **overrides: Any) -> SPDConfig:
+        """Settings for a zoo model.
+
+        Args:
+            name: ``"tms-5-2"``, ``"tms-40-10"``, ``"tms-5-2-id"``, ``"tms-40-10-id"`` or
+                ``"resid-mlp-1"``.
+            recipe: ``"paper"`` - the paper's hyperparameters (C, coefficients, p, lr and its
+                schedule, batch size, steps); ``"fast"`` - the same losses and coefficients with
+                mechnb's short CPU schedule (see the module source for what differs).
+            **overrides: any field, e.g. ``steps=500``.
+        """
+        check_choice("recipe", recipe, ["paper", "fast"])
+        table = _PAPER if recipe == "paper" else _FAST
+        check_choice("name", name, sorted(table))
+        fields = dict(table[name])
+        fields.update(overrides)
+        return cls(**fields)
+
+    @staticmethod
+    def model_names() -> list[str]:
+        """Names accepted by :meth:`for_model`."""
+        return sorted(_PAPER)
+
+    def replace(self, **changes: Any) -> SPDConfig:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    # ------------------------------------------------------------------------------
+    def p_at(self, step: int) -> float:
+        """The importance-minimality exponent at main-phase ``step`` (linear annealing)."""
+        if self.p_anneal_final is None:
+            return self.p
+        frac = step / max(1, self.steps)
+        if frac <= self.p_anneal_start_frac:
+            return self.p
+        if frac >= self.p_anneal_end_frac:
+            return self.p_anneal_final
+        t = (frac - self.p_anneal_start_frac) / (self.p_anneal_end_frac - self.p_anneal_start_frac)
+        return self.p + (self.p_anneal_final - self.p) * t
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate at main-phase ``step`` (linear warm-up, then cosine to 0 or constant)."""
+        warm = int(round(self.lr_warmup_frac * self.steps))
+        if step < warm:
+            return self.lr * (step + 1) / warm
+        if self.lr_schedule == "constant":
+            return self.lr
+        frac = (step - warm) / max(1, self.steps - warm)
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
