@@ -1,0 +1,82 @@
+# mechnb — set-up, lab, tests, zoo and benchmarks.
+#
+#   make lab     create .venv (first time only), install mechnb, start JupyterLab on notebooks/
+#   make test    same set-up, then the unit tests and every notebook (fast mode)
+#
+# Knobs (make VAR=value ...):
+#   PYTHON         interpreter used to create .venv                 (default: python3)
+#   TORCH_VERSION  the torch release installed first                 (default: 2.13.0)
+#   TORCH_INDEX    if set, passed as --index-url for the torch install only, e.g. the
+#                  PyTorch CPU wheel index on a CPU-only machine (see README.md)
+#   PYTEST_ARGS    extra arguments for both pytest runs of `make test` (e.g. -x, -k tms)
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON        ?= python3
+VENV          ?= .venv
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX   ?=
+PYTEST_ARGS   ?=
+
+PY  := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+# The set-up is redone only when pyproject.toml or the torch choice changes: the stamp's
+# name carries a checksum of both, so an up-to-date venv costs nothing.
+SETUP_KEY := $(shell { cat pyproject.toml; echo "$(TORCH_VERSION) $(TORCH_INDEX)"; } | cksum | cut -d' ' -f1)
+STAMP     := $(VENV)/.mechnb-setup-$(SETUP_KEY)
+TORCH_INDEX_ARG := $(if $(strip $(TORCH_INDEX)),--index-url $(strip $(TORCH_INDEX)),)
+
+.PHONY: help setup lab test bench zoo clean
+
+help:
+	@echo "mechnb — make targets:"
+	@echo "  make lab     set up .venv (first time) and start JupyterLab on notebooks/ (127.0.0.1, token)"
+	@echo "  make test    set up .venv, run pytest tests/ and every notebook under nbval (MECHNB_FAST=1)"
+	@echo "  make setup   only create/update .venv (torch $(TORCH_VERSION) + mechnb editable + test tools)"
+	@echo "  make zoo     retrain every zoo model and rewrite data/ (python -m mechnb.zoo build)"
+	@echo "  make bench   run every benchmarks/bench_*.py, one after the other"
+	@echo "  make clean   remove .venv and caches"
+
+setup: $(STAMP)
+
+$(STAMP):
+	@set -e; \
+	if [ ! -x "$(PY)" ]; then \
+		echo "==> creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version 2>&1))"; \
+		$(PYTHON) -m venv $(VENV); \
+	fi; \
+	rm -f $(VENV)/.mechnb-setup-*; \
+	$(PIP) install --quiet "pip>=23"; \
+	echo "==> installing torch==$(TORCH_VERSION) $(TORCH_INDEX_ARG)"; \
+	$(PIP) install --quiet "torch==$(TORCH_VERSION)" $(TORCH_INDEX_ARG); \
+	echo "==> installing mechnb (editable) with its dependencies and test tools"; \
+	$(PIP) install --quiet -e ".[test]"; \
+	$(PY) -c "import torch, mechnb; print('==> ready: torch', torch.__version__, '| mechnb', mechnb.__version__)"; \
+	touch $@
+
+lab: setup
+	$(PY) -m mechnb.lab
+
+test: setup
+	MECHNB_FAST=1 $(PY) -m pytest tests/ $(PYTEST_ARGS)
+	@set -e; \
+	if compgen -G "notebooks/*.ipynb" > /dev/null; then \
+		echo "MECHNB_FAST=1 $(PY) -m pytest --nbval-lax --nbval-current-env notebooks/ $(PYTEST_ARGS)"; \
+		MECHNB_FAST=1 $(PY) -m pytest --nbval-lax --nbval-current-env notebooks/ $(PYTEST_ARGS); \
+	else \
+		echo "notebooks/: no notebooks yet, nothing to execute"; \
+	fi
+
+zoo: setup
+	$(PY) -m mechnb.zoo build
+
+bench: setup
+	@set -e; \
+	shopt -s nullglob; benches=(benchmarks/bench_*.py); \
+	if [ $${#benches[@]} -eq 0 ]; then echo "benchmarks/: no bench_*.py yet"; exit 0; fi; \
+	for b in "$${benches[@]}"; do echo "==> $$b"; $(PY) "$$b"; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
