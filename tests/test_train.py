@@ -84,7 +84,8 @@ def test_learning_rate_schedule_is_exact(schedule, warmup):
             want = lr * (t + 1) / warmup
         else:
             frac = (t - warmup) / (steps - warmup)
-            want = lr * {"constant": 1.0, "linear": 1.0 - frac, "cosine": 0.5 * (1 + math.cos(math.pi * frac))}[schedule]
+            factor = {"constant": 1.0, "linear": 1.0 - frac, "cosine": 0.5 * (1 + math.cos(math.pi * frac))}
+            want = lr * factor[schedule]
         assert got[t] == pytest.approx(want, abs=1e-12), (t, got[t], want)
 
 

@@ -1,0 +1,297 @@
+"""Project-level checks: the set-up files agree with each other, notebooks are stored clean,
+the README documents exactly the make targets that exist, CI runs ``make test``, and the
+``make lab`` launcher really brings JupyterLab up on ``notebooks/``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+from mechnb import lab
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+#: PyPI name (normalised) -> conda-forge name. A new dependency in pyproject.toml needs an entry here
+#: and a line in environment.yml.
+CONDA_NAME = {
+    "torch": "pytorch",
+    "numpy": "numpy",
+    "scipy": "scipy",
+    "pot": "pot",
+    "matplotlib": "matplotlib",
+    "ipywidgets": "ipywidgets",
+    "jupyterlab": "jupyterlab",
+    "tqdm": "tqdm",
+    "networkx": "networkx",
+    "pytest": "pytest",
+    "nbval": "nbval",
+    "playwright": "playwright",
+}
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _makefile_targets() -> set[str]:
+    text = (ROOT / "Makefile").read_text()
+    return set(re.findall(r"^([a-z][a-z0-9_-]*)\s*:(?![:=])", text, flags=re.M))
+
+
+def _default_torch() -> str:
+    return re.search(r"^TORCH_VERSION\s*\?=\s*(\S+)", (ROOT / "Makefile").read_text(), flags=re.M).group(1)
+
+
+def _make_dry_run(*args: str) -> str:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    out = subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+# --------------------------------------------------------------------------------------
+# pyproject.toml <-> environment.yml <-> Makefile
+# --------------------------------------------------------------------------------------
+def test_environment_yml_names_the_same_dependencies_as_pyproject():
+    project = _pyproject()["project"]
+    wanted: dict[str, SpecifierSet] = {}
+    for line in project["dependencies"] + project["optional-dependencies"]["test"]:
+        req = Requirement(line)
+        name = _norm(req.name)
+        assert name in CONDA_NAME, f"pyproject.toml: {name!r} has no conda name in tests/test_project.py CONDA_NAME"
+        wanted[CONDA_NAME[name]] = req.specifier
+
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert env["channels"] == ["conda-forge"]
+    got: dict[str, SpecifierSet] = {}
+    pip_section = None
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            pip_section = dep["pip"]
+            continue
+        name, spec = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(.*)", dep.strip()).groups()
+        got[name.lower()] = spec
+    assert got.pop("python") == "=3.11"
+    assert "pip" in got and got.pop("pip") == ""
+    assert set(got) == set(wanted), (
+        f"environment.yml lacks {sorted(set(wanted) - set(got))}, has extra {sorted(set(got) - set(wanted))}")
+    for name, spec in got.items():
+        assert SpecifierSet(spec.replace(" ", "")) == wanted[name], f"{name}: {spec!r} vs pyproject {wanted[name]}"
+    assert pip_section == ["-e ."]
+
+
+def test_pyproject_has_the_issue_dependencies_and_admits_the_makefile_torch():
+    project = _pyproject()["project"]
+    deps = {_norm(Requirement(d).name): Requirement(d).specifier for d in project["dependencies"]}
+    for name in ("torch", "numpy", "scipy", "pot", "matplotlib", "ipywidgets", "jupyterlab", "tqdm"):
+        assert name in deps, name
+    test_extra = {_norm(Requirement(d).name) for d in project["optional-dependencies"]["test"]}
+    assert {"pytest", "nbval", "playwright"} <= test_extra
+    default_torch = _default_torch()
+    # the Makefile installs this torch first; pip must then find the requirement satisfied
+    assert Version(default_torch) in deps["torch"], (default_torch, deps["torch"])
+
+
+def test_makefile_setup_installs_torch_first_and_honours_torch_index(tmp_path):
+    venv = tmp_path / "venv"  # a venv that does not exist, so the set-up recipe is printed
+    pinned = f'"torch=={_default_torch()}"'
+    plain = _make_dry_run("setup", f"VENV={venv}")
+    lines = [ln for ln in plain.splitlines() if "pip" in ln and " install " in ln]
+    torch_line = next(i for i, ln in enumerate(lines) if pinned in ln)
+    editable_line = next(i for i, ln in enumerate(lines) if '-e ".[test]"' in ln)
+    assert torch_line < editable_line
+    assert "--index-url" not in plain
+    idx = _make_dry_run("setup", f"VENV={venv}", "TORCH_INDEX=https://example.invalid/whl/cpu")
+    torch_cmd = next(ln for ln in idx.splitlines() if pinned in ln and " install " in ln)
+    assert "--index-url https://example.invalid/whl/cpu" in torch_cmd
+    editable_cmd = next(ln for ln in idx.splitlines() if '-e ".[test]"' in ln)
+    assert "--index-url" not in editable_cmd  # only torch comes from the extra index
+
+
+def test_make_test_and_make_lab_run_the_documented_commands():
+    test = _make_dry_run("test")
+    assert re.search(r"MECHNB_FAST=1 \S*python -m pytest tests/", test)
+    assert re.search(r"MECHNB_FAST=1 \S*python -m pytest --nbval-lax --nbval-current-env notebooks/", test)
+    assert "compgen -G \"notebooks/*.ipynb\"" in test  # an empty notebooks/ must not fail make test
+    lab_cmd = _make_dry_run("lab")
+    assert re.search(r"python -m mechnb\.lab\b", lab_cmd)  # the launcher tested below
+
+
+def test_ci_runs_make_test():
+    ci = ROOT / ".ci" / "run"
+    text = ci.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in text
+    assert re.search(r"^make test\s*$", text, flags=re.M)
+    assert os.access(ci, os.X_OK)
+
+
+def test_gitignore_keeps_the_venv_out_of_git():
+    assert ".venv/" in (ROOT / ".gitignore").read_text().split()
+
+
+# --------------------------------------------------------------------------------------
+# README
+# --------------------------------------------------------------------------------------
+def _readme_code() -> str:
+    text = (ROOT / "README.md").read_text()
+    fenced = re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.M | re.S)
+    inline = re.findall(r"`([^`\n]+)`", re.sub(r"^```.*?^```", "", text, flags=re.M | re.S))
+    return "\n".join(fenced + inline)
+
+
+def _readme_make_targets() -> set[str]:
+    pattern = r"(?:^|[ \t;&|(])make[ \t]+(?:[A-Z_]+=\S*[ \t]+)*([a-z][a-z0-9_-]*)"
+    return set(re.findall(pattern, _readme_code(), flags=re.M))
+
+
+def test_readme_shows_exactly_the_make_targets_that_exist():
+    targets, documented = _makefile_targets(), _readme_make_targets()
+    assert {"lab", "test", "zoo", "bench"} <= targets
+    assert documented == targets, (f"README documents targets the Makefile lacks: {sorted(documented - targets)}; "
+                                   f"Makefile targets missing from README: {sorted(targets - documented)}")
+
+
+def test_readme_starts_with_the_two_commands():
+    text = (ROOT / "README.md").read_text()
+    first_block = re.search(r"^```[^\n]*\n(.*?)^```", text, flags=re.M | re.S).group(1)
+    assert re.search(r"^make lab\b", first_block, flags=re.M) and re.search(r"^make test\b", first_block, flags=re.M)
+
+
+def test_readme_notebook_table_lists_every_notebook():
+    text = (ROOT / "README.md").read_text()
+    for number in ("00", "01", "02", "03", "04"):
+        assert re.search(rf"^\| {number} \|", text, flags=re.M), f"README: no table row for notebook {number}"
+    for nb in NOTEBOOKS:
+        assert f"notebooks/{nb.name}" in text, f"README: the notebook table does not link {nb.name}"
+
+
+# --------------------------------------------------------------------------------------
+# Notebooks
+# --------------------------------------------------------------------------------------
+def test_notebooks_are_stored_without_outputs():
+    dirty = []
+    for path in NOTEBOOKS:
+        nb = json.loads(path.read_text())
+        for i, cell in enumerate(nb["cells"]):
+            if cell["cell_type"] != "code":
+                continue
+            if cell.get("outputs"):
+                dirty.append(f"{path.name} cell {i}: has outputs")
+            if cell.get("execution_count") is not None:
+                dirty.append(f"{path.name} cell {i}: execution_count={cell['execution_count']}")
+        if "widgets" in nb.get("metadata", {}):
+            dirty.append(f"{path.name}: stored widget state in metadata")
+    assert not dirty, "strip these notebooks before committing:\n" + "\n".join(dirty)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_is_valid_and_well_formed(path):
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", path.name), f"{path.name}: expected NN_name.ipynb"
+    first_code = next(c for c in nb.cells if c.cell_type == "code")
+    assert "%matplotlib inline" in first_code.source, f"{path.name}: the first code cell must set %matplotlib inline"
+
+
+# --------------------------------------------------------------------------------------
+# make lab: the launcher brings JupyterLab up
+# --------------------------------------------------------------------------------------
+def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (loopback only)
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_lab_command_is_local_and_token_protected():
+    cmd = lab.lab_command(8899, ROOT / "notebooks")
+    assert cmd[:3] == [sys.executable, "-m", "jupyterlab"]
+    assert "--ServerApp.ip=127.0.0.1" in cmd and "--ServerApp.port=8899" in cmd
+    assert "--ServerApp.port_retries=0" in cmd
+    assert f"--ServerApp.root_dir={(ROOT / 'notebooks').resolve()}" in cmd
+    assert not any("token" in c.lower() for c in cmd)  # the token goes through the environment, not ps
+    assert lab.lab_env("s3cret", base={})["JUPYTER_TOKEN"] == "s3cret"
+    with pytest.raises(ValueError, match="token"):
+        lab.lab_env("")
+    assert lab.lab_url(8899, "abc") == "http://127.0.0.1:8899/lab?token=abc"
+    assert lab.default_notebook_dir() == ROOT / "notebooks"
+    port = lab.find_free_port(0)
+    assert 0 < port < 65536
+
+
+def test_make_lab_brings_jupyterlab_up(tmp_path):
+    port = lab.find_free_port(0)
+    token = "mechnb-test-token"
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    log = (tmp_path / "lab.log").open("w")
+    # exactly what `make lab` runs (`$(PY) -m mechnb.lab`), plus a fixed port/token and no browser
+    proc = subprocess.Popen([sys.executable, "-m", "mechnb.lab", "--port", str(port), "--token", token,
+                             "--no-browser"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def logtail() -> str:
+        log.flush()
+        return (tmp_path / "lab.log").read_text()[-3000:]
+
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        status = None
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"jupyter lab exited with {proc.returncode}:\n{logtail()}"
+            try:
+                status, body = _get(f"{base}/api", timeout=2)
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                status = None
+            if status == 200:
+                break
+            time.sleep(0.5)
+        assert status == 200, f"/api did not answer 200 within 60 s:\n{logtail()}"
+        assert "version" in json.loads(body)
+        # the token is required ...
+        assert _get(f"{base}/api/contents")[0] == 403
+        # ... and with it the server shows notebooks/
+        status, body = _get(f"{base}/api/contents?token={token}")
+        assert status == 200
+        listed = {item["name"] for item in json.loads(body)["content"]}
+        assert {p.name for p in NOTEBOOKS} <= listed
+        status, page = _get(f"{base}/lab?token={token}")
+        assert status == 200 and b"JupyterLab" in page
+        assert f"{base}/lab?token={token}" in logtail()  # the launcher printed the URL to open
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
