@@ -31,8 +31,8 @@ HOST = "127.0.0.1"
 
 def default_notebook_dir() -> Path:
     """``notebooks/`` of the checkout mechnb is installed from (editable install), else of the CWD."""
-    here = Path(__file__).resolve().parent.parent / "notebooks"
-    return here if here.is_dir() else Path.cwd() / "notebooks"
+    checkout = Path(__file__).resolve().parent.parent
+    return checkout / "notebooks" if (checkout / "pyproject.toml").is_file() else Path.cwd() / "notebooks"
 
 
 def _port_is_free(port: int, host: str = HOST) -> bool:
@@ -99,7 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-browser", action="store_true", help="do not try to open a web browser")
     args = parser.parse_args(argv)
 
-    notebook_dir = Path(args.notebook_dir) if args.notebook_dir else default_notebook_dir()
+    if args.notebook_dir:
+        notebook_dir = Path(args.notebook_dir)
+    else:
+        notebook_dir = default_notebook_dir()
+        notebook_dir.mkdir(exist_ok=True)  # git does not keep an empty folder
     if not notebook_dir.is_dir():
         parser.error(f"--notebook-dir: {notebook_dir} is not a folder")
     port = args.port if args.port is not None else find_free_port(8888)

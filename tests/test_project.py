@@ -233,7 +233,7 @@ def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
-def test_lab_command_is_local_and_token_protected():
+def test_lab_command_is_local_and_token_protected(tmp_path):
     cmd = lab.lab_command(8899, ROOT / "notebooks")
     assert cmd[:3] == [sys.executable, "-m", "jupyterlab"]
     assert "--ServerApp.ip=127.0.0.1" in cmd and "--ServerApp.port=8899" in cmd
@@ -247,6 +247,8 @@ def test_lab_command_is_local_and_token_protected():
     assert lab.default_notebook_dir() == ROOT / "notebooks"
     port = lab.find_free_port(0)
     assert 0 < port < 65536
+    with pytest.raises(SystemExit):  # argparse error naming the folder, before anything starts
+        lab.main(["--notebook-dir", str(tmp_path / "missing"), "--no-browser"])
 
 
 def test_make_lab_brings_jupyterlab_up(tmp_path):
