@@ -465,3 +465,42 @@ def test_transformer_bad_config(kwargs, exc, needle):
     cfg = dict(vocab_size=V, d_model=D, n_layers=L, n_heads=H, d_mlp=DM, n_ctx=CTX) | kwargs
     with pytest.raises(exc, match=needle):
         TinyTransformer(**cfg)
+
+
+# --------------------------------------------------------------------------------------
+# TinyTransformer.generate
+# --------------------------------------------------------------------------------------
+def test_greedy_generation_follows_the_argmax(tt):
+    prompt = torch.tensor([[1, 2], [3, 4]])
+    out = tt.generate(prompt, max_new_tokens=3, temperature=0)
+    assert out.shape == (2, 5) and torch.equal(out[:, :2], prompt)
+    for t in range(2, 5):
+        assert torch.equal(out[:, t], tt(out[:, :t])[:, -1].argmax(-1))
+
+
+def test_sampled_generation_is_seeded_and_stops_at_n_ctx(tt):
+    prompt = torch.tensor([[1, 2, 3]])
+    a = tt.generate(prompt, 20, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    b = tt.generate(prompt, 20, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    assert a.shape == (1, CTX)  # 20 new tokens requested, capped at the context length
+    assert int(a.max()) < V and int(a.min()) >= 0
+
+
+def test_generation_pads_finished_rows_with_the_stop_token(tt):
+    prompt = torch.tensor([[1, 2], [5, 6]])
+    free = tt.generate(prompt, 4, temperature=0)
+    stop = int(free[0, 2])  # row 0 produces this token first
+    out = tt.generate(prompt, 4, temperature=0, stop_token=stop)
+    assert out[0, 2] == stop and (out[0, 2:] == stop).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "needle"),
+    [(dict(max_new_tokens=0), ValueError, "max_new_tokens"), (dict(temperature=-1.0), ValueError, "temperature"),
+     (dict(tokens=torch.zeros(1, 2)), TypeError, "integer")],
+)
+def test_generation_bad_inputs(tt, kwargs, exc, needle):
+    args = dict(tokens=torch.tensor([[1, 2]]), max_new_tokens=2) | kwargs
+    with pytest.raises(exc, match=needle):
+        tt.generate(**args)

@@ -409,3 +409,25 @@ def test_prompt_bad_inputs(lang):
         lang.gender_prompts(0)
     with pytest.raises(TypeError, match="per_occupation"):
         lang.occupation_prompts(per_occupation=2.0)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------
+# SparseFeatures (the task object of the TMS / residual-MLP zoo entries)
+# --------------------------------------------------------------------------------------
+def test_sparse_features_task_samples_and_labels():
+    from mechnb.tasks import SparseFeatures
+
+    tms = SparseFeatures(n_features=5, feature_probability=0.05)
+    x = tms.sample(20000, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (20000, 5)
+    assert within_binomial((x != 0).float().mean().item(), 0.05, x.numel())
+    assert torch.equal(x, sparse_features(20000, 5, 0.05, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(tms.label(x), x)
+    resid = SparseFeatures(n_features=4, feature_probability=0.5, value_range=(-1, 1), target="resid_relu")
+    x = resid.sample(1000, generator=torch.Generator().manual_seed(1))
+    assert (x < 0).any() and (x > 0).any()
+    torch.testing.assert_close(resid.label(x), x + torch.relu(x))
+    with pytest.raises(ValueError, match="target"):
+        SparseFeatures(5, 0.05, target="square")
+    with pytest.raises(ValueError, match="feature_probability"):
+        SparseFeatures(5, 2.0)
