@@ -1,0 +1,160 @@
+"""Hessian and Gauss-Newton spectra of a training loss (Sagun et al. 2017, arXiv 1706.04454).
+
+The loss Hessian splits as ``H = G + R`` with the Gauss-Newton term
+``G = (1/n) Σ_x J_w(x)ᵀ (∂²ℓ/∂f²) J_w(x)`` (positive semi-definite) and a residual
+``R = (1/n) Σ_x Σ_k (∂ℓ/∂f_k) ∂²f_k/∂w²`` that vanishes where the model fits the data.
+Sagun et al. observe a *bulk* of eigenvalues near zero and a few large *outliers* (about one per
+class for a classifier); the outliers live in ``G``.
+
+Small models get the full matrix (``P`` Hessian-vector products, batched); larger ones the
+top ``k`` eigenvalues by Lanczos (``scipy.sparse.linalg.eigsh`` on a ``LinearOperator`` whose
+mat-vec is an autograd Hessian-vector product). Everything is computed in float64.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import LinearOperator, eigsh
+from torch import nn
+from tqdm.auto import tqdm
+
+from mechnb._checks import check_positive_int, check_tensor
+
+__all__ = ["hessian_spectrum", "hessian_matvec"]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class _Curvature:
+    """Batched Hessian / Gauss-Newton products ``V (k, P) -> V A`` for a model in float64."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor, targets: torch.Tensor,
+                 gauss_newton: bool) -> None:
+        self.model = copy.deepcopy(model).to(torch.float64)
+        self.model.eval()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.P = sum(p.numel() for p in self.params)
+        dev = self.params[0].device
+        self.dev = dev
+        x = inputs.detach().to(dev)
+        self.x = x.to(torch.float64) if x.is_floating_point() else x
+        y = targets.detach().to(dev)
+        self.y = y.to(torch.float64) if y.is_floating_point() else y
+        self.gauss_newton = gauss_newton
+        out = self.model(self.x)
+        if gauss_newton:
+            self.out = out
+            self.u = torch.zeros_like(out, requires_grad=True)
+            # g(u) = J^T u, kept with its graph so that J v = ∂(g(u)·v)/∂u
+            self.JTu = torch.autograd.grad(out, self.params, grad_outputs=self.u, create_graph=True)
+            out_d = out.detach().requires_grad_(True)
+            self.out_d = out_d
+            self.grad_out = torch.autograd.grad(loss_fn(out_d, self.y), out_d, create_graph=True)[0]
+        else:
+            loss = loss_fn(out, self.y)
+            if loss.ndim != 0:
+                raise ValueError(f"loss_fn: expected a scalar loss, got shape {tuple(loss.shape)}")
+            self.grads = torch.autograd.grad(loss, self.params, create_graph=True)
+
+    def _split(self, V: torch.Tensor) -> list[torch.Tensor]:
+        out, off = [], 0
+        for p in self.params:
+            out.append(V[:, off : off + p.numel()].reshape(V.shape[0], *p.shape))
+            off += p.numel()
+        return out
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """``V (k, P)`` -> ``(k, P)`` rows ``A v``."""
+        Vs = self._split(V)
+        if not self.gauss_newton:
+            res = torch.autograd.grad(self.grads, self.params, grad_outputs=Vs, is_grads_batched=True,
+                                      retain_graph=True, allow_unused=True)
+        else:
+            Jv = torch.autograd.grad(self.JTu, self.u, grad_outputs=Vs, is_grads_batched=True, retain_graph=True)[0]
+            HJv = torch.autograd.grad(self.grad_out, self.out_d, grad_outputs=Jv, is_grads_batched=True,
+                                      retain_graph=True)[0]
+            res = torch.autograd.grad(self.out, self.params, grad_outputs=HJv, is_grads_batched=True,
+                                      retain_graph=True, allow_unused=True)
+        return torch.cat([(r if r is not None else torch.zeros(V.shape[0], *p.shape, dtype=V.dtype, device=V.device))
+                          .reshape(V.shape[0], -1) for r, p in zip(res, self.params)], dim=1)
+
+
+def hessian_matvec(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor, targets: torch.Tensor, *,
+                   gauss_newton: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    """A function ``v (P,) -> H v`` (or ``G v``) in float64, for custom linear algebra."""
+    curv = _Curvature(model, loss_fn, inputs, targets, gauss_newton)
+
+    def mv(v: np.ndarray) -> np.ndarray:
+        t = torch.as_tensor(np.asarray(v, dtype=np.float64).reshape(1, -1), device=curv.dev)
+        return curv.matmat(t)[0].cpu().numpy()
+
+    return mv
+
+
+def hessian_spectrum(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    k: int | None = None,
+    *,
+    gauss_newton: bool = False,
+    max_full: int = 3000,
+    chunk: int = 64,
+    seed: int = 0,
+    progress: bool = False,
+) -> np.ndarray:
+    """Eigenvalues of the loss Hessian (or of its Gauss-Newton term) at the current parameters.
+
+    Args:
+        model: any ``nn.Module``; parameters with ``requires_grad=False`` are left out.
+        loss_fn: ``loss_fn(model(inputs), targets) -> scalar`` (a mean over the batch).
+        inputs, targets: the data the loss is evaluated on (all at once).
+        k: ``None`` for the full spectrum (needs ``P <= max_full``); otherwise the ``k``
+            algebraically largest eigenvalues by Lanczos (``eigsh(which="LA")``).
+        gauss_newton: the spectrum of ``G = (1/n) Σ Jᵀ (∂²ℓ/∂f²) J`` instead of ``H``.
+        max_full: largest parameter count for which the full matrix is built.
+        chunk: Hessian-vector products per batched autograd call when building the full matrix.
+        seed: seeds Lanczos' start vector.
+        progress: ``tqdm`` bar over the full-matrix chunks.
+
+    Returns:
+        float64 eigenvalues in descending order: ``(P,)`` or ``(k,)``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn: expected a callable loss_fn(output, target) -> scalar, got {type(loss_fn).__name__}")
+    check_tensor("inputs", inputs)
+    check_tensor("targets", targets)
+    if inputs.ndim == 0 or targets.ndim == 0 or inputs.shape[0] != targets.shape[0]:
+        raise ValueError(f"inputs, targets: expected the same leading (sample) dimension, got shapes "
+                         f"{tuple(inputs.shape)} and {tuple(targets.shape)}")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("model: expected at least one parameter with requires_grad=True, got none")
+    curv = _Curvature(model, loss_fn, inputs, targets, bool(gauss_newton))
+    P = curv.P
+    if k is None:
+        max_full = check_positive_int("max_full", max_full)
+        if P > max_full:
+            raise ValueError(f"k: the model has {P} parameters (> max_full={max_full}); pass k=<number of top "
+                             f"eigenvalues> for Lanczos, or raise max_full")
+        chunk = check_positive_int("chunk", chunk)
+        eye = torch.eye(P, dtype=torch.float64, device=curv.dev)
+        rows = [curv.matmat(eye[s : s + chunk]) for s in tqdm(range(0, P, chunk), disable=not progress,
+                                                                 desc="Hessian", leave=False)]
+        H = torch.cat(rows, dim=0)
+        H = 0.5 * (H + H.T)
+        return torch.linalg.eigvalsh(H).flip(0).cpu().numpy()
+    k = check_positive_int("k", k)
+    if k >= P:
+        raise ValueError(f"k: Lanczos needs k < number of parameters ({P}), got {k}; use k=None for all")
+    op = LinearOperator((P, P), matvec=lambda v: curv.matmat(torch.as_tensor(
+        np.asarray(v, dtype=np.float64).reshape(1, -1), device=curv.dev))[0].cpu().numpy(), dtype=np.float64)
+    v0 = np.random.default_rng(seed).standard_normal(P)
+    vals = eigsh(op, k=k, which="LA", v0=v0, return_eigenvectors=False)
+    return np.sort(vals)[::-1].copy()

@@ -1,0 +1,359 @@
+"""The Interaction Basis of an MLP, its edges, and the modules of the interaction graph.
+
+Papers: Bushnaq et al. 2024, *Using Degeneracy in the Loss Landscape for Mechanistic
+Interpretability* (https://arxiv.org/abs/2405.10927, Sec. 6) and *The Local Interaction Basis*
+(https://arxiv.org/abs/2405.10928, Sec. 2-3).
+
+For each layer ``l`` (bias folded in: ``f^l`` is extended by a constant 1 for every layer that
+feeds a linear map), working from the output backwards:
+
+1. PCA of the uncentred Gram matrix ``G = (1/n) Σ f fᵀ = U D Uᵀ``, dropping eigenvalues
+   ``D_i <= rtol · D_max`` (directions the data never visit);
+2. whitening, ``z = D^{-1/2} Uᵀ f``;
+3. the Jacobian Gram of the next layer's *interaction-basis* activations in whitened
+   coordinates, ``M = D^{1/2} Uᵀ M' U D^{1/2}`` with ``M' = (1/n) Σ Jᵀ J``,
+   ``J = ∂f̂^{l+1}/∂f^l`` (``jacobian="next"``, the paper's backward recursion) or
+   ``J = ∂f^L/∂f^l`` (``jacobian="output"``, the model output); ``M = V Λ Vᵀ``, dropping
+   ``Λ_i <= rtol · Λ_max`` (directions that do not affect what comes after);
+4. ``f̂ = Cᵀ f`` with ``C = U D^{-1/2} V Λ^{1/2}``.
+
+Then ``Cᵀ G C = diag(Λ)``, the Jacobian Gram w.r.t. ``f̂`` is the identity, ``Λ`` are the
+non-zero eigenvalues of ``G M'``, and ``f̂`` does not change (up to signs) when ``f -> A f``
+with the downstream weights ``W -> W A⁻¹`` (for invertible ``A``): the basis is invariant to
+the linear reparametrisations that make neuron bases arbitrary. At the output layer
+``J = I``, so ``C`` is the orthonormal PCA basis (``Λ = D``).
+
+Edges (2405.10927 Eq. 21 / 2405.10928 Eq. 9):
+``E^l_ij = mean_x (∂f̂^{l+1}_i/∂f̂^l_j · f̂^l_j)²``, computed in the interaction basis and in
+the plain PCA basis (``C = U``) for comparison.
+
+Rows are samples throughout: ``acts (n, d) @ C (d, d̂) = f̂ (n, d̂)``; ``C_pinv (d̂, d)`` maps back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mechnb._checks import check_array, check_positive_float, check_tensor
+from mechnb.degeneracy._mlp import (
+    check_inputs,
+    check_layer,
+    check_mlp,
+    ext_block_jacobian,
+    mlp_forward,
+    output_jacobian,
+)
+
+__all__ = ["InteractionBasis", "interaction_basis", "InteractionEdges", "interaction_edges", "Modules",
+           "find_modules"]
+
+
+@dataclass
+class InteractionBasis:
+    """The Interaction Basis of the requested layers.
+
+    Attributes (dicts keyed by layer index):
+        C: ``(d_l [+1], d̂_l)`` float64 basis; ``f̂ = f_ext @ C``.
+        C_pinv: ``(d̂_l, d_l [+1])`` its pseudo-inverse; ``f_ext ≈ f̂ @ C_pinv``.
+        Lambda: ``(d̂_l,)`` eigenvalues ``Λ`` (descending).
+        U, D: the PCA step (eigenvectors ``(d_l [+1], k)`` and eigenvalues ``(k,)`` of ``G``
+            above the cut-off); ``U`` is also the PCA basis used for comparison.
+        M: ``(d_l [+1], d_l [+1])`` the Jacobian Gram ``M'`` used at that layer.
+        with_bias: whether the layer was extended by the constant 1 (its last coordinate).
+        jacobian: ``"next"`` or ``"output"``.
+        n_layers: ``L`` of the model.
+    """
+
+    C: dict[int, torch.Tensor]
+    C_pinv: dict[int, torch.Tensor]
+    Lambda: dict[int, torch.Tensor]
+    U: dict[int, torch.Tensor]
+    D: dict[int, torch.Tensor]
+    M: dict[int, torch.Tensor]
+    with_bias: dict[int, bool]
+    jacobian: str
+    n_layers: int
+    rtol: float = 1e-10
+    layers: list[int] = field(default_factory=list)
+
+    def extend(self, layer: int, acts: torch.Tensor) -> torch.Tensor:
+        """Append the constant-1 column when the layer has its bias folded in; float64."""
+        a = acts.detach().to(self.C[layer].device, torch.float64)
+        if self.with_bias[layer]:
+            a = torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype, device=a.device)], dim=1)
+        return a
+
+    def transform(self, layer: int, acts: torch.Tensor) -> torch.Tensor:
+        """``f̂ = [f, 1] @ C``: ``(n, d_l)`` activations of ``layer`` -> ``(n, d̂_l)`` float64."""
+        if layer not in self.C:
+            raise ValueError(f"layer: expected one of the layers of this basis {sorted(self.C)}, got {layer!r}")
+        d = self.C[layer].shape[0] - int(self.with_bias[layer])
+        check_tensor("acts", acts, shape=(None, d), dims="(n_samples, width of the layer)")
+        return self.extend(layer, acts) @ self.C[layer]
+
+    def pca_transform(self, layer: int, acts: torch.Tensor) -> torch.Tensor:
+        """Coordinates in the PCA basis ``[f, 1] @ U`` (orthonormal, no whitening), ``(n, k)``."""
+        if layer not in self.U:
+            raise ValueError(f"layer: expected one of the layers of this basis {sorted(self.U)}, got {layer!r}")
+        d = self.U[layer].shape[0] - int(self.with_bias[layer])
+        check_tensor("acts", acts, shape=(None, d), dims="(n_samples, width of the layer)")
+        return self.extend(layer, acts) @ self.U[layer]
+
+    def dims(self) -> dict[int, int]:
+        """Interaction-basis width ``d̂_l`` per layer."""
+        return {k: int(v.shape[1]) for k, v in self.C.items()}
+
+    def __repr__(self) -> str:
+        return f"InteractionBasis(jacobian={self.jacobian!r}, dims={self.dims()})"
+
+
+def _sym_eig_desc(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    ev, vec = torch.linalg.eigh(0.5 * (M + M.T))
+    return ev.flip(0), vec.flip(1)
+
+
+def interaction_basis(model: nn.Module, inputs: torch.Tensor, layers: Sequence[int] | None = None, *,
+                      jacobian: str = "next", rtol: float = 1e-10) -> InteractionBasis:
+    """The Interaction Basis of 2405.10927 (Sec. 6) for a :class:`mechnb.models.MLP`.
+
+    Args:
+        model: an MLP (``layers[i]``; see :mod:`mechnb.degeneracy` for layer indices).
+        inputs: ``(n, sizes[0])`` data over which ``G`` and ``M'`` are averaged.
+        layers: layer indices to return (0 = input ... ``L`` = output); ``None`` = all.
+            With ``jacobian="next"`` every layer above the lowest requested one is computed.
+        jacobian: ``"next"`` (Jacobian of the next layer's interaction-basis activations, the
+            backward recursion of the paper) or ``"output"`` (Jacobian of the model output).
+            They coincide for linear networks.
+        rtol: eigenvalues of ``G`` (and ``Λ``) below ``rtol`` times the largest are dropped.
+
+    Returns:
+        An :class:`InteractionBasis` with per-layer ``C``, ``C_pinv``, ``Lambda`` and
+        ``transform(layer, acts)``.
+    """
+    check_mlp(model)
+    check_inputs(model, inputs)
+    if jacobian not in ("next", "output"):
+        raise ValueError(f"jacobian: expected 'next' or 'output', got {jacobian!r}")
+    rtol = check_positive_float("rtol", rtol)
+    L = len(model.layers)
+    if layers is None:
+        wanted = list(range(L + 1))
+    else:
+        if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or len(layers) == 0:
+            raise TypeError(f"layers: expected a non-empty list of layer indices or None, got {layers!r}")
+        wanted = sorted({check_layer(model, l, "layers") for l in layers})
+    lowest = wanted[0]
+    compute = list(range(L, lowest - 1, -1)) if jacobian == "next" else sorted(wanted, reverse=True)
+
+    acts, pre = mlp_forward(model, inputs)
+    n = acts[0].shape[0]
+    bias = bool(model.bias)
+    ext = {l: (bias and l < L) for l in range(L + 1)}
+    out: dict[str, dict[int, Any]] = {k: {} for k in ("C", "C_pinv", "Lambda", "U", "D", "M")}
+    for l in compute:
+        f = acts[l]
+        if ext[l]:
+            f = torch.cat([f, torch.ones(n, 1, dtype=f.dtype, device=f.device)], dim=1)
+        G = f.T @ f / n
+        D_all, U_all = _sym_eig_desc(G)
+        top = float(D_all[0]) if D_all.numel() else 0.0
+        keep = D_all > rtol * top if top > 0 else torch.zeros_like(D_all, dtype=torch.bool)
+        D, U = D_all[keep], U_all[:, keep]
+        if l == L:
+            Mp = torch.eye(f.shape[1], dtype=f.dtype, device=f.device)
+        elif jacobian == "next":
+            J = ext_block_jacobian(model, pre, l, ext[l], ext[l + 1])  # (n, d_{l+1}[+1], d_l[+1])
+            Ch = out["C"][l + 1]
+            JC = torch.einsum("nkj,ki->nij", J, Ch)  # ∂f̂^{l+1}/∂f^l_ext: (n, d̂_{l+1}, d_l[+1])
+            Mp = torch.einsum("nki,nkj->ij", JC, JC) / n
+        else:
+            J = output_jacobian(model, pre, l, wrt="post", with_bias=ext[l])
+            Mp = torch.einsum("nki,nkj->ij", J, J) / n
+        Mp = 0.5 * (Mp + Mp.T)
+        sqD = D.sqrt()
+        Mw = sqD[:, None] * (U.T @ Mp @ U) * sqD[None, :]
+        Lam_all, V_all = _sym_eig_desc(Mw)
+        ltop = float(Lam_all[0]) if Lam_all.numel() else 0.0
+        lkeep = Lam_all > rtol * ltop if ltop > 0 else torch.zeros_like(Lam_all, dtype=torch.bool)
+        Lam, V = Lam_all[lkeep], V_all[:, lkeep]
+        C = (U / sqD[None, :]) @ V * Lam.sqrt()[None, :]
+        C_pinv = (V / Lam.sqrt()[None, :]).T @ (sqD[:, None] * U.T)
+        for k, v in (("C", C), ("C_pinv", C_pinv), ("Lambda", Lam), ("U", U), ("D", D), ("M", Mp)):
+            out[k][l] = v
+    keep_layers = set(wanted)
+    sel = {k: {l: v for l, v in d.items() if l in keep_layers} for k, d in out.items()}
+    return InteractionBasis(C=sel["C"], C_pinv=sel["C_pinv"], Lambda=sel["Lambda"], U=sel["U"], D=sel["D"],
+                            M=sel["M"], with_bias={l: ext[l] for l in wanted}, jacobian=jacobian, n_layers=L,
+                            rtol=rtol, layers=wanted)
+
+
+# --------------------------------------------------------------------------------------
+# Edges
+# --------------------------------------------------------------------------------------
+@dataclass
+class InteractionEdges:
+    """Edge strengths between consecutive layers.
+
+    Attributes:
+        ib: ``{l: E}`` with ``E (d̂_{l+1}, d̂_l)`` the edges from layer ``l`` to ``l + 1`` in the
+            interaction basis.
+        pca: the same in the PCA basis (``C = U``, orthonormal, no whitening or rotation).
+    """
+
+    ib: dict[int, np.ndarray]
+    pca: dict[int, np.ndarray]
+
+    def sparsity_curve(self, which: str = "ib") -> tuple[np.ndarray, np.ndarray]:
+        """Fraction of all edge strength in the top-``k`` edges, for every ``k``.
+
+        Returns:
+            ``(fraction_of_edges (m,), fraction_of_strength (m,))``; a sparser graph rises faster.
+        """
+        edges = _select(self, which)
+        w = np.sort(np.concatenate([e.ravel() for e in edges.values()]))[::-1]
+        tot = w.sum()
+        cum = np.cumsum(w) / tot if tot > 0 else np.zeros_like(w)
+        return np.arange(1, w.size + 1) / w.size, cum
+
+    def edges_for(self, fraction: float, which: str = "ib") -> int:
+        """Smallest number of edges holding ``fraction`` of the total strength."""
+        _, cum = self.sparsity_curve(which)
+        return int(np.searchsorted(cum, fraction - 1e-12) + 1)
+
+
+def _select(edges: InteractionEdges | Mapping[int, Any], which: str) -> dict[int, np.ndarray]:
+    if isinstance(edges, InteractionEdges):
+        if which not in ("ib", "pca"):
+            raise ValueError(f"which: expected 'ib' or 'pca', got {which!r}")
+        return getattr(edges, which)
+    if not isinstance(edges, Mapping) or not edges:
+        raise TypeError(f"edges: expected an InteractionEdges or a non-empty dict {{layer: (d_out, d_in) array}}, "
+                        f"got {type(edges).__name__}")
+    return {int(k): check_array(f"edges[{k}]", v, ndim=2) for k, v in edges.items()}
+
+
+def _edges_in_basis(J: torch.Tensor, f_hat: torch.Tensor, C_next: torch.Tensor, C_pinv: torch.Tensor,
+                    chunk: int = 256) -> np.ndarray:
+    """``E_ij = mean_x ((C_nextᵀ J(x) C_pinvᵀ)_ij f̂_j(x))²`` in chunks over samples."""
+    n = J.shape[0]
+    E = torch.zeros(C_next.shape[1], C_pinv.shape[0], dtype=torch.float64, device=J.device)
+    for s in range(0, n, chunk):
+        Jh = torch.einsum("ki,nkl,jl->nij", C_next, J[s : s + chunk], C_pinv)
+        E += ((Jh * f_hat[s : s + chunk, None, :]) ** 2).sum(0)
+    return (E / n).cpu().numpy()
+
+
+def interaction_edges(basis: InteractionBasis, model: nn.Module, inputs: torch.Tensor) -> InteractionEdges:
+    """Edge strengths ``E_ij = mean_x (∂f̂^{l+1}_i/∂f̂^l_j · f̂^l_j)²`` between consecutive layers.
+
+    ``∂f̂^{l+1}/∂f̂^l = C^{l+1 ᵀ} J(x) C^{l, pinv ᵀ}`` with ``J(x) = ∂f^{l+1}_ext/∂f^l_ext`` (ReLU
+    gates at ``x``). The PCA-basis edges use ``U`` (and ``Uᵀ``) in place of ``C`` (and ``C_pinv``).
+
+    Args:
+        basis: from :func:`interaction_basis` for the same model (every consecutive pair of its
+            layers gets edges).
+        model: the MLP.
+        inputs: ``(n, sizes[0])`` data (usually the same as for the basis).
+
+    Returns:
+        An :class:`InteractionEdges` with ``ib`` and ``pca`` dicts ``{l: (d̂_{l+1}, d̂_l)}``.
+    """
+    if not isinstance(basis, InteractionBasis):
+        raise TypeError(f"basis: expected an InteractionBasis from interaction_basis(), got {type(basis).__name__}")
+    check_mlp(model)
+    check_inputs(model, inputs)
+    L = len(model.layers)
+    if basis.n_layers != L:
+        raise ValueError(f"basis: built for an MLP with {basis.n_layers} linear layers, but model has {L}")
+    pairs = [l for l in basis.layers if l + 1 in basis.C]
+    if not pairs:
+        raise ValueError(f"basis: expected at least two consecutive layers, got layers {basis.layers}")
+    acts, pre = mlp_forward(model, inputs)
+    ib, pca = {}, {}
+    for l in pairs:
+        ext_in, ext_out = basis.with_bias[l], basis.with_bias[l + 1]
+        d_in = basis.C[l].shape[0] - int(ext_in)
+        if acts[l].shape[1] != d_in:
+            raise ValueError(f"basis: layer {l} has width {d_in} in the basis but {acts[l].shape[1]} in the model")
+        J = ext_block_jacobian(model, pre, l, ext_in, ext_out)
+        f_ext = basis.extend(l, acts[l])
+        ib[l] = _edges_in_basis(J, f_ext @ basis.C[l], basis.C[l + 1], basis.C_pinv[l])
+        pca[l] = _edges_in_basis(J, f_ext @ basis.U[l], basis.U[l + 1], basis.U[l].T)
+    return InteractionEdges(ib=ib, pca=pca)
+
+
+# --------------------------------------------------------------------------------------
+# Modules
+# --------------------------------------------------------------------------------------
+@dataclass
+class Modules:
+    """Communities of the interaction graph.
+
+    Attributes:
+        communities: lists of nodes ``(layer, index)``, largest first.
+        modularity: Newman's ``Q`` of that partition (weighted).
+        graph: the ``networkx.Graph`` (nodes ``(layer, index)``, edge attribute ``weight``).
+    """
+
+    communities: list[list[tuple[int, int]]]
+    modularity: float
+    graph: Any
+
+    def membership(self) -> dict[tuple[int, int], int]:
+        """``{node: community index}``."""
+        return {node: i for i, comm in enumerate(self.communities) for node in comm}
+
+    def __repr__(self) -> str:
+        return f"Modules(n={len(self.communities)}, sizes={[len(c) for c in self.communities]}, Q={self.modularity:.3f})"
+
+
+def find_modules(edges: InteractionEdges | Mapping[int, Any], resolution: float = 1.0, seed: int = 0, *,
+                 which: str = "ib", threshold: float = 1e-12) -> Modules:
+    """Louvain communities of the layered interaction graph, with Newman modularity ``Q``.
+
+    Nodes are ``(layer, index)``; the edge between ``(l+1, i)`` and ``(l, j)`` has weight
+    ``E^l_ij``. Edges below ``threshold × (largest edge)`` are dropped (round-off). Isolated
+    nodes become singleton communities.
+
+    Args:
+        edges: an :class:`InteractionEdges` (``which`` picks ``"ib"`` or ``"pca"``) or a dict
+            ``{l: (d_{l+1}, d_l) array}``.
+        resolution: Louvain resolution (> 1 favours smaller communities).
+        seed: seeds Louvain's node order.
+
+    Returns:
+        A :class:`Modules`.
+    """
+    import networkx as nx
+    from networkx.algorithms import community as nxc
+
+    E = _select(edges, which)
+    resolution = check_positive_float("resolution", resolution)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
+    threshold = check_positive_float("threshold", threshold, allow_zero=True)
+    for l, e in E.items():
+        if (e < 0).any():
+            raise ValueError(f"edges[{l}]: expected non-negative edge strengths, got a minimum of {e.min():g}")
+        if l + 1 in E and E[l + 1].shape[1] != e.shape[0]:
+            raise ValueError(f"edges: layer {l + 1} has {e.shape[0]} nodes as a target but {E[l + 1].shape[1]} as a source")
+    top = max((float(e.max()) for e in E.values() if e.size), default=0.0)
+    G = nx.Graph()
+    for l, e in sorted(E.items()):
+        G.add_nodes_from((l, j) for j in range(e.shape[1]))
+        G.add_nodes_from((l + 1, i) for i in range(e.shape[0]))
+        ii, jj = np.nonzero(e > threshold * top) if top > 0 else (np.array([], int), np.array([], int))
+        G.add_weighted_edges_from(((l + 1, int(i)), (l, int(j)), float(e[i, j])) for i, j in zip(ii, jj))
+    if G.number_of_edges() == 0:
+        comms = [[node] for node in sorted(G.nodes)]
+        return Modules(communities=comms, modularity=0.0, graph=G)
+    parts = nxc.louvain_communities(G, weight="weight", resolution=resolution, seed=int(seed))
+    Q = float(nxc.modularity(G, parts, weight="weight", resolution=resolution))
+    comms = sorted((sorted(p) for p in parts), key=lambda c: (-len(c), c[0]))
+    return Modules(communities=comms, modularity=Q, graph=G)

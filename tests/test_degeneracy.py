@@ -1,0 +1,625 @@
+"""Ground-truth tests for mechnb.degeneracy (2405.10927, 2405.10928, Lau et al. 2023, Aoyagi 2024)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mechnb.degeneracy import (
+    InteractionEdges,
+    degeneracy_report,
+    dln_learning_coefficient,
+    effective_parameter_count,
+    estimate_llc,
+    find_modules,
+    gram_spectrum,
+    hessian_spectrum,
+    interaction_basis,
+    interaction_edges,
+    jacobian_gram,
+    planted_mlp,
+    relu_synchrony,
+    spectrum_nullity,
+)
+from mechnb.degeneracy._mlp import block_weight, ext_block_jacobian, mlp_forward, output_jacobian
+from mechnb.degeneracy.llc import _make_step_fn
+from mechnb.models import MLP
+
+torch.set_num_threads(1)
+
+
+def sum_mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared error summed over outputs, averaged over samples (a Gaussian log-likelihood up to scale)."""
+    return ((out - target) ** 2).sum(-1).mean()
+
+
+def hidden_acts(model: MLP, x: torch.Tensor) -> torch.Tensor:
+    return model(x, return_activations=True)[1][0]
+
+
+# --------------------------------------------------------------------------------------
+# Layer convention
+# --------------------------------------------------------------------------------------
+def test_layer_convention_matches_mlp_forward():
+    torch.manual_seed(0)
+    m = MLP([3, 5, 4, 2])
+    x = torch.randn(7, 3)
+    acts, pre = mlp_forward(m, x)
+    out, mlp_acts = m(x, return_activations=True)
+    assert len(acts) == len(m.layers) + 1 and pre[0] is None
+    torch.testing.assert_close(acts[0], x.double())
+    for l in range(1, len(m.layers) + 1):
+        torch.testing.assert_close(acts[l].float(), mlp_acts[l - 1], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(acts[-1].float(), out, atol=1e-6, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------
+# Activation Gram, Jacobian Gram, synchrony
+# --------------------------------------------------------------------------------------
+def test_gram_spectrum_is_descending_float64_and_matches_numpy():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(50, 4, generator=g)
+    ev = gram_spectrum(a, with_bias=True)
+    assert ev.dtype == np.float64 and ev.shape == (5,)
+    assert np.all(np.diff(ev) <= 0)
+    ext = np.c_[a.double().numpy(), np.ones(50)]
+    np.testing.assert_allclose(ev, np.sort(np.linalg.eigvalsh(ext.T @ ext / 50))[::-1], rtol=1e-10, atol=1e-12)
+    assert gram_spectrum(a, with_bias=False).shape == (4,)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 4])
+def test_duplicated_and_dead_neurons_raise_gram_nullity_by_exactly_k(k):
+    base, x = planted_mlp(seed=3)
+    base_null = spectrum_nullity(gram_spectrum(hidden_acts(base, x)))
+    dup, xd = planted_mlp(seed=3, duplicated=k)
+    dead, xz = planted_mlp(seed=3, dead=k)
+    assert torch.equal(x, xd) and torch.equal(x, xz)
+    assert spectrum_nullity(gram_spectrum(hidden_acts(dup, x))) == base_null + k
+    assert spectrum_nullity(gram_spectrum(hidden_acts(dead, x))) == base_null + k
+    # appending copies / zero columns to arbitrary activations does the same
+    a = torch.randn(64, 5, generator=torch.Generator().manual_seed(k))
+    a2 = torch.cat([a, a[:, :1].repeat(1, k), torch.zeros(64, k)], dim=1)
+    assert spectrum_nullity(gram_spectrum(a2, with_bias=False)) == 2 * k
+
+
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_output_block_gauss_newton_nullity_is_gram_nullity_times_d_out(k):
+    model, x = planted_mlp(d_out=3, duplicated=k, dead=1, seed=5)
+    ev = gram_spectrum(hidden_acts(model, x), with_bias=True)
+    rank_G = ev.size - spectrum_nullity(ev)
+    d_l = model.sizes[1] + 1  # bias folded in
+    last = effective_parameter_count(model, x, params=["layers.1.weight", "layers.1.bias"])
+    assert last.n_params == d_l * 3
+    assert last.nullity == (d_l - rank_G) * 3
+
+
+def test_generic_relu_mlp_nullity_equals_number_of_hidden_neurons():
+    for seed in range(3):
+        model, x = planted_mlp(d_in=4, d_hidden=6, d_out=3, seed=seed)
+        gn = effective_parameter_count(model, x)
+        assert gn.n_params == sum(p.numel() for p in model.parameters())
+        assert gn.nullity == 6, seed
+
+
+@pytest.mark.parametrize("m", [2, 3])
+def test_synchronised_relus_add_m_times_m_minus_1(m):
+    model, x = planted_mlp(d_in=4, d_hidden=6, d_out=3, synchronised=m, seed=1)
+    assert effective_parameter_count(model, x).nullity == 6 + m + m * (m - 1)  # rescalings of all + m(m-1)
+    pre = x.double() @ model.layers[0].weight.double().T + model.layers[0].bias.double()
+    assert relu_synchrony(pre) == [list(range(6, 6 + m))]
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(duplicated=2), dict(dead=2), dict(synchronised=3),
+                                dict(duplicated=1, dead=1, synchronised=2)])
+def test_degeneracy_report_predicts_the_measured_nullity(kw):
+    model, x = planted_mlp(seed=2, **kw)
+    rep = degeneracy_report(model, x)
+    assert rep.predicted_nullity == rep.measured_nullity
+    h = rep.layers[1]
+    assert h.activation_nullity == kw.get("duplicated", 0) + kw.get("dead", 0)
+    assert h.jacobian_nullity == kw.get("dead", 0)
+    assert h.free_sync == kw.get("synchronised", 0) * (kw.get("synchronised", 0) - 1)
+    assert rep.layers[0].measured_block_nullity is not None and rep.layers[-1].measured_block_nullity is None
+    assert "measured Gauss-Newton nullity" in rep.table()
+
+
+def test_relu_synchrony_groups_and_dead_neurons():
+    p = torch.tensor([[1.0, 2.0, -1.0, 0.5, -3.0], [-1.0, -2.0, 1.0, -0.5, -3.0], [2.0, 1.0, 1.0, 3.0, -1.0]])
+    # neurons 0, 1, 3 fire on rows {0, 2}; neuron 2 on {1, 2}; neuron 4 never (excluded)
+    assert relu_synchrony(p) == [[0, 1, 3]]
+    assert relu_synchrony(np.array([[1.0, -1.0], [-1.0, 1.0]])) == []
+
+
+def test_jacobian_gram_closed_form_linear_and_autograd_relu():
+    torch.manual_seed(0)
+    lin = MLP([3, 4, 2], activation="linear", bias=False)
+    x = torch.randn(20, 3)
+    W2 = lin.layers[1].weight.detach().double()
+    np.testing.assert_allclose(jacobian_gram(lin, x, 1), (W2.T @ W2).numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(jacobian_gram(lin, x, 2), np.eye(2), atol=0)
+    relu = MLP([3, 6, 5, 2])
+    x = torch.randn(15, 3)
+    m64 = MLP([3, 6, 5, 2]).double()
+    m64.load_state_dict({k: v.double() for k, v in relu.state_dict().items()})
+    for layer in (0, 1, 2):
+        acts, _ = mlp_forward(relu, x)
+        Ms = []
+        for i in range(x.shape[0]):
+            def tail(f, i=i):
+                h = f
+                for j in range(layer, 3):
+                    h = m64.layers[j](h)
+                    if j < 2:
+                        h = torch.relu(h)
+                return h
+            with torch.no_grad():
+                pass
+            J = torch.autograd.functional.jacobian(tail, acts[layer][i]).detach()
+            Ms.append(J.T @ J)
+        np.testing.assert_allclose(jacobian_gram(relu, x, layer), torch.stack(Ms).mean(0).numpy(), rtol=1e-9, atol=1e-12)
+    # pre-activation Jacobian of a dead neuron is a zero column
+    model, xd = planted_mlp(dead=1, seed=0)
+    Mpre = jacobian_gram(model, xd, 1, wrt="pre")
+    assert np.all(Mpre[-1] == 0) and np.all(Mpre[:, -1] == 0)
+
+
+def test_effective_parameter_count_of_linear_regression_is_full():
+    torch.manual_seed(0)
+    m = MLP([4, 3])
+    x = torch.randn(30, 4)
+    e = effective_parameter_count(m, x)
+    assert (e.rank, e.n_params, e.nullity) == (15, 15, 0)
+
+
+# --------------------------------------------------------------------------------------
+# Hessian
+# --------------------------------------------------------------------------------------
+def test_hessian_of_linear_regression_matches_closed_form_and_lanczos():
+    torch.manual_seed(0)
+    m = MLP([4, 3])
+    x, y = torch.randn(40, 4), torch.randn(40, 3)
+    mse = lambda o, t: ((o - t) ** 2).mean()  # noqa: E731
+    xt = np.c_[x.double().numpy(), np.ones(40)]
+    base = np.linalg.eigvalsh(2 * xt.T @ xt / 40 / 3)
+    expected = np.sort(np.repeat(base, 3))[::-1]  # H = (2/(n d_out)) X̃ᵀX̃ ⊗ I_3
+    full = hessian_spectrum(m, mse, x, y)
+    np.testing.assert_allclose(full, expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(hessian_spectrum(m, mse, x, y, gauss_newton=True), expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(hessian_spectrum(m, mse, x, y, k=4), expected[:4], rtol=1e-8)
+
+
+def test_hessian_lanczos_matches_full_and_gauss_newton_is_psd():
+    torch.manual_seed(1)
+    m = MLP([2, 12, 3])
+    x, y = torch.randn(80, 2), torch.randint(0, 3, (80,))
+    full = hessian_spectrum(m, F.cross_entropy, x, y)
+    top = hessian_spectrum(m, F.cross_entropy, x, y, k=5)
+    np.testing.assert_allclose(top, full[:5], rtol=1e-7, atol=1e-10)
+    gn = hessian_spectrum(m, F.cross_entropy, x, y, gauss_newton=True)
+    assert gn.min() > -1e-10 * gn.max()
+    assert full.size == gn.size == sum(p.numel() for p in m.parameters())
+
+
+# --------------------------------------------------------------------------------------
+# Learning coefficient: theory
+# --------------------------------------------------------------------------------------
+def rrr_lambda(M: int, H: int, N: int, r: int) -> float:
+    """Reduced-rank regression, Aoyagi & Watanabe (2005), Main Theorem."""
+    if N + r <= M + H and M + r <= N + H and H + r <= M + N:
+        base = 2 * (H + r) * (M + N) - (M - N) ** 2 - (H + r) ** 2
+        return (base + (1 if (M + H + N + r) % 2 else 0)) / 8
+    if M + H < N + r:
+        return (H * M - H * r + N * r) / 2
+    if N + H < M + r:
+        return (H * N - H * r + M * r) / 2
+    return M * N / 2
+
+
+def test_dln_learning_coefficient_closed_forms():
+    for M in range(1, 7):
+        for H in range(1, 7):
+            for N in range(1, 7):
+                for r in range(0, min(M, H, N) + 1):
+                    assert dln_learning_coefficient([M, H, N], rank=r) == pytest.approx(rrr_lambda(M, H, N, r)), (M, H, N, r)
+    assert dln_learning_coefficient([5, 3]) == 7.5  # one layer: regular, MN/2
+    assert dln_learning_coefficient([5, 3], rank=1) == 7.5
+    assert dln_learning_coefficient([1, 1, 1, 1]) == 0.5  # w1 w2 w3 = c != 0: codimension 1
+    assert dln_learning_coefficient([1, 1, 1, 1], rank=0) == 0.5  # (w1 w2 w3)^2: RLCT 1/2
+    assert dln_learning_coefficient([5, 4, 3, 6]) == 12.0
+    lam = dln_learning_coefficient([6, 4, 4, 5], rank=2)
+    assert 0 < lam < (6 * 4 + 4 * 4 + 4 * 5) / 2
+
+
+def test_dln_learning_coefficient_bad_inputs():
+    with pytest.raises(ValueError, match="widths"):
+        dln_learning_coefficient([3])
+    with pytest.raises(ValueError, match="rank"):
+        dln_learning_coefficient([3, 4, 2], rank=3)
+    with pytest.raises(TypeError, match=r"widths\[1\]"):
+        dln_learning_coefficient([3, 2.5])
+
+
+# --------------------------------------------------------------------------------------
+# Learning coefficient: SGLD estimates
+# --------------------------------------------------------------------------------------
+def make_dln(widths, rank=None, n=100, seed=0):
+    """A DLN at a true parameter w* (factors of rank ``rank``) and noiseless data y = f(x; w*)."""
+    g = torch.Generator().manual_seed(seed)
+    m = MLP(list(widths), activation="linear", bias=False)
+    with torch.no_grad():
+        for layer in m.layers:
+            W = torch.randn(layer.weight.shape, generator=g) / layer.weight.shape[1] ** 0.5
+            if rank is not None:
+                U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+                S[rank:] = 0
+                W = U @ torch.diag(S) @ Vh
+            layer.weight.copy_(W)
+    x = torch.randn(n, widths[0], generator=g)
+    with torch.no_grad():
+        y = m(x)
+    return m, x, y
+
+
+DLN_SETTINGS = dict(num_chains=8, nbeta=500.0, lr=3e-5, localization=1.0)
+
+
+def test_llc_of_full_rank_linear_regression_is_half_the_parameter_count():
+    g = torch.Generator().manual_seed(0)
+    m = MLP([5, 3])  # d = 18 parameters
+    x = torch.randn(400, 5, generator=g)
+    y = x @ torch.randn(5, 3, generator=g) + 0.3 * torch.randn(400, 3, generator=g)
+    xt = torch.cat([x, torch.ones(400, 1)], 1)
+    sol = torch.linalg.lstsq(xt, y).solution  # w* = the empirical minimiser
+    with torch.no_grad():
+        m.layers[0].weight.copy_(sol[:5].T)
+        m.layers[0].bias.copy_(sol[5])
+    res = estimate_llc(m, sum_mse, (x, y), num_draws=600, num_burnin_steps=200, batch_size=100, progress=False,
+                       **DLN_SETTINGS)
+    assert res.mean == pytest.approx(18 / 2, rel=0.1)
+    assert res.loss_trace.shape == (8, 600) and res.llc_per_chain.shape == (8,)
+    assert res.config["mode"] == "mlp"
+
+
+@pytest.mark.parametrize("widths", [(5, 4, 3, 6), (3, 6, 2, 4), (4, 3, 3, 4)])
+def test_llc_of_deep_linear_networks_matches_aoyagi(widths):
+    m, x, y = make_dln(widths)
+    res = estimate_llc(m, sum_mse, (x, y), num_draws=1500, num_burnin_steps=1500, seed=1, progress=False,
+                       **DLN_SETTINGS)
+    theory = dln_learning_coefficient(widths)
+    assert res.mean == pytest.approx(theory, rel=0.15), (res.mean, theory)
+
+
+@pytest.mark.slow
+def test_llc_of_rank_deficient_deep_linear_network_matches_aoyagi():
+    widths, rank = (6, 4, 4, 5), 2  # every factor of rank 2: the most singular true parameters
+    m, x, y = make_dln(widths, rank=rank)
+    res = estimate_llc(m, sum_mse, (x, y), num_draws=3000, num_burnin_steps=3000, seed=1, progress=False,
+                       **DLN_SETTINGS)
+    theory = dln_learning_coefficient(widths, rank=rank)
+    assert res.mean == pytest.approx(theory, rel=0.15), (res.mean, theory)
+
+
+class Wrapped(nn.Module):
+    """A DLN behind a generic module (takes the vmap path), optionally with a parameter it never uses."""
+
+    def __init__(self, inner: MLP, unused: bool) -> None:
+        super().__init__()
+        self.inner = inner
+        if unused:
+            self.unused = nn.Parameter(torch.randn(7))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+def test_llc_unused_parameter_leaves_the_estimate_unchanged():
+    m, x, y = make_dln((4, 3, 5), n=64)
+    kw = dict(num_draws=150, num_burnin_steps=50, batch_size=32, seed=3, progress=False, **DLN_SETTINGS)
+    plain = estimate_llc(Wrapped(m, unused=False), sum_mse, (x, y), **kw)
+    extra = estimate_llc(Wrapped(m, unused=True), sum_mse, (x, y), **kw)
+    assert plain.config["mode"] == "vmap" and extra.config["mode"] == "vmap"
+    # each parameter has its own noise stream, so the chains of the used parameters are identical
+    assert extra.mean == pytest.approx(plain.mean, rel=1e-5)
+    np.testing.assert_allclose(extra.loss_trace, plain.loss_trace, rtol=1e-5)
+    fast = estimate_llc(m, sum_mse, (x, y), **kw)
+    again = estimate_llc(m, sum_mse, (x, y), **kw)
+    assert fast.config["mode"] == "mlp"
+    np.testing.assert_array_equal(again.loss_trace, fast.loss_trace)  # seeded
+
+
+@pytest.mark.parametrize("full_batch", [True, False])
+def test_batched_chain_steps_agree_with_one_chain_at_a_time(full_batch):
+    torch.manual_seed(0)
+    m = MLP([4, 6, 3])  # ReLU, biases: the hand-batched fast path
+    names = [k for k, _ in m.named_parameters()]
+    shapes = [p.shape for _, p in m.named_parameters()]
+    sizes = [p.numel() for _, p in m.named_parameters()]
+
+    def loss_single(flat, xb, yb):
+        params, off = {}, 0
+        for k, shp, sz in zip(names, shapes, sizes):
+            params[k] = flat[off : off + sz].view(shp)
+            off += sz
+        return F.cross_entropy(torch.func.functional_call(m, params, (xb,)), yb)
+
+    cands = dict(_make_step_fn(m, F.cross_entropy, loss_single, names, shapes, sizes, {}, {}, full_batch))
+    assert list(cands) == ["mlp", "vmap", "loop"]
+    theta = torch.cat([p.detach().reshape(-1) for p in m.parameters()]).repeat(5, 1) + 0.1 * torch.randn(5, 51)
+    x, y = (torch.randn(20, 4), torch.randint(0, 3, (20,))) if full_batch else (torch.randn(5, 20, 4),
+                                                                               torch.randint(0, 3, (5, 20)))
+    g_ref, l_ref = cands["loop"](theta, x, y)
+    for name in ("mlp", "vmap"):
+        g, l = cands[name](theta, x, y)
+        torch.testing.assert_close(g, g_ref, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(l, l_ref, atol=1e-6, rtol=1e-5)
+
+
+def test_estimate_llc_bad_inputs():
+    m, x, y = make_dln((3, 2, 2), n=10)
+    with pytest.raises(TypeError, match="data"):
+        estimate_llc(m, sum_mse, x, progress=False)
+    with pytest.raises(ValueError, match="same number of samples"):
+        estimate_llc(m, sum_mse, (x, y[:5]), progress=False)
+    with pytest.raises(ValueError, match="lr"):
+        estimate_llc(m, sum_mse, (x, y), lr=0.0, progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        estimate_llc(m, sum_mse, (x, y), batch_size=11, progress=False)
+    with pytest.raises(ValueError, match="finite"):
+        estimate_llc(m, sum_mse, (x, y * float("nan")), progress=False)
+    with pytest.raises(FloatingPointError, match="lower lr"):
+        estimate_llc(m, sum_mse, (x, y), lr=10.0, nbeta=1e4, num_draws=50, progress=False)
+
+
+# --------------------------------------------------------------------------------------
+# Interaction basis
+# --------------------------------------------------------------------------------------
+def ib_model(activation="relu", seed=0):
+    torch.manual_seed(seed)
+    return MLP([5, 8, 7, 4], activation=activation), torch.randn(300, 5)
+
+
+@pytest.mark.parametrize("jacobian", ["next", "output"])
+def test_interaction_basis_identities(jacobian):
+    model, x = ib_model()
+    basis = interaction_basis(model, x, jacobian=jacobian)
+    acts, pre = mlp_forward(model, x)
+    L = len(model.layers)
+    assert basis.layers == list(range(L + 1))
+    for l in range(L + 1):
+        f = basis.extend(l, acts[l])
+        G = f.T @ f / f.shape[0]
+        C, Lam = basis.C[l], basis.Lambda[l]
+        torch.testing.assert_close(C.T @ G @ C, torch.diag(Lam), atol=1e-10 * float(Lam.max()), rtol=0)
+        # Λ = the non-zero eigenvalues of G M'
+        ev = np.sort(np.linalg.eigvals((G @ basis.M[l]).numpy()).real)[::-1][: Lam.numel()]
+        np.testing.assert_allclose(ev, Lam.numpy(), rtol=1e-7, atol=1e-10 * float(Lam.max()))
+        torch.testing.assert_close(basis.transform(l, acts[l].float()), f @ C, atol=1e-5, rtol=1e-5)
+        if l == L:
+            continue
+        # the Jacobian Gram in the interaction basis is the identity
+        if jacobian == "next":
+            J = torch.einsum("ki,nkl,jl->nij", basis.C[l + 1], ext_block_jacobian(model, pre, l, True, l + 1 < L),
+                             basis.C_pinv[l])
+        else:
+            J = output_jacobian(model, pre, l, with_bias=True) @ basis.C_pinv[l].T
+            np.testing.assert_allclose(basis.M[l].numpy(), jacobian_gram(model, x, l, with_bias=True), atol=1e-12)
+        Mhat = torch.einsum("nki,nkj->ij", J, J) / J.shape[0]
+        torch.testing.assert_close(Mhat, torch.eye(Mhat.shape[0], dtype=torch.float64), atol=1e-8, rtol=0)
+    # the output layer's basis is its PCA basis
+    torch.testing.assert_close(basis.C[L], basis.U[L])
+
+
+def test_interaction_basis_modes_agree_on_linear_networks():
+    model, x = ib_model("linear")
+    a = interaction_basis(model, x, jacobian="next")
+    b = interaction_basis(model, x, jacobian="output")
+    for l in a.layers:
+        torch.testing.assert_close(a.Lambda[l], b.Lambda[l], rtol=1e-8, atol=1e-12)
+
+
+def _match_up_to_sign(a: torch.Tensor, b: torch.Tensor, tol: float) -> None:
+    assert a.shape == b.shape
+    for j in range(a.shape[1]):
+        s = torch.sign((a[:, j] * b[:, j]).sum())
+        torch.testing.assert_close(a[:, j], s * b[:, j], atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("jacobian", ["next", "output"])
+def test_interaction_basis_is_invariant_to_reparametrisation(jacobian):
+    # ReLU layer 2: f -> A f with A = permutation x positive diagonal (the rescaling symmetry);
+    # linear network: any invertible A. Downstream weights W -> W A^{-1}.
+    for activation in ("relu", "linear"):
+        model, x = ib_model(activation, seed=1)
+        g = torch.Generator().manual_seed(7)
+        d = model.sizes[2]
+        if activation == "relu":
+            A = torch.diag(torch.rand(d, generator=g) + 0.5)[torch.randperm(d, generator=g)]
+        else:
+            A = torch.randn(d, d, generator=g) + 2 * torch.eye(d)
+        repar = MLP(model.sizes, activation=activation)
+        repar.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            repar.layers[1].weight.copy_(A @ model.layers[1].weight)
+            repar.layers[1].bias.copy_(A @ model.layers[1].bias)
+            repar.layers[2].weight.copy_(model.layers[2].weight @ torch.linalg.inv(A))
+        b0 = interaction_basis(model, x, jacobian=jacobian)
+        b1 = interaction_basis(repar, x, jacobian=jacobian)
+        acts0, _ = mlp_forward(model, x)
+        acts1, _ = mlp_forward(repar, x)
+        torch.testing.assert_close(acts1[2], acts0[2] @ A.double().T, atol=1e-4, rtol=1e-4)
+        for l in b0.layers:
+            torch.testing.assert_close(b1.Lambda[l], b0.Lambda[l], rtol=1e-4, atol=1e-8)
+            _match_up_to_sign(b1.extend(l, acts1[l]) @ b1.C[l], b0.extend(l, acts0[l]) @ b0.C[l], tol=1e-3)
+
+
+def block_diagonal_linear_mlp(blocks=(3, 2, 4), depth=3, n=500, seed=0):
+    """A linear MLP with block-diagonal weights, on data whose blocks are exactly uncorrelated.
+
+    The input columns are orthonormalised (QR), so the empirical Gram matrix is block-diagonal
+    to round-off, not just in expectation; each block then gets its own random mixing.
+    """
+    g = torch.Generator().manual_seed(seed)
+    d = sum(blocks)
+    model = MLP([d] * (depth + 1), activation="linear", bias=False)
+    mix = torch.zeros(d, d, dtype=torch.float64)
+    with torch.no_grad():
+        for layer in model.layers:
+            W = torch.zeros(d, d)
+            s = 0
+            for b in blocks:
+                W[s : s + b, s : s + b] = torch.randn(b, b, generator=g) + 1.5 * torch.eye(b)
+                s += b
+            layer.weight.copy_(W)
+    s = 0
+    for b in blocks:
+        mix[s : s + b, s : s + b] = torch.randn(b, b, generator=g, dtype=torch.float64) + 2 * torch.eye(b)
+        s += b
+    Q, _ = torch.linalg.qr(torch.randn(n, d, generator=g, dtype=torch.float64))
+    x = n**0.5 * Q @ mix  # float64: the block structure holds to round-off
+    owner = np.repeat(np.arange(len(blocks)), blocks)
+    return model, x, owner
+
+
+def block_of_directions(basis, owner) -> dict[tuple[int, int], int]:
+    """The block each interaction-basis direction lives in (asserting it lives in exactly one)."""
+    block_of = {}
+    for l, C in basis.C.items():
+        support = C.abs() > 1e-6 * C.abs().max()
+        for j in range(C.shape[1]):
+            blocks = set(owner[l][support[:, j].numpy()])
+            assert len(blocks) == 1, (l, j, blocks)
+            block_of[(l, j)] = int(blocks.pop())
+    return block_of
+
+
+def assert_block_diagonal(edges: dict, block_of: dict) -> None:
+    for l, E in edges.items():
+        for i in range(E.shape[0]):
+            for j in range(E.shape[1]):
+                if block_of[(l + 1, i)] != block_of[(l, j)]:
+                    assert E[i, j] <= 1e-12 * E.max(), (l, i, j)
+
+
+def test_linear_block_diagonal_network_has_block_diagonal_edges():
+    model, x, owner = block_diagonal_linear_mlp()
+    owners = {l: owner for l in range(len(model.layers) + 1)}
+    basis = interaction_basis(model, x)
+    edges = interaction_edges(basis, model, x)
+    assert isinstance(edges, InteractionEdges) and sorted(edges.ib) == [0, 1, 2]
+    block_of = block_of_directions(basis, owners)
+    assert_block_diagonal(edges.ib, block_of)
+    # a linear network is even sparser in its interaction basis: every direction feeds exactly
+    # one direction of the next layer (the network splits into independent 1-d channels)
+    for E in edges.ib.values():
+        assert ((E > 1e-10 * E.max()).sum(axis=0) == 1).all()
+    # so modules never straddle blocks; in the (block-diagonal, dense) PCA basis they are the blocks
+    for c in find_modules(edges, seed=0).communities:
+        assert len({block_of[n] for n in c}) == 1
+    pca = find_modules(edges, resolution=0.1, seed=0, which="pca")
+    pca_owner = lambda node: int(owner[np.argmax(np.abs(basis.U[node[0]][:, node[1]].numpy()))])  # noqa: E731
+    assert sorted(sorted({pca_owner(n) for n in c}) for c in pca.communities) == [[0], [1], [2]]
+    frac, cum = edges.sparsity_curve("ib")
+    assert cum[-1] == pytest.approx(1.0) and np.all(np.diff(cum) >= -1e-12)
+    assert edges.edges_for(0.99, "ib") < edges.edges_for(0.99, "pca")
+
+
+def block_sparse_relu_mlp(blocks=(3, 2, 4), depth=3, n=600, seed=0):
+    """A ReLU MLP of independent blocks (block-diagonal weights, no biases) on block-sparse data.
+
+    Each input is non-zero in one block only, so a block's activations (and Jacobians) vanish on
+    the other blocks' inputs: the uncentred Gram matrices are exactly block-diagonal even though
+    ReLU outputs are non-negative. Within a block the ReLUs mix the channels.
+    """
+    g = torch.Generator().manual_seed(seed)
+    hid = [2 * b for b in blocks]
+    model = MLP([sum(blocks)] + [sum(hid)] * (depth - 1) + [sum(blocks)], activation="relu", bias=False)
+    ins, outs = [blocks] + [hid] * (depth - 1), [hid] * (depth - 1) + [blocks]
+    with torch.no_grad():
+        for layer, bi, bo in zip(model.layers, ins, outs):
+            W = torch.zeros(sum(bo), sum(bi))
+            si = so = 0
+            for a, b in zip(bi, bo):
+                W[so : so + b, si : si + a] = torch.randn(b, a, generator=g) / a**0.5
+                si, so = si + a, so + b
+            layer.weight.copy_(W)
+    x = torch.zeros(n, sum(blocks), dtype=torch.float64)
+    which = torch.randint(len(blocks), (n,), generator=g)
+    s = 0
+    for k, b in enumerate(blocks):
+        rows = which == k
+        x[rows, s : s + b] = torch.randn(int(rows.sum()), b, generator=g, dtype=torch.float64)
+        s += b
+    owners = {0: np.repeat(np.arange(len(blocks)), blocks), depth: np.repeat(np.arange(len(blocks)), blocks)}
+    for l in range(1, depth):
+        owners[l] = np.repeat(np.arange(len(blocks)), hid)
+    return model, x, owners
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_find_modules_recovers_the_blocks_of_a_block_sparse_relu_network(seed):
+    model, x, owners = block_sparse_relu_mlp(seed=seed)
+    basis = interaction_basis(model, x)
+    edges = interaction_edges(basis, model, x)
+    block_of = block_of_directions(basis, owners)
+    assert_block_diagonal(edges.ib, block_of)
+    for c in find_modules(edges, seed=0).communities:  # default resolution: never across blocks
+        assert len({block_of[n] for n in c}) == 1
+    mods = find_modules(edges, resolution=0.1, seed=0)  # coarser: exactly the blocks
+    found = sorted(sorted({block_of[n] for n in c}) for c in mods.communities)
+    assert found == [[0], [1], [2]]
+    assert 0.5 < mods.modularity <= 1.0
+
+
+def test_find_modules_on_a_dict_and_bad_inputs():
+    E = {0: np.array([[1.0, 0.0], [0.0, 1.0]]), 1: np.array([[2.0, 0.0], [0.0, 3.0]])}
+    mods = find_modules(E, seed=1)
+    assert sorted(map(sorted, mods.communities)) == [[(0, 0), (1, 0), (2, 0)], [(0, 1), (1, 1), (2, 1)]]
+    with pytest.raises(ValueError, match="non-negative"):
+        find_modules({0: -np.ones((2, 2))})
+    with pytest.raises(TypeError, match="edges"):
+        find_modules([np.ones((2, 2))])
+    with pytest.raises(ValueError, match="which"):
+        find_modules(InteractionEdges(ib=E, pca=E), which="neuron")
+
+
+# --------------------------------------------------------------------------------------
+# Bad inputs
+# --------------------------------------------------------------------------------------
+def test_bad_inputs_name_the_argument():
+    model, x = planted_mlp()
+    with pytest.raises(ValueError, match="acts.*NaN"):
+        gram_spectrum(torch.tensor([[1.0, float("nan")]]))
+    with pytest.raises(ValueError, match="acts: expected a 2-D"):
+        gram_spectrum(torch.ones(3))
+    with pytest.raises(ValueError, match=r"layer: expected a layer index in \[0, 2\]"):
+        jacobian_gram(model, x, 3)
+    with pytest.raises(ValueError, match="inputs: expected shape"):
+        jacobian_gram(model, torch.ones(5, 7), 1)
+    with pytest.raises(ValueError, match="wrt"):
+        jacobian_gram(model, x, 1, wrt="both")
+    with pytest.raises(TypeError, match="model: expected a mechnb.models.MLP"):
+        interaction_basis(nn.Linear(4, 2), x)
+    with pytest.raises(ValueError, match="layers"):
+        interaction_basis(model, x, layers=[0, 5])
+    with pytest.raises(ValueError, match="preacts"):
+        relu_synchrony(torch.ones(2, 2, 2))
+    with pytest.raises(ValueError, match="params: unknown"):
+        effective_parameter_count(model, x, params=["nope"])
+    with pytest.raises(ValueError, match="rtol"):
+        degeneracy_report(model, x, rtol=-1.0)
+    with pytest.raises(ValueError, match="k: Lanczos"):
+        hessian_spectrum(model, sum_mse, x, torch.zeros(x.shape[0], 3), k=10_000)
+    with pytest.raises(ValueError, match="synchronised"):
+        planted_mlp(d_out=2, synchronised=3)
+    basis = interaction_basis(model, x, layers=[1, 2])
+    assert basis.layers == [1, 2] and set(basis.C) == {1, 2}
+    with pytest.raises(ValueError, match="layer"):
+        basis.transform(0, x)
+    with pytest.raises(ValueError, match="acts: expected shape"):
+        basis.transform(1, x)
+    assert math.isfinite(float(block_weight(model, 0, True).sum()))
