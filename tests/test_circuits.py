@@ -493,3 +493,92 @@ def test_tuning_rejects_bad_inputs(small_lm: TinyTransformer, lang: SyntheticLan
         circuit_tune(small_lm, "disagreement")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="config"):
         circuit_tune(small_lm, task, {"steps": 3})  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------
+# Plots and widget
+# --------------------------------------------------------------------------------------
+def test_plots_return_labelled_figures() -> None:
+    from matplotlib.figure import Figure
+
+    from mechnb.circuits import NodeRedundancy as NR
+    from mechnb.plots import circuits as cp
+
+    m = _one_head_model()
+    g = Graph.from_model(m)
+    pairs = _copy_pairs(16)
+    eap = attribute(m, g, pairs)
+    exact = attribute(m, g, pairs, method="exact")
+    fig = cp.graph_figure(g)
+    texts = {t.get_text() for t in fig.axes[0].texts}
+    assert set(g.nodes) <= texts and fig.axes[0].get_title()
+    plt.close(fig)
+    c = eap.top_n(2)
+    fig = cp.graph_figure(g, c, eap)
+    colored = [ln for ln in fig.axes[0].lines if ln.get_color() in ("C0", "C3")]
+    assert len(colored) == c.n_edges  # one coloured line per circuit edge
+    plt.close(fig)
+    fig = cp.score_agreement({"EAP": eap}, exact)
+    assert "Spearman" in fig.axes[0].get_title() and fig.axes[0].get_xlabel() and fig.axes[0].get_ylabel()
+    plt.close(fig)
+    curve = faithfulness_curve(m, eap, pairs, sizes=[0, 2, 10])
+    fig = cp.faithfulness_figure({"EAP": curve}, mark=2)
+    assert fig.axes[0].get_ylabel().startswith("faithfulness")
+    plt.close(fig)
+    nr = NR([1, 2, 4, 8], [0.2, 0.6, 0.95, 1.0], [1, 2, 4, 8], [1, 2, 3, 4], [.1, .2, .3, .4], 0.0, "acc", True)
+    fig = cp.node_redundancy_figure(nr)
+    assert any("saturation" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    plt.close(fig)
+    fig = cp.circuits_side_by_side(g, [c, Circuit.full(g)], ["a", "b"])
+    assert len(fig.axes) == 2 and isinstance(fig, Figure)
+    plt.close(fig)
+    fig = cp.circuit_evolution([0, 5], [3, 4], [2, 3], [1.0, 0.5], [1.0, 0.8])
+    assert fig.axes[1].get_ylabel().startswith("IoU")
+    plt.close(fig)
+    with pytest.raises(ValueError, match="n_edges"):
+        cp.circuit_evolution([0, 5], [3], [2, 3], [1.0, 0.5], [1.0, 0.8])
+    with pytest.raises(ValueError, match="titles"):
+        cp.circuits_side_by_side(g, [c], ["a", "b"])
+
+
+def test_tuning_plots_and_table(small_lm: TinyTransformer, lang: SyntheticLanguage) -> None:
+    from mechnb.circuits import circuit_history, comparison_table
+    from mechnb.plots import circuits as cp
+
+    task = disagreement_task(lang, n_discovery=8, n_eval=16, n_heldout=20)
+    cfg = TuneConfig(steps=4, lr=0.05, top_n=3, discover_every=2, log_every=2, batch_size=8)
+    res = {"disagreement": {"circuit": circuit_tune(small_lm, task, cfg, progress=False),
+                            "full": finetune(small_lm, task, "full", cfg, progress=False)}}
+    table = comparison_table(res)
+    assert "disagree_acc" in table and "circuit" in table and len(table.splitlines()) == 4
+    fig = cp.tuning_comparison(res)
+    assert len(fig.axes) == 3 and fig.axes[0].get_ylabel() == "disagree_acc"
+    plt.close(fig)
+    hist = circuit_history(res["disagreement"]["circuit"], Graph.from_model(small_lm))
+    assert hist.steps == [0, 2] and hist.edge_overlap[0] == 1.0 and hist.n_edges[0] >= 3
+    with pytest.raises(ValueError, match="result"):
+        circuit_history(res["disagreement"]["full"], Graph.from_model(small_lm))
+
+
+def test_circuit_explorer_updates_on_controls() -> None:
+    from mechnb.widgets.circuits import CircuitExplorer
+
+    m = _one_head_model()
+    pairs = _copy_pairs(16)
+    other = _copy_pairs(16, seed=5)
+    ex = CircuitExplorer(m, {"copy": pairs, "copy (other seed)": other}, initial_size=2)
+    assert ex.circuit.n_edges >= 2 and "faithfulness" in ex.text.value
+    f_small, fig0, text0 = ex.faithfulness, ex.figure, ex.text.value
+    assert f_small > 0.9  # the planted head's two edges carry the task
+    ex.size.value = ex.graph.n_edges
+    assert ex.faithfulness == pytest.approx(1.0, abs=1e-6)
+    assert ex.figure is not fig0 and ex.text.value != text0
+    ex.method.value = "eap-ig"
+    assert ("copy", "eap-ig") in ex._scores and "EAP-IG" in ex.text.value
+    ex.task.value = "copy (other seed)"
+    assert "copy (other seed)" in ex.text.value
+    plt.close("all")
+    with pytest.raises(ValueError, match="prompts"):
+        CircuitExplorer(m, {})
+    with pytest.raises(ValueError, match="methods"):
+        CircuitExplorer(m, {"copy": pairs}, methods=("acdc",))

@@ -18,6 +18,7 @@ from mechnb.circuits.attribution import (
     faithfulness,
     faithfulness_curve,
     logit_diff,
+    rank_agreement,
 )
 from mechnb.circuits.graph import Edge, Graph, WriterCache, cache_writers, patched_forward, reader_gradients
 from mechnb.circuits.tasks import (
@@ -31,6 +32,9 @@ from mechnb.circuits.tasks import (
     weighted_lm_loss,
 )
 from mechnb.circuits.tuning import (
+    CircuitHistory,
+    circuit_history,
+    comparison_table,
     LoRA,
     NodeRedundancy,
     TuneConfig,
@@ -47,9 +51,10 @@ from mechnb.circuits.tuning import (
 __all__ = [
     "Edge", "Graph", "WriterCache", "cache_writers", "patched_forward", "reader_gradients",
     "Metric", "logit_diff", "EdgeScores", "Circuit", "attribute", "faithfulness", "faithfulness_curve",
-    "FaithfulnessCurve",
+    "FaithfulnessCurve", "rank_agreement",
     "TrainBatch", "TuneTask", "weighted_lm_loss", "heldout_losses", "prejudice_risk", "disagreement_task",
     "debias_task", "flip_verb",
     "parameter_mask", "node_parameter_mask", "trainable_fraction", "TuneConfig", "TuneResult", "discover",
     "circuit_tune", "finetune", "LoRA", "NodeRedundancy", "node_redundancy",
+    "CircuitHistory", "circuit_history", "comparison_table",
 ]

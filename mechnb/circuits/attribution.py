@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mechnb._checks import check_choice, check_positive_int, check_tensor
+from mechnb._checks import check_array, check_choice, check_positive_int, check_tensor
 from mechnb.circuits.graph import Edge, Graph, cache_writers, patched_forward, reader_gradients
 from mechnb.models import TinyTransformer
 from mechnb.tasks import PromptPairs
@@ -48,6 +48,7 @@ __all__ = [
     "faithfulness",
     "faithfulness_curve",
     "FaithfulnessCurve",
+    "rank_agreement",
 ]
 
 Metric = Callable[[torch.Tensor, Any], torch.Tensor]
@@ -433,3 +434,32 @@ def faithfulness_curve(
     circuits = [scores.top_n(s) for s in sizes]
     vals = _faithfulness_values(model, graph, clean_t, corr_t, batch, metric, ablation, [c.mask for c in circuits])
     return FaithfulnessCurve(list(sizes), [c.n_edges for c in circuits], [c.n_nodes for c in circuits], vals, ablation)
+
+
+# --------------------------------------------------------------------------------------
+# Agreement between attribution methods
+# --------------------------------------------------------------------------------------
+def rank_agreement(scores: EdgeScores | torch.Tensor | np.ndarray, reference: EdgeScores | torch.Tensor | np.ndarray,
+                   k: int = 20) -> dict[str, float]:
+    """How well ``scores`` reproduce ``reference`` (e.g. EAP vs exact patching), per edge.
+
+    Returns ``spearman`` (rank correlation of the signed scores), ``spearman_abs`` (of ``|score|``,
+    what circuit selection uses), ``pearson`` and ``top_k_overlap`` (fraction of the reference's
+    top-``k`` edges by ``|score|`` that are also in ``scores``' top ``k``).
+    """
+    from scipy.stats import pearsonr, spearmanr
+
+    a = check_array("scores", scores.values if isinstance(scores, EdgeScores) else scores, ndim=1)
+    b = check_array("reference", reference.values if isinstance(reference, EdgeScores) else reference, ndim=1)
+    if a.shape != b.shape:
+        raise ValueError(f"scores: expected the reference's shape {b.shape}, got {a.shape}")
+    k = min(check_positive_int("k", k), a.size)
+    top_a = set(np.argsort(-np.abs(a), kind="stable")[:k].tolist())
+    top_b = set(np.argsort(-np.abs(b), kind="stable")[:k].tolist())
+    return {
+        "spearman": float(spearmanr(a, b)[0]),
+        "spearman_abs": float(spearmanr(np.abs(a), np.abs(b))[0]),
+        "pearson": float(pearsonr(a, b)[0]),
+        "top_k_overlap": len(top_a & top_b) / k,
+        "k": float(k),
+    }

@@ -51,6 +51,9 @@ __all__ = [
     "LoRA",
     "NodeRedundancy",
     "node_redundancy",
+    "CircuitHistory",
+    "circuit_history",
+    "comparison_table",
 ]
 
 
@@ -572,3 +575,54 @@ def node_redundancy(
         trainable_fraction=[r.mean_trainable_fraction() for r in runs], base_metric=float(base),
         primary=task.primary, higher_is_better=task.higher_is_better, results=runs,
     )
+
+
+# --------------------------------------------------------------------------------------
+# Circuits over the course of tuning
+# --------------------------------------------------------------------------------------
+@dataclass
+class CircuitHistory:
+    """The circuits a circuit-tuning run discovered: per re-discovery step, the circuit, its size
+    and its overlap (intersection over union) with the first one."""
+
+    steps: list[int]
+    circuits: list[Circuit]
+    n_edges: list[int]
+    n_nodes: list[int]
+    edge_overlap: list[float]
+    node_overlap: list[float]
+
+
+def circuit_history(result: TuneResult, graph: Graph) -> CircuitHistory:
+    """Rebuild the :class:`Circuit` objects recorded in ``result.circuits`` (circuit-tuning runs only)."""
+    if not isinstance(result, TuneResult):
+        raise TypeError(f"result: expected a TuneResult, got {type(result).__name__}")
+    if not result.circuits:
+        raise ValueError(f"result: expected a circuit-tuning run with recorded circuits, got mode {result.mode!r}")
+    circuits = [Circuit.from_edges(graph, names, prune=False) for _, names in result.circuits]
+    first = circuits[0]
+    return CircuitHistory(
+        steps=[s for s, _ in result.circuits], circuits=circuits, n_edges=[c.n_edges for c in circuits],
+        n_nodes=[c.n_nodes for c in circuits], edge_overlap=[c.overlap(first, "edges") for c in circuits],
+        node_overlap=[c.overlap(first, "nodes") for c in circuits],
+    )
+
+
+def comparison_table(results: dict[str, dict[str, TuneResult]], digits: int = 3) -> str:
+    """A plain-text table of ``results[task][method]``: task metric before -> after, held-out general
+    loss before -> after, and the mean fraction of parameters trained."""
+    if not results:
+        raise ValueError("results: expected {task: {method: TuneResult}}, got nothing")
+    rows = [("task", "method", "task metric", "before", "after", "general loss before", "after", "Δ general",
+             "params trained")]
+    for task, runs in results.items():
+        for method, r in runs.items():
+            a, b = r.initial, r.final
+            rows.append((task, method, r.primary, f"{a[r.primary]:.{digits}f}", f"{b[r.primary]:.{digits}f}",
+                         f"{a['general_loss']:.{digits}f}", f"{b['general_loss']:.{digits}f}",
+                         f"{b['general_loss'] - a['general_loss']:+.{digits}f}", f"{r.mean_trainable_fraction():.1%}"))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)

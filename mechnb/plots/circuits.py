@@ -1,0 +1,298 @@
+"""Figures for circuit discovery and circuit-tuning (notebook 04). Pure: data in, ``Figure`` out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from mechnb._checks import check_array
+from mechnb.circuits import Circuit, EdgeScores, FaithfulnessCurve, Graph, NodeRedundancy, TuneResult, rank_agreement
+
+__all__ = [
+    "node_positions",
+    "draw_graph",
+    "graph_figure",
+    "circuits_side_by_side",
+    "score_agreement",
+    "draw_faithfulness",
+    "faithfulness_figure",
+    "explorer_figure",
+    "node_redundancy_figure",
+    "tuning_comparison",
+    "circuit_evolution",
+]
+
+_LETTER_DX = {"q": -0.22, "k": 0.0, "v": 0.22, "": 0.0}
+_LETTER_STYLE = {"q": ":", "k": "--", "v": "-", "": "-"}
+
+
+def node_positions(graph: Graph) -> dict[str, tuple[float, float]]:
+    """``(x, y)`` of every node: ``input`` at the bottom, then each layer's heads in a row with its
+    MLP above and to the right of them, ``logits`` on top."""
+    pos: dict[str, tuple[float, float]] = {}
+    H = graph.n_heads
+    width = max(H - 1, 1)
+    for node in graph.nodes:
+        y = graph.node_layer(node)
+        if node.startswith("a"):
+            h = int(node.split(".h")[1])
+            pos[node] = (h * 1.0 - width / 2, 2 * y)
+        elif node.startswith("m"):  # MLPs to the right, so skip edges do not run through other nodes
+            pos[node] = (width / 2 + 1.0, 2 * y)
+        else:
+            pos[node] = (0.0, 2 * y)
+    return pos
+
+
+def draw_graph(
+    ax: Axes,
+    graph: Graph,
+    circuit: Circuit | None = None,
+    scores: EdgeScores | None = None,
+    title: str | None = None,
+    show_all: bool = True,
+) -> None:
+    """Draw ``graph`` on ``ax``: nodes as boxes, edges as lines into the reader's q/k/v slot.
+
+    With ``circuit``: its edges in colour (blue = positive score, red = negative; width ~
+    ``|score|``), the rest faint grey (``show_all``) or hidden; nodes outside the circuit greyed.
+    Query/key/value inputs of a head are the left/middle/right of its box (dotted/dashed/solid).
+    """
+    pos = node_positions(graph)
+    vals = scores.scores.numpy() if scores is not None else None
+    vmax = float(np.abs(vals).max()) if vals is not None and np.abs(vals).max() > 0 else 1.0
+    mask = circuit.mask.numpy() if circuit is not None else graph.valid.numpy()
+    in_nodes = set(circuit.nodes) if circuit is not None else set(graph.nodes)
+    for i, w in enumerate(graph.writers):
+        for j, (node, letter) in enumerate(graph.readers):
+            if not graph.valid[i, j]:
+                continue
+            keep = bool(mask[i, j])
+            if not keep and not show_all:
+                continue
+            (x0, y0), (x1, y1) = pos[w], pos[node]
+            x1 = x1 + _LETTER_DX[letter]
+            if keep and circuit is not None:
+                s = vals[i, j] if vals is not None else 1.0
+                color = "C0" if s >= 0 else "C3"
+                lw = 0.6 + 3.4 * abs(s) / vmax if vals is not None else 1.5
+                ax.plot([x0, x1], [y0 + 0.25, y1 - 0.25], color=color, lw=lw, alpha=0.85,
+                        ls=_LETTER_STYLE[letter], zorder=2)
+            else:
+                ax.plot([x0, x1], [y0 + 0.25, y1 - 0.25], color="0.85", lw=0.4, zorder=1)
+    for node, (x, y) in pos.items():
+        active = node in in_nodes
+        ax.text(x, y, node, ha="center", va="center", fontsize=8, zorder=3,
+                bbox=dict(boxstyle="round,pad=0.3", fc="#ffe9a8" if active else "white",
+                          ec="k" if active else "0.7"), color="k" if active else "0.6")
+    xs = [p[0] for p in pos.values()]
+    ax.set_xlim(min(xs) - 0.8, max(xs) + 0.8)
+    ax.set_ylim(-2.7, 2 * graph.n_layers + 0.7)
+    ax.set_xticks([])
+    ax.set_yticks([2 * layer for layer in range(-1, graph.n_layers + 1)])
+    ax.set_yticklabels(["input"] + [f"layer {layer}" for layer in range(graph.n_layers)] + ["logits"])
+    for side in ("top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    if title:
+        ax.set_title(title)
+    if circuit is not None:
+        handles = [Line2D([], [], color="C0", label="+ score"), Line2D([], [], color="C3", label="− score")]
+        handles += [Line2D([], [], color="k", ls=_LETTER_STYLE[c], label=f"into {c}") for c in "qkv"]
+        ax.legend(handles=handles, loc="upper left", fontsize=7, frameon=False, ncol=1)
+
+
+def graph_figure(graph: Graph, circuit: Circuit | None = None, scores: EdgeScores | None = None,
+                 title: str | None = None) -> Figure:
+    """One graph (or circuit) in its own figure; see :func:`draw_graph`."""
+    fig, ax = plt.subplots(figsize=(6.5, 1.6 * graph.n_layers + 3))
+    if title is None:
+        title = (f"computational graph: {graph.n_nodes} nodes, {graph.n_edges} edges" if circuit is None
+                 else f"circuit: {circuit.n_edges} edges, {circuit.n_nodes} nodes")
+    draw_graph(ax, graph, circuit, scores, title)
+    fig.tight_layout()
+    return fig
+
+
+def circuits_side_by_side(graph: Graph, circuits: Sequence[Circuit], titles: Sequence[str],
+                          scores: Sequence[EdgeScores | None] | None = None, suptitle: str | None = None) -> Figure:
+    """Several circuits of the same graph next to each other (e.g. before / during / after tuning)."""
+    if len(circuits) != len(titles) or not circuits:
+        raise ValueError(f"titles: expected one title per circuit ({len(circuits)}), got {len(titles)}")
+    scores = list(scores) if scores is not None else [None] * len(circuits)
+    fig, axes = plt.subplots(1, len(circuits), figsize=(4.6 * len(circuits), 1.6 * graph.n_layers + 3))
+    axes = np.atleast_1d(axes)
+    for ax, c, t, s in zip(axes, circuits, titles, scores):
+        draw_graph(ax, graph, c, s, f"{t}\n{c.n_edges} edges, {c.n_nodes} nodes", show_all=False)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def score_agreement(methods: Mapping[str, EdgeScores], reference: EdgeScores, k: int = 20,
+                    title: str = "edge scores against exact patching", symlog: bool = True) -> Figure:
+    """Scatter of each method's edge scores against ``reference`` (exact), with the diagonal,
+    Spearman rank correlation and top-``k`` overlap in each panel (``symlog``: symmetric-log axes,
+    linear within 1% of the largest score)."""
+    if not methods:
+        raise ValueError("methods: expected at least one EdgeScores, got none")
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.3 * len(methods), 4.0), squeeze=False)
+    ref = reference.values.numpy()
+    top_ref = np.argsort(-np.abs(ref), kind="stable")[:k]
+    for ax, (name, sc) in zip(axes[0], methods.items()):
+        v = sc.values.numpy()
+        agree = rank_agreement(sc, reference, k)
+        ax.scatter(ref, v, s=12, alpha=0.6, color="C0", label="edge")
+        ax.scatter(ref[top_ref], v[top_ref], s=22, facecolors="none", edgecolors="C3", label=f"exact top {k}")
+        lim = 1.3 * max(np.abs(ref).max(), np.abs(v).max(), 1e-9)
+        diag = np.linspace(-lim, lim, 401)
+        ax.plot(diag, diag, color="0.5", lw=0.8, ls="--")
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        if symlog:  # most edges matter little: a linear scale near 0, logarithmic beyond
+            ax.set_xscale("symlog", linthresh=lim / 100)
+            ax.set_yscale("symlog", linthresh=lim / 100)
+        ax.set_xlabel(f"{reference.method} score (Δ metric when the edge is patched)")
+        ax.set_ylabel(f"{name} score")
+        ax.set_title(f"{name}: Spearman ρ = {agree['spearman']:.2f}, top-{k} overlap {agree['top_k_overlap']:.0%}",
+                     fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def draw_faithfulness(ax: Axes, curves: Mapping[str, FaithfulnessCurve], mark: int | None = None,
+                      title: str | None = None) -> None:
+    """Faithfulness against the number of circuit edges (after pruning) on ``ax``, one line per curve."""
+    for i, (name, c) in enumerate(curves.items()):
+        ax.plot(np.maximum(c.n_edges, 0.8), c.faithfulness, marker="o", ms=3, color=f"C{i}", label=name)
+    ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
+    ax.axhline(0.0, color="0.5", lw=0.8)
+    if mark is not None:
+        ax.axvline(max(mark, 0.8), color="k", lw=0.8, ls=":", label=f"{mark} edges")
+    ax.set_xscale("log")
+    ax.set_xlabel("edges in circuit (log scale)")
+    ax.set_ylabel("faithfulness  (m(C) − m(∅)) / (m(G) − m(∅))")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+
+
+def faithfulness_figure(curves: Mapping[str, FaithfulnessCurve], mark: int | None = None,
+                        title: str = "faithfulness as edges are added") -> Figure:
+    """Faithfulness against the number of circuit edges (after pruning), one line per curve;
+    ``mark`` draws a vertical line at that circuit size."""
+    if not curves:
+        raise ValueError("curves: expected at least one FaithfulnessCurve, got none")
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    draw_faithfulness(ax, curves, mark, title)
+    fig.tight_layout()
+    return fig
+
+
+def explorer_figure(graph: Graph, circuit: Circuit, scores: EdgeScores, curve: FaithfulnessCurve, label: str,
+                    faithfulness: float) -> Figure:
+    """The circuit explorer's view: the circuit drawn (left) and the faithfulness curve with the
+    current size marked (right)."""
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(11.5, 1.6 * graph.n_layers + 3),
+                                 gridspec_kw=dict(width_ratios=[1.3, 1]))
+    draw_graph(a0, graph, circuit, scores, f"{label}: {circuit.n_edges} edges, {circuit.n_nodes} nodes",
+               show_all=True)
+    draw_faithfulness(a1, {label: curve}, mark=circuit.n_edges, title=f"faithfulness here: {faithfulness:.3f}")
+    a1.plot([max(circuit.n_edges, 0.8)], [faithfulness], marker="*", ms=12, color="k")
+    fig.tight_layout()
+    return fig
+
+
+def node_redundancy_figure(nr: NodeRedundancy, tol: float = 0.1,
+                           title: str = "node redundancy: how many edges does the task need?") -> Figure:
+    """Final task metric and trainable-parameter fraction against circuit size, saturation marked."""
+    sizes = np.maximum(np.array(nr.sizes, dtype=float), 0.8)
+    fig, ax = plt.subplots(figsize=(6.0, 3.9))
+    ax.plot(sizes, nr.final_metric, marker="o", color="C0", label=f"{nr.primary} after tuning")
+    ax.axhline(nr.base_metric, color="C0", lw=0.8, ls=":", label=f"{nr.primary} before tuning")
+    ax.set_xscale("log")
+    ax.set_xlabel("circuit size top_n (edges, log scale)")
+    ax.set_ylabel(nr.primary, color="C0")
+    ax2 = ax.twinx()
+    ax2.plot(sizes, nr.trainable_fraction, marker="s", color="C1", label="fraction of parameters trainable")
+    ax2.set_ylabel("fraction of parameters trainable", color="C1")
+    ax2.set_ylim(0, 1.02)
+    sat = nr.saturation_point(tol)
+    if sat is not None:
+        ax.axvline(max(sat, 0.8), color="k", ls="--", lw=1,
+                   label=f"saturation ({1 - tol:.0%} of best gain): {sat} edges")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="center right")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def tuning_comparison(results: Mapping[str, Mapping[str, TuneResult]],
+                      title: str = "circuit-tuning vs full fine-tuning vs LoRA") -> Figure:
+    """``results[task][method]``: per task a row with the task metric and the held-out general
+    loss against step, and the fraction of parameters trained."""
+    if not results:
+        raise ValueError("results: expected {task: {method: TuneResult}}, got nothing")
+    fig, axes = plt.subplots(len(results), 3, figsize=(13, 3.4 * len(results)), squeeze=False)
+    for row, (task, runs) in zip(axes, results.items()):
+        for i, (method, r) in enumerate(runs.items()):
+            s, v = r.series(r.primary)
+            row[0].plot(s, v, marker=".", color=f"C{i}", label=method)
+            s, g = r.series("general_loss")
+            row[1].plot(s, g, marker=".", color=f"C{i}", label=method)
+        primary = next(iter(runs.values())).primary
+        row[0].set_xlabel("step")
+        row[0].set_ylabel(primary)
+        row[0].set_title(f"{task}: task metric ({primary})")
+        row[1].set_xlabel("step")
+        row[1].set_ylabel("held-out loss (nats / token)")
+        row[1].set_title(f"{task}: general loss (capability)")
+        names = list(runs)
+        fr = [runs[m].mean_trainable_fraction() for m in names]
+        row[2].bar(np.arange(len(names)), fr, color=[f"C{i}" for i in range(len(names))])
+        row[2].set_xticks(np.arange(len(names)))
+        row[2].set_xticklabels(names)
+        row[2].set_ylabel("fraction of parameters trained")
+        row[2].set_ylim(0, 1.05)
+        row[2].set_title(f"{task}: parameters updated")
+        row[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def circuit_evolution(steps: Sequence[int], n_edges: Sequence[int], n_nodes: Sequence[int],
+                      edge_overlap: Sequence[float], node_overlap: Sequence[float],
+                      title: str = "the circuit during circuit-tuning") -> Figure:
+    """Circuit size (edges, nodes) and its overlap (IoU) with the initial circuit at each re-discovery."""
+    s = check_array("steps", steps, ndim=1)
+    for name, arr in [("n_edges", n_edges), ("n_nodes", n_nodes), ("edge_overlap", edge_overlap),
+                      ("node_overlap", node_overlap)]:
+        if len(arr) != len(s):
+            raise ValueError(f"{name}: expected {len(s)} values (one per step), got {len(arr)}")
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a0.plot(s, n_edges, marker="o", label="edges")
+    a0.plot(s, n_nodes, marker="s", label="nodes")
+    a0.set_xlabel("step")
+    a0.set_ylabel("count")
+    a0.set_title("circuit size")
+    a0.legend(fontsize=8)
+    a1.plot(s, edge_overlap, marker="o", label="edges")
+    a1.plot(s, node_overlap, marker="s", label="nodes")
+    a1.set_ylim(-0.02, 1.02)
+    a1.set_xlabel("step")
+    a1.set_ylabel("IoU with the circuit at step 0")
+    a1.set_title("overlap with the initial circuit")
+    a1.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,126 @@
+"""The circuit explorer of notebook 04: circuit size, attribution method and task -> circuit + faithfulness."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+from IPython.display import display
+from matplotlib.figure import Figure
+
+from mechnb._checks import check_choice, check_positive_int
+from mechnb.circuits import (
+    EdgeScores,
+    FaithfulnessCurve,
+    Graph,
+    Metric,
+    attribute,
+    faithfulness,
+    faithfulness_curve,
+    logit_diff,
+)
+from mechnb.models import TinyTransformer
+from mechnb.plots import circuits as cplots
+from mechnb.tasks import PromptPairs
+
+__all__ = ["CircuitExplorer"]
+
+_METHOD_LABELS = {"eap": "EAP", "eap-ig": "EAP-IG", "exact": "exact patching"}
+
+
+class CircuitExplorer:
+    """Slider for the circuit size, dropdowns for the attribution method and the task.
+
+    Every change calls :meth:`update`, which takes edges in order of ``|score|`` from the cached
+    :class:`EdgeScores` of (task, method) until ``size`` edges survive pruning
+    (``top_n(size, fill=True)``), measures the circuit's faithfulness (one patched forward pass)
+    and redraws the circuit next to the faithfulness curve. Tests can set
+    ``explorer.size.value = 5`` and read ``explorer.text.value`` / ``explorer.figure`` /
+    ``explorer.faithfulness``.
+
+    Args:
+        model: a :class:`TinyTransformer`.
+        prompts: ``{task name: PromptPairs}`` (clean/corrupted prompts with their answers).
+        metric: ``metric(logits, pairs) -> scalar`` (default :func:`logit_diff`).
+        methods: attribution methods offered (``"eap"``, ``"eap-ig"``, ``"exact"``).
+        initial_size: starting circuit size (edges before pruning).
+    """
+
+    def __init__(
+        self,
+        model: TinyTransformer,
+        prompts: Mapping[str, PromptPairs],
+        metric: Metric = logit_diff,
+        methods: Sequence[str] = ("eap", "eap-ig"),
+        ig_steps: int = 5,
+        initial_size: int = 20,
+        ablation: str = "corrupted",
+    ) -> None:
+        self.graph = Graph.from_model(model)
+        if not prompts:
+            raise ValueError("prompts: expected at least one {task name: PromptPairs}, got none")
+        for name, p in prompts.items():
+            if not isinstance(p, PromptPairs):
+                raise TypeError(f"prompts[{name!r}]: expected PromptPairs, got {type(p).__name__}")
+        for m in methods:
+            check_choice("methods", m, list(_METHOD_LABELS))
+        self.model, self.prompts, self.metric = model, dict(prompts), metric
+        self.ig_steps = check_positive_int("ig_steps", ig_steps)
+        self.ablation = check_choice("ablation", ablation, ["corrupted", "mean"])
+        initial_size = min(check_positive_int("initial_size", initial_size), self.graph.n_edges)
+        self.size = widgets.IntSlider(value=initial_size, min=1, max=self.graph.n_edges, description="edges",
+                                      continuous_update=False)
+        self.method = widgets.Dropdown(options=[(_METHOD_LABELS[m], m) for m in methods], value=methods[0],
+                                       description="method")
+        self.task = widgets.Dropdown(options=list(self.prompts), value=next(iter(self.prompts)), description="task")
+        self.text = widgets.HTML()
+        self.output = widgets.Output()
+        self.figure: Figure | None = None
+        self.faithfulness: float = float("nan")
+        self._scores: dict[tuple[str, str], EdgeScores] = {}
+        self._curves: dict[tuple[str, str], FaithfulnessCurve] = {}
+        for control in (self.size, self.method, self.task):
+            control.observe(self.update, names="value")
+        self.widget = widgets.VBox([widgets.HBox([self.task, self.method, self.size]), self.text, self.output])
+        self.update()
+
+    # -- cached computations ----------------------------------------------------------
+    def scores(self, task: str, method: str) -> EdgeScores:
+        key = (task, method)
+        if key not in self._scores:
+            self._scores[key] = attribute(self.model, self.graph, self.prompts[task], metric=self.metric,
+                                          method=method, ig_steps=self.ig_steps)
+        return self._scores[key]
+
+    def curve(self, task: str, method: str) -> FaithfulnessCurve:
+        key = (task, method)
+        if key not in self._curves:
+            self._curves[key] = faithfulness_curve(self.model, self.scores(task, method), self.prompts[task],
+                                                   metric=self.metric, ablation=self.ablation)
+        return self._curves[key]
+
+    # -- callback ---------------------------------------------------------------------
+    def update(self, change: dict[str, Any] | None = None) -> None:
+        """Recompute the circuit for the current controls and redraw."""
+        task, method, size = self.task.value, self.method.value, int(self.size.value)
+        scores = self.scores(task, method)
+        circuit = scores.top_n(size, fill=True)
+        self.circuit = circuit
+        self.faithfulness = faithfulness(self.model, circuit, self.prompts[task], metric=self.metric,
+                                         ablation=self.ablation)
+        label = f"{task} / {_METHOD_LABELS[method]}"
+        self.text.value = (f"<b>{html.escape(label)}</b>: the top edges by |score| until {size} survive pruning "
+                           f"&rarr; {circuit.n_edges} edges, {circuit.n_nodes} nodes; "
+                           f"faithfulness {self.faithfulness:.3f}")
+        self.figure = cplots.explorer_figure(self.graph, circuit, scores, self.curve(task, method), label,
+                                             self.faithfulness)
+        self.output.clear_output(wait=True)
+        with self.output:
+            display(self.figure)
+        plt.close(self.figure)  # shown in the output widget only (not again by the inline backend)
+
+    def _ipython_display_(self) -> None:
+        display(self.widget)
