@@ -623,3 +623,73 @@ def test_bad_inputs_name_the_argument():
     with pytest.raises(ValueError, match="acts: expected shape"):
         basis.transform(1, x)
     assert math.isfinite(float(block_weight(model, 0, True).sum()))
+
+
+# --------------------------------------------------------------------------------------
+# Plots and widgets
+# --------------------------------------------------------------------------------------
+def test_plots_return_labelled_figures():
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from mechnb.plots import degeneracy as dplots
+
+    model, x = planted_mlp(duplicated=2)
+    rep = degeneracy_report(model, x)
+    model_b, x_b, _ = block_sparse_relu_mlp()
+    basis = interaction_basis(model_b, x_b)
+    edges = interaction_edges(basis, model_b, x_b)
+    figs = [
+        dplots.gram_spectra({"hidden": gram_spectrum(hidden_acts(model, x))}),
+        dplots.nullity_sweep([0, 1, 2], [6, 10, 14], [6, 10, 14], xlabel="k", current=1),
+        dplots.degeneracy_bars(rep),
+        dplots.llc_vs_theory([5.0, 12.0], [5.2, 11.0], [0.3, 0.5], ["a", "b"]),
+        dplots.llc_traces({"lr=1e-5": np.random.rand(3, 40), "lr=1e-3": np.random.rand(3, 40)}),
+        dplots.hessian_histogram(np.r_[10.0, 3.0, np.linspace(1e-6, 1e-3, 50), -1e-5],
+                                 np.r_[9.0, 3.0, np.linspace(1e-6, 1e-3, 51)]),
+        dplots.edge_heatmaps(edges.pca[1], edges.ib[1], 1),
+        dplots.edge_sparsity({"PCA": edges.sparsity_curve("pca"), "IB": edges.sparsity_curve("ib")}),
+        dplots.module_graph(find_modules(edges, resolution=0.1)),
+    ]
+    for fig in figs:
+        assert isinstance(fig, Figure)
+        ax = fig.axes[0]
+        assert ax.get_xlabel() and (ax.get_title() or fig._suptitle is not None)
+        plt.close(fig)
+    with pytest.raises(ValueError, match="measured"):
+        dplots.nullity_sweep([0, 1], [1.0], [1.0, 2.0], xlabel="k")
+    with pytest.raises(ValueError, match="traces"):
+        dplots.llc_traces({})
+
+
+def test_degeneracy_panel_moves_the_nullity_as_predicted():
+    from mechnb.widgets.degeneracy import DegeneracyPanel
+
+    panel = DegeneracyPanel(d_in=4, d_hidden=6, d_out=4, max_k=3)
+    assert "predicted nullity <b>6</b> · measured <b>6</b>" in panel.text.value
+    fig0 = panel.figure
+    panel.slider.value = 2  # two duplicated neurons: 2 * (d_out + 1) more free directions
+    assert "predicted nullity <b>16</b> · measured <b>16</b>" in panel.text.value
+    assert panel.figure is not fig0
+    panel.kind.value = "synchronised"  # k = 2 synchronised ReLUs: 2 rescalings + 2 mixings
+    assert "predicted nullity <b>10</b> · measured <b>10</b>" in panel.text.value
+    panel.slider.value = 3
+    assert "measured <b>15</b>" in panel.text.value
+    ks, measured, predicted = panel.sweep("dead")
+    assert measured == predicted == [6 + k * (4 + 1 + 4) for k in ks]
+    with pytest.raises(ValueError, match="kind"):
+        DegeneracyPanel(kind="nope")
+
+
+def test_modules_panel_reruns_louvain_on_the_slider():
+    from mechnb.widgets.degeneracy import ModulesPanel
+
+    model, x, _ = block_sparse_relu_mlp()
+    edges = interaction_edges(interaction_basis(model, x), model, x)
+    panel = ModulesPanel(edges, resolution=0.1)
+    assert "<b>3</b> modules" in panel.text.value
+    fig0 = panel.figure
+    panel.slider.value = 10.0
+    assert panel.figure is not fig0 and len(panel.modules.communities) > 3
+    with pytest.raises(TypeError, match="edges"):
+        ModulesPanel({0: np.ones((2, 2))})
