@@ -114,15 +114,15 @@ def test_synchronised_relus_add_m_times_m_minus_1(m):
     assert relu_synchrony(pre) == [list(range(6, 6 + m))]
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(duplicated=2), dict(dead=2), dict(synchronised=3),
-                                dict(duplicated=1, dead=1, synchronised=2)])
+@pytest.mark.parametrize("kw", [dict(), dict(duplicated=2), dict(dead=2), dict(unread=2), dict(synchronised=3),
+                                dict(duplicated=1, dead=1, unread=1, synchronised=2)])
 def test_degeneracy_report_predicts_the_measured_nullity(kw):
     model, x = planted_mlp(seed=2, **kw)
     rep = degeneracy_report(model, x)
     assert rep.predicted_nullity == rep.measured_nullity
     h = rep.layers[1]
     assert h.activation_nullity == kw.get("duplicated", 0) + kw.get("dead", 0)
-    assert h.jacobian_nullity == kw.get("dead", 0)
+    assert h.jacobian_nullity == kw.get("dead", 0) + kw.get("unread", 0)
     assert h.free_sync == kw.get("synchronised", 0) * (kw.get("synchronised", 0) - 1)
     assert rep.layers[0].measured_block_nullity is not None and rep.layers[-1].measured_block_nullity is None
     assert "measured Gauss-Newton nullity" in rep.table()
@@ -677,6 +677,8 @@ def test_degeneracy_panel_moves_the_nullity_as_predicted():
     assert "measured <b>15</b>" in panel.text.value
     ks, measured, predicted = panel.sweep("dead")
     assert measured == predicted == [6 + k * (4 + 1 + 4) for k in ks]
+    ks, measured, predicted = panel.sweep("unread")
+    assert measured == predicted == [6 + k * (4 + 1) for k in ks]
     with pytest.raises(ValueError, match="kind"):
         DegeneracyPanel(kind="nope")
 

@@ -278,8 +278,9 @@ class LayerDegeneracy:
         sync_groups: groups of synchronised ReLUs in this (hidden) layer.
         free_sync: ``Σ_g m_g (r_g - 1)`` with ``m_g`` the group size and ``r_g`` the rank of the
             group's activations (``m(m-1)`` for linearly independent neurons; 0 for copies).
-        rescalings: neurons with a positive-rescaling symmetry (alive ReLUs, or every neuron of
-            a linear layer): one free direction each.
+        rescalings: neurons with a positive-rescaling symmetry (ReLUs that fire at least once,
+            or every neuron of a linear layer) that the output reads (non-zero Jacobian column):
+            one free direction each.
         measured_block_nullity: Gauss-Newton nullity of ``layers[l]`` alone (``None`` for the output).
     """
 
@@ -373,12 +374,17 @@ def degeneracy_report(model: nn.Module, inputs: torch.Tensor, rtol: float = DEFA
     for l in range(L + 1):
         act_null.append(_nullity_psd(_gram(acts[l], bias), rtol) if l < L else None)
     jac_null: list[int | None] = [None]
+    read: list[torch.Tensor | None] = [None]  # neurons whose pre-activation the output depends on
     for l in range(1, L + 1):
         if l == L:
             jac_null.append(0)
+            read.append(None)
             continue
         J = output_jacobian(model, pre, l, wrt="pre")
-        jac_null.append(_nullity_psd(torch.einsum("noi,noj->ij", J, J) / J.shape[0], rtol))
+        Mpre = torch.einsum("noi,noj->ij", J, J) / J.shape[0]
+        jac_null.append(_nullity_psd(Mpre, rtol))
+        diag = Mpre.diagonal()
+        read.append(diag > (rtol**2) * float(diag.max()) if float(diag.max()) > 0 else diag > 0)
 
     gn = effective_parameter_count(model, inputs, rtol)
     rows: list[LayerDegeneracy] = []
@@ -394,12 +400,15 @@ def degeneracy_report(model: nn.Module, inputs: torch.Tensor, rtol: float = DEFA
         free_sync = rescale = 0
         if 1 <= l <= L - 1 and model.activation in ("relu", "linear"):
             p = pre[l]
+            # a neuron the output never reads (zero Jacobian column) is already free in its
+            # incoming weights (Jacobian nullity), so its rescaling is not counted again
+            live = read[l] if read[l] is not None else torch.ones(sizes[l], dtype=torch.bool, device=p.device)
             if model.activation == "relu":
-                groups = relu_synchrony(p)
-                rescale = int((p > 0).any(dim=0).sum())
+                groups = [g for g in relu_synchrony(p) if bool(live[g].all())]
+                rescale = int(((p > 0).any(dim=0) & live).sum())
             else:  # a linear layer is one synchronised group: every neuron is always "on"
                 groups = [list(range(sizes[l]))] if sizes[l] >= 2 else []
-                rescale = sizes[l]
+                rescale = int(live.sum())
             for g in groups:
                 r = len(g) - _nullity_psd(_gram(acts[l][:, g], False), rtol)  # rank of the group's activations
                 free_sync += len(g) * (r - 1)
@@ -417,7 +426,7 @@ def degeneracy_report(model: nn.Module, inputs: torch.Tensor, rtol: float = DEFA
 # Planted degeneracies (ground truth for tests, notebook and widget)
 # --------------------------------------------------------------------------------------
 def planted_mlp(d_in: int = 4, d_hidden: int = 6, d_out: int = 3, *, n_samples: int = 256, duplicated: int = 0,
-                dead: int = 0, synchronised: int = 0, seed: int = 0):  # -> tuple[MLP, torch.Tensor]
+                dead: int = 0, unread: int = 0, synchronised: int = 0, seed: int = 0):  # -> tuple[MLP, torch.Tensor]
     """A one-hidden-layer ReLU MLP with planted degeneracies, and data on which they hold.
 
     Inputs: ``x_0 = ±(1 + U[0, 1])`` (bounded away from 0), the other coordinates ``U[-1, 1]``.
@@ -427,6 +436,7 @@ def planted_mlp(d_in: int = 4, d_hidden: int = 6, d_out: int = 3, *, n_samples: 
       (so each neuron is on for part of the data and the firing patterns differ);
     * ``duplicated`` exact copies of generic neuron 0 (same incoming weights and bias);
     * ``dead`` neurons whose bias keeps them off on every input;
+    * ``unread`` neurons: generic, but with zero outgoing weights (a pure Jacobian degeneracy);
     * ``synchronised`` neurons ``a_j x_0 + v_j · x_rest`` with ``|v_j|_1 < a_j`` and no bias:
       all on exactly when ``x_0 > 0``, yet linearly independent (needs ``synchronised <= d_in``
       and ``<= d_out``, so that neither their activations nor their Jacobians are degenerate too).
@@ -435,7 +445,8 @@ def planted_mlp(d_in: int = 4, d_hidden: int = 6, d_out: int = 3, *, n_samples: 
     complement a firing pattern, so the only degeneracies are the planted ones.
 
     Expected Gauss-Newton nullity (2405.10927 Sec. 3): ``d_hidden`` rescalings, plus
-    ``duplicated · (d_out + 1)``, plus ``dead · (d_in + 1 + d_out)``, plus ``synchronised²``.
+    ``duplicated · (d_out + 1)``, plus ``dead · (d_in + 1 + d_out)``, plus ``unread · (d_in + 1)``,
+    plus ``synchronised²``.
 
     Returns:
         ``(model, inputs)`` with ``model`` a float32 :class:`mechnb.models.MLP` and ``inputs``
@@ -449,6 +460,7 @@ def planted_mlp(d_in: int = 4, d_hidden: int = 6, d_out: int = 3, *, n_samples: 
     n_samples = check_positive_int("n_samples", n_samples, minimum=2)
     duplicated = check_positive_int("duplicated", duplicated, minimum=0)
     dead = check_positive_int("dead", dead, minimum=0)
+    unread = check_positive_int("unread", unread, minimum=0)
     synchronised = check_positive_int("synchronised", synchronised, minimum=0)
     if synchronised > min(d_in, d_out):
         raise ValueError(f"synchronised: expected at most min(d_in, d_out)={min(d_in, d_out)} (more would also "
@@ -464,7 +476,7 @@ def planted_mlp(d_in: int = 4, d_hidden: int = 6, d_out: int = 3, *, n_samples: 
     W_rows, b_rows = [], []
     half = x[:, 0] > 0
     taken = [half, ~half]  # firing patterns a generic neuron must neither equal nor complement
-    while len(W_rows) < d_hidden:
+    while len(W_rows) < d_hidden + unread:
         w = torch.randn(d_in, generator=g, dtype=torch.float64)
         w[0] *= 0.25  # keep generic hyperplanes away from the x_0 = 0 split used by the synchronised group
         c = x[int(torch.randint(n_samples, (1,), generator=g))] * 0.8
@@ -475,6 +487,7 @@ def planted_mlp(d_in: int = 4, d_hidden: int = 6, d_out: int = 3, *, n_samples: 
         taken.append(on)
         W_rows.append(w)
         b_rows.append(b)
+    unread_rows = list(range(d_hidden, d_hidden + unread))  # generic neurons whose outgoing weights are zeroed
     for _ in range(duplicated):
         W_rows.append(W_rows[0].clone())
         b_rows.append(b_rows[0].clone())
@@ -490,11 +503,13 @@ def planted_mlp(d_in: int = 4, d_hidden: int = 6, d_out: int = 3, *, n_samples: 
         b_rows.append(torch.zeros((), dtype=torch.float64))
     h = len(W_rows)
     if h == 0:
-        raise ValueError("d_hidden, duplicated, dead, synchronised: expected at least one hidden neuron in total")
+        raise ValueError("d_hidden, duplicated, dead, unread, synchronised: expected at least one hidden neuron in total")
     model = MLP([d_in, h, d_out], activation="relu", bias=True)
     with torch.no_grad():
         model.layers[0].weight.copy_(torch.stack(W_rows).float())
         model.layers[0].bias.copy_(torch.stack(b_rows).float())
-        model.layers[1].weight.copy_((torch.randn(d_out, h, generator=g, dtype=torch.float64) / h**0.5).float())
+        W_out = torch.randn(d_out, h, generator=g, dtype=torch.float64) / h**0.5
+        W_out[:, unread_rows] = 0.0
+        model.layers[1].weight.copy_(W_out.float())
         model.layers[1].bias.copy_(torch.randn(d_out, generator=g, dtype=torch.float64).float() * 0.1)
     return model, x.float()

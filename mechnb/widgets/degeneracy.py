@@ -23,6 +23,7 @@ __all__ = ["DegeneracyPanel", "ModulesPanel", "KIND_LABELS"]
 #: planted degeneracy -> (label, what each unit adds to the nullity, as a formula string)
 KIND_LABELS = {
     "duplicated": ("duplicated neurons", "each copy: d_out outgoing directions (Gram nullity) + 1 rescaling"),
+    "unread": ("unread neurons", "each (zero outgoing weights): d_in + 1 incoming directions (Jacobian nullity)"),
     "dead": ("dead neurons", "each: d_in + 1 incoming (Jacobian nullity) + d_out outgoing (Gram nullity)"),
     "synchronised": ("synchronised ReLUs", "m ReLUs with one firing pattern: m rescalings + m(m−1) mixings"),
 }
@@ -31,7 +32,7 @@ KIND_LABELS = {
 class DegeneracyPanel:
     """A slider that plants ``k`` degenerate neurons into a small ReLU MLP, and the nullity they cause.
 
-    Controls: ``kind`` (duplicated / dead / synchronised) and ``slider`` (``k``). Output:
+    Controls: ``kind`` (duplicated / unread / dead / synchronised) and ``slider`` (``k``). Output:
     ``text`` (HTML: the per-layer report and predicted vs measured nullity) and ``figure``
     (measured vs predicted nullity over every ``k``, the current one marked).
 
