@@ -494,3 +494,36 @@ class TinyTransformer(_HookedMixin, nn.Module):
         for block in self.blocks:
             resid = block(resid)
         return self.ln_final(resid) @ self.unembed.W_U + self.unembed.b_U
+
+    @torch.no_grad()
+    def generate(
+        self, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+        generator: torch.Generator | None = None, stop_token: int | None = None,
+    ) -> torch.Tensor:
+        """Sample a continuation of ``tokens (batch, pos)``; returns ``(batch, pos + new)``.
+
+        ``temperature=0`` is greedy decoding. Generation stops at ``n_ctx`` tokens, or once every
+        row has produced ``stop_token``.
+        """
+        check_tensor("tokens", tokens, ndim=2, dims="(batch, pos)", floating=False)
+        check_positive_int("max_new_tokens", max_new_tokens)
+        if temperature < 0:
+            raise ValueError(f"temperature: expected a number >= 0, got {temperature}")
+        out = tokens
+        done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+        for _ in range(max_new_tokens):
+            if out.shape[1] >= self.n_ctx:
+                break
+            logits = self(out)[:, -1]
+            if temperature == 0:
+                nxt = logits.argmax(-1)
+            else:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(out.device)
+            if stop_token is not None:
+                nxt = torch.where(done, torch.full_like(nxt, stop_token), nxt)
+                done = done | (nxt == stop_token)
+            out = torch.cat([out, nxt[:, None]], dim=1)
+            if stop_token is not None and bool(done.all()):
+                break
+        return out

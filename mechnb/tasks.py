@@ -22,6 +22,7 @@ from mechnb._checks import check_choice, check_positive_int, check_probability, 
 
 __all__ = [
     "sparse_features",
+    "SparseFeatures",
     "ModularArithmetic",
     "ModularSplit",
     "Tokenizer",
@@ -57,6 +58,35 @@ def sparse_features(
     active = torch.rand(batch_size, n_features, generator=generator, device=gen_dev) < p
     values = torch.rand(batch_size, n_features, generator=generator, device=gen_dev) * (hi - lo) + lo
     return (values * active).to(dev)
+
+
+@dataclass
+class SparseFeatures:
+    """The sparse-feature task of a TMS / residual-MLP model: ``sample(batch, generator)``.
+
+    ``target="identity"`` (TMS: reconstruct ``x``) or ``"resid_relu"`` (``y = x + ReLU(x)``).
+    """
+
+    n_features: int
+    feature_probability: float
+    value_range: tuple[float, float] = (0.0, 1.0)
+    target: str = "identity"
+
+    def __post_init__(self) -> None:
+        check_positive_int("n_features", self.n_features)
+        check_probability("feature_probability", self.feature_probability)
+        check_choice("target", self.target, ["identity", "resid_relu"])
+        self.value_range = (float(self.value_range[0]), float(self.value_range[1]))
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None,
+               device: str | torch.device = "cpu") -> torch.Tensor:
+        """``(batch_size, n_features)`` inputs (see :func:`sparse_features`)."""
+        return sparse_features(batch_size, self.n_features, self.feature_probability, generator, device,
+                               self.value_range)
+
+    def label(self, x: torch.Tensor) -> torch.Tensor:
+        """The regression target for inputs ``x``."""
+        return x if self.target == "identity" else x + torch.relu(x)
 
 
 # --------------------------------------------------------------------------------------
@@ -273,7 +303,7 @@ class SyntheticLanguage:
         check_probability("occupation_bias", self.occupation_bias)
         check_probability("p_attractor", self.p_attractor)
         check_probability("p_agreement", self.p_agreement)
-        check_positive_int("n_ctx", self.n_ctx, minimum=14)
+        check_positive_int("n_ctx", self.n_ctx, minimum=15)  # longest sentence: <bos> + 14 words
         occ_plural = [_occupation_plural(o) for o in _OCCUPATIONS]
         vocab = (_SPECIAL + _FUNCTION + [w for pair in _NOUNS for w in pair] + list(_OCCUPATIONS) + occ_plural
                  + _MALE_NAMES + _FEMALE_NAMES + [w for pair in _VERBS for w in pair] + _PAST + _ADJS + _PREPS
