@@ -64,6 +64,7 @@ __all__ = [
     "layer_gw_matrix",
     "layer_linkage",
     "cluster_layers",
+    "auto_threshold",
     "layer_groups",
     "cka",
     "layer_cka_matrix",
@@ -635,6 +636,12 @@ def cluster_layers(matrix: Any, n_groups: int | None = None, threshold: float | 
         cut = threshold if threshold is not None else _largest_gap_cut(Z[:, 2])
         labels = hierarchy.fcluster(Z, t=cut, criterion="distance")
     return _canonical(labels)
+
+
+def auto_threshold(matrix: Any, method: str = "average") -> float:
+    """The cut height :func:`cluster_layers` uses when given neither ``n_groups`` nor ``threshold``:
+    the middle of the largest gap between consecutive merge heights of the dendrogram."""
+    return _largest_gap_cut(layer_linkage(matrix, method)[:, 2])
 
 
 def layer_groups(labels: Any, names: Sequence[str]) -> list[list[str]]:

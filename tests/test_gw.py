@@ -354,3 +354,69 @@ def test_train_variants_tiny() -> None:
     assert 0.0 <= vs["scratch"].test_acc <= 1.0
     with pytest.raises(ValueError, match="variants"):
         gw.train_variants(["dropout"], steps=1, progress=False)
+
+
+# --------------------------------------------------------------------------------------
+# Plots and widget
+# --------------------------------------------------------------------------------------
+def test_plots_return_labelled_figures() -> None:
+    import matplotlib.pyplot as plt
+
+    from mechnb.plots import gw as gwplots
+
+    s = gw.toy_shapes()
+    C1 = gw.distance_matrix(torch.from_numpy(s["L"]), normalize=None)
+    C2 = gw.distance_matrix(torch.from_numpy(s["L moved"]), normalize=None)
+    sol = gw.gw_solve(C1, C2)
+    fig = gwplots.plot_coupling(s["L"], s["L moved"], sol.coupling, names=("L", "L moved"), value=sol.value)
+    assert all(ax.get_xlabel() and ax.get_ylabel() and ax.get_title() for ax in fig.axes[:2])
+    plt.close(fig)
+    with pytest.raises(ValueError, match="T: expected shape"):
+        gwplots.plot_coupling(s["L"], s["L moved"], sol.coupling[:3])
+    reps, fam = _planted_families(n=30)
+    res = gw.layer_gw_matrix(reps, progress=False)
+    ck = gw.layer_cka_matrix(reps)
+    labels = gw.cluster_layers(res.matrix)
+    heat = gwplots.plot_layer_matrix(res, labels=labels)
+    assert [t.get_text() for t in heat.axes[0].get_xticklabels()] == res.names
+    for fig in (heat, gwplots.plot_dendrogram(res, threshold=0.1), gwplots.plot_dendrogram(ck),
+                gwplots.plot_layer_comparison(res, ck, gw_labels=labels),
+                gwplots.plot_matrix_grid({"a": res, "b": res}, labels={"a": labels})):
+        ax = fig.axes[0]
+        assert ax.get_xlabel() == "layer" and ax.get_ylabel() and ax.get_title()
+        plt.close(fig)
+    with pytest.raises(ValueError, match="labels"):
+        gwplots.plot_layer_matrix(res, labels=[0, 1])
+    assert gwplots.short_name("blocks.1.hook_resid_mid") == "1.resid_mid"
+    assert gwplots.short_name("blocks.0.attn.hook_result") == "0.attn.result"
+
+
+def test_gw_explorer_widget_updates_on_value_changes() -> None:
+    import matplotlib.pyplot as plt
+
+    from mechnb.widgets.gw import GWExplorer
+
+    torch.manual_seed(0)
+    mlp_a, mlp_b = MLP([5, 16, 16, 16, 3]), MLP([5, 12, 12, 3])
+    x = torch.randn(60, 5, generator=_gen(13))
+    ex = GWExplorer({"a": (mlp_a, x), "b": (mlp_b, x, {"include_input": False})}, n_samples=40)
+    assert ex.result is not None and ex.result.names == ["input", "h1", "h2", "h3", "output"]
+    assert ex.result.n_samples == 40 and "groups" in ex.groups.value and ex.figure is not None
+    before, fig_before = ex.result.matrix.copy(), ex.figure
+    ex.metric.value = "cosine"
+    assert not np.allclose(before, ex.result.matrix) and ex.figure is not fig_before
+    ex.n_samples.value = 30
+    assert ex.result.n_samples == 30
+    ex.cut.value = 0.01  # a very low cut: every layer on its own
+    assert ex.labels is not None and len(set(ex.labels.tolist())) == 5 and "5 groups" in ex.groups.value
+    ex.cut.value = 1.0  # at the top merge: one group
+    assert len(set(ex.labels.tolist())) == 1
+    assert ex.epsilon.disabled
+    ex.solver.value = "entropic"
+    assert not ex.epsilon.disabled and ex.result is not None and ex.result.settings["solver"] == "entropic"
+    ex.epsilon.value = 1e-4  # too small: reported, not raised, and never a silent 0
+    assert ex.result is None and "solve failed" in ex.status.value and "epsilon" in ex.status.value
+    ex.solver.value = "exact"
+    ex.model.value = "b"
+    assert ex.result is not None and ex.result.names == ["h1", "h2", "output"]
+    plt.close("all")
