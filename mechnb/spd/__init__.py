@@ -21,9 +21,11 @@ from mechnb.spd.analysis import (
     feature_matches,
     identity_ci_error,
     importance_minimality_sweep,
+    keep_only_output,
     match_columns,
     mmcs_ml2r,
     one_hot_causal_importances,
+    summarize,
 )
 from mechnb.spd.components import (
     CausalImportanceMLPs,
@@ -53,6 +55,8 @@ __all__ = [
     "identity_ci_error",
     "importance_minimality_sweep",
     "SweepPoint",
+    "keep_only_output",
+    "summarize",
     "SPDComponents",
     "CausalImportanceMLPs",
     "lower_leaky_hard_sigmoid",

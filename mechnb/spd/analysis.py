@@ -29,6 +29,8 @@ __all__ = [
     "identity_ci_error",
     "SweepPoint",
     "importance_minimality_sweep",
+    "keep_only_output",
+    "summarize",
 ]
 
 
@@ -186,3 +188,50 @@ def importance_minimality_sweep(
             res = decompose(model, target_modules, sample_inputs, cfg, device=device, progress=progress)
             points.append(SweepPoint(coefficient=c, p=p, result=res))
     return points
+
+
+def _tied_group(result: SPDResult, module: str) -> list[str]:
+    """``module`` plus every decomposed layer that shares its subcomponent indices through a tie."""
+    root = result.tied.get(module, module)
+    return [n for n in result.modules if n == root or result.tied.get(n) == root]
+
+
+@torch.no_grad()
+def keep_only_output(
+    result: SPDResult, x: torch.Tensor, module: str, c: int, with_tied: bool = True
+) -> torch.Tensor:
+    """Model output on ``x`` when ``module`` keeps only subcomponent ``c`` (mask ``e_c``).
+
+    With ``with_tied`` the layers tied to ``module`` (TMS: ``linear1`` / ``linear2``) keep their
+    subcomponent ``c`` too - the same rank-one piece of the shared weight; every other
+    decomposed layer keeps its target weight.
+    """
+    result = _check_result(result)
+    result._check_module(module)
+    if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= int(c) < result.C:
+        raise ValueError(f"c: expected a subcomponent index in [0, {result.C}), got {c!r}")
+    dtype = result.components.ci.W_in.dtype
+    e = torch.zeros(result.C, device=result._device(), dtype=dtype)
+    e[int(c)] = 1.0
+    layers = _tied_group(result, module) if with_tied else [module]
+    return result.masked_forward(x, {n: e for n in layers})
+
+
+def summarize(result: SPDResult, module: str, W: torch.Tensor | None = None, threshold: float = 0.1,
+              magnitude: float = 0.75) -> dict[str, float]:
+    """The numbers the notebook and the sweep widget print for one layer of one run.
+
+    Returns ``n_alive``, ``mmcs``, ``ml2r``, the final (last-100-step mean) losses, and the
+    identity error of the matched one-hot CI pattern (:func:`identity_ci_error`).
+    """
+    result = _check_result(result)
+    mm, ml = mmcs_ml2r(result, module, W)
+    final = result.final_losses()
+    ci = one_hot_causal_importances(result, magnitude=magnitude)[module]
+    n_in = ci.shape[0]
+    err = identity_ci_error(ci[:, match_columns(ci)] if n_in <= ci.shape[1] else ci, threshold)
+    out = {"n_alive": float(result.n_alive(threshold)[module]), "mmcs": mm, "ml2r": ml}
+    out.update({k: final[k] for k in ("stochastic_recon", "stochastic_recon_layerwise", "importance_minimality",
+                                      "faithfulness") if k in final})
+    out.update({f"onehot_{k}": float(v) for k, v in err.items()})
+    return out
