@@ -29,6 +29,8 @@ from mechnb.degeneracy import (
 from mechnb.degeneracy._mlp import block_weight, ext_block_jacobian, mlp_forward, output_jacobian
 from mechnb.degeneracy.llc import _make_step_fn
 from mechnb.models import MLP
+from mechnb.tasks import ModularArithmetic
+from mechnb.train import TrainConfig, train
 
 torch.set_num_threads(1)
 
@@ -126,6 +128,21 @@ def test_degeneracy_report_predicts_the_measured_nullity(kw):
     assert h.free_sync == kw.get("synchronised", 0) * (kw.get("synchronised", 0) - 1)
     assert rep.layers[0].measured_block_nullity is not None and rep.layers[-1].measured_block_nullity is None
     assert "measured Gauss-Newton nullity" in rep.table()
+
+
+def test_degeneracy_report_predicts_a_trained_one_hot_classifier():
+    # one-hot inputs: the input Gram has nullity 2 (each half sums to 1, like the bias), and a
+    # neuron that matters on few inputs sees an even smaller span (free_restricted)
+    pairs = ModularArithmetic(P=7, train_frac=1.0).all_pairs()
+    for seed in range(2):
+        torch.manual_seed(seed)
+        clf = MLP([14, 16, 7])
+        train(clf, lambda s, g: (pairs.x, pairs.y), lambda m, b: F.cross_entropy(m(b[0]), b[1]),
+              TrainConfig(steps=300, lr=1e-2, seed=seed), progress=False)
+        rep = degeneracy_report(clf, pairs.x)
+        assert rep.layers[0].activation_nullity == 2
+        assert rep.layers[1].free_restricted > 0
+        assert rep.predicted_nullity == rep.measured_nullity
 
 
 def test_relu_synchrony_groups_and_dead_neurons():

@@ -23,7 +23,7 @@ from torch import nn
 from mechnb._checks import check_tensor
 
 __all__ = ["check_mlp", "check_layer", "check_inputs", "mlp_forward", "act_derivative", "block_weight",
-           "ext_block_jacobian", "output_jacobian"]
+           "block_jacobian_factors", "ext_block_jacobian", "output_jacobian"]
 
 
 def check_mlp(model: nn.Module, name: str = "model") -> None:
@@ -109,6 +109,30 @@ def block_weight(model: nn.Module, block: int, with_bias: bool) -> torch.Tensor:
     return W
 
 
+def block_jacobian_factors(model: nn.Module, preacts: list[torch.Tensor], block: int, ext_in: bool,
+                           ext_out: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(s, B)`` with ``∂f^{l+1}_ext/∂f^l_ext (x) = diag(s(x)) B`` (see :func:`ext_block_jacobian`).
+
+    ``s (n, d_{l+1} [+1])`` are the activation derivatives (1 for the output layer and for the
+    constant), ``B (d_{l+1} [+1], d_l [+1])`` is ``[[W, b], [0, 1]]``. Factored form lets
+    averages over samples be taken before the matrix products.
+    """
+    L = len(model.layers)  # type: ignore[arg-type]
+    B = block_weight(model, block, ext_in)
+    n = preacts[block + 1].shape[0]
+    if block + 1 < L:
+        s = act_derivative(model, preacts[block + 1])
+    else:
+        s = torch.ones(n, B.shape[0], dtype=B.dtype, device=B.device)
+    if ext_out:
+        row = torch.zeros(1, B.shape[1], dtype=B.dtype, device=B.device)
+        if ext_in:
+            row[0, -1] = 1.0
+        B = torch.cat([B, row], dim=0)
+        s = torch.cat([s, torch.ones(n, 1, dtype=s.dtype, device=s.device)], dim=1)
+    return s, B
+
+
 def ext_block_jacobian(model: nn.Module, preacts: list[torch.Tensor], block: int, ext_in: bool,
                        ext_out: bool) -> torch.Tensor:
     """Per-sample ``∂f^{l+1}_ext / ∂f^l_ext`` of weight block ``l``, ``(n, d_{l+1} [+1], d_l [+1])``.
@@ -118,19 +142,8 @@ def ext_block_jacobian(model: nn.Module, preacts: list[torch.Tensor], block: int
     ``[[D W, D b], [0, 1]]`` with ``D = diag(σ'(p^{l+1}))`` (no ``D`` into the output layer).
     Then ``J(x) f_ext(x) = f^{l+1}_ext(x)`` for ReLU and linear layers.
     """
-    L = len(model.layers)  # type: ignore[arg-type]
-    Wb = block_weight(model, block, ext_in)
-    n = preacts[block + 1].shape[0]
-    if block + 1 < L:
-        J = act_derivative(model, preacts[block + 1])[:, :, None] * Wb
-    else:
-        J = Wb.expand(n, *Wb.shape)
-    if ext_out:
-        row = torch.zeros(n, 1, J.shape[2], dtype=J.dtype, device=J.device)
-        if ext_in:
-            row[:, 0, -1] = 1.0
-        J = torch.cat([J, row], dim=1)
-    return J
+    s, B = block_jacobian_factors(model, preacts, block, ext_in, ext_out)
+    return s[:, :, None] * B
 
 
 def output_jacobian(model: nn.Module, preacts: list[torch.Tensor], layer: int, *, wrt: str = "post",

@@ -45,7 +45,7 @@ from mechnb.degeneracy._mlp import (
     check_inputs,
     check_layer,
     check_mlp,
-    ext_block_jacobian,
+    block_jacobian_factors,
     mlp_forward,
     output_jacobian,
 )
@@ -107,7 +107,7 @@ class InteractionBasis:
 
     def dims(self) -> dict[int, int]:
         """Interaction-basis width ``d̂_l`` per layer."""
-        return {k: int(v.shape[1]) for k, v in self.C.items()}
+        return {k: int(self.C[k].shape[1]) for k in sorted(self.C)}
 
     def __repr__(self) -> str:
         return f"InteractionBasis(jacobian={self.jacobian!r}, dims={self.dims()})"
@@ -168,10 +168,10 @@ def interaction_basis(model: nn.Module, inputs: torch.Tensor, layers: Sequence[i
         if l == L:
             Mp = torch.eye(f.shape[1], dtype=f.dtype, device=f.device)
         elif jacobian == "next":
-            J = ext_block_jacobian(model, pre, l, ext[l], ext[l + 1])  # (n, d_{l+1}[+1], d_l[+1])
+            # J(x) = diag(s(x)) B, so E[Jᵀ C Cᵀ J] = Bᵀ ((C Cᵀ) ⊙ E[s sᵀ]) B
+            s, B = block_jacobian_factors(model, pre, l, ext[l], ext[l + 1])
             Ch = out["C"][l + 1]
-            JC = torch.einsum("nkj,ki->nij", J, Ch)  # ∂f̂^{l+1}/∂f^l_ext: (n, d̂_{l+1}, d_l[+1])
-            Mp = torch.einsum("nki,nkj->ij", JC, JC) / n
+            Mp = B.T @ ((Ch @ Ch.T) * (s.T @ s / n)) @ B
         else:
             J = output_jacobian(model, pre, l, wrt="post", with_bias=ext[l])
             Mp = torch.einsum("nki,nkj->ij", J, J) / n
@@ -186,8 +186,7 @@ def interaction_basis(model: nn.Module, inputs: torch.Tensor, layers: Sequence[i
         C_pinv = (V / Lam.sqrt()[None, :]).T @ (sqD[:, None] * U.T)
         for k, v in (("C", C), ("C_pinv", C_pinv), ("Lambda", Lam), ("U", U), ("D", D), ("M", Mp)):
             out[k][l] = v
-    keep_layers = set(wanted)
-    sel = {k: {l: v for l, v in d.items() if l in keep_layers} for k, d in out.items()}
+    sel = {k: {l: d[l] for l in wanted} for k, d in out.items()}  # requested layers, input first
     return InteractionBasis(C=sel["C"], C_pinv=sel["C_pinv"], Lambda=sel["Lambda"], U=sel["U"], D=sel["D"],
                             M=sel["M"], with_bias={l: ext[l] for l in wanted}, jacobian=jacobian, n_layers=L,
                             rtol=rtol, layers=wanted)
@@ -238,14 +237,16 @@ def _select(edges: InteractionEdges | Mapping[int, Any], which: str) -> dict[int
     return {int(k): check_array(f"edges[{k}]", v, ndim=2) for k, v in edges.items()}
 
 
-def _edges_in_basis(J: torch.Tensor, f_hat: torch.Tensor, C_next: torch.Tensor, C_pinv: torch.Tensor,
-                    chunk: int = 256) -> np.ndarray:
-    """``E_ij = mean_x ((C_nextᵀ J(x) C_pinvᵀ)_ij f̂_j(x))²`` in chunks over samples."""
-    n = J.shape[0]
-    E = torch.zeros(C_next.shape[1], C_pinv.shape[0], dtype=torch.float64, device=J.device)
-    for s in range(0, n, chunk):
-        Jh = torch.einsum("ki,nkl,jl->nij", C_next, J[s : s + chunk], C_pinv)
-        E += ((Jh * f_hat[s : s + chunk, None, :]) ** 2).sum(0)
+def _edges_in_basis(s: torch.Tensor, B: torch.Tensor, f_hat: torch.Tensor, C_next: torch.Tensor,
+                    C_pinv: torch.Tensor, chunk: int = 128) -> np.ndarray:
+    """``E_ij = mean_x ((C_nextᵀ diag(s(x)) B C_pinvᵀ)_ij f̂_j(x))²``, batched matmuls over sample chunks."""
+    n = s.shape[0]
+    A = B @ C_pinv.T  # (d_{l+1}[+1], d̂_l)
+    Ct = C_next.T  # (d̂_{l+1}, d_{l+1}[+1])
+    E = torch.zeros(Ct.shape[0], A.shape[1], dtype=torch.float64, device=s.device)
+    for a in range(0, n, chunk):
+        Jh = (Ct[None] * s[a : a + chunk, None, :]) @ A  # (c, d̂_{l+1}, d̂_l) = ∂f̂^{l+1}/∂f̂^l
+        E += ((Jh * f_hat[a : a + chunk, None, :]) ** 2).sum(0)
     return (E / n).cpu().numpy()
 
 
@@ -281,10 +282,10 @@ def interaction_edges(basis: InteractionBasis, model: nn.Module, inputs: torch.T
         d_in = basis.C[l].shape[0] - int(ext_in)
         if acts[l].shape[1] != d_in:
             raise ValueError(f"basis: layer {l} has width {d_in} in the basis but {acts[l].shape[1]} in the model")
-        J = ext_block_jacobian(model, pre, l, ext_in, ext_out)
+        s, B = block_jacobian_factors(model, pre, l, ext_in, ext_out)
         f_ext = basis.extend(l, acts[l])
-        ib[l] = _edges_in_basis(J, f_ext @ basis.C[l], basis.C[l + 1], basis.C_pinv[l])
-        pca[l] = _edges_in_basis(J, f_ext @ basis.U[l], basis.U[l + 1], basis.U[l].T)
+        ib[l] = _edges_in_basis(s, B, f_ext @ basis.C[l], basis.C[l + 1], basis.C_pinv[l])
+        pca[l] = _edges_in_basis(s, B, f_ext @ basis.U[l], basis.U[l + 1], basis.U[l].T)
     return InteractionEdges(ib=ib, pca=pca)
 
 

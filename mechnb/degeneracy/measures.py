@@ -275,6 +275,11 @@ class LayerDegeneracy:
             the input layer (and 0 for the output, where ``J = I``).
         free_jacobian: ``j_l · (d_{l-1} [+1]) - a_{l-1} j_l`` free incoming-weight directions (the
             last term removes directions already counted by ``a_{l-1}``).
+        free_restricted: ``Σ_i (n_i - a_{l-1})`` over the neurons ``i`` the output reads, where
+            ``n_i`` is the nullity of ``G_i = (1/n) Σ_x |∂f^L/∂p^l_i|² f̃^{l-1} f̃^{l-1 ᵀ}``: the
+            previous layer's activations *on the inputs where neuron i matters* (ReLU on and read
+            downstream) can span less than all of them, freeing more of its incoming weights.
+            This refines kind 1 per neuron; it is 0 when every neuron sees the full activation span.
         sync_groups: groups of synchronised ReLUs in this (hidden) layer.
         free_sync: ``Σ_g m_g (r_g - 1)`` with ``m_g`` the group size and ``r_g`` the rank of the
             group's activations (``m(m-1)`` for linearly independent neurons; 0 for copies).
@@ -290,6 +295,7 @@ class LayerDegeneracy:
     free_activation: int
     jacobian_nullity: int | None
     free_jacobian: int
+    free_restricted: int
     sync_groups: list[list[int]]
     free_sync: int
     rescalings: int
@@ -297,7 +303,7 @@ class LayerDegeneracy:
 
     @property
     def predicted(self) -> int:
-        return self.free_activation + self.free_jacobian + self.free_sync + self.rescalings
+        return self.free_activation + self.free_jacobian + self.free_restricted + self.free_sync + self.rescalings
 
 
 @dataclass
@@ -319,14 +325,14 @@ class DegeneracyReport:
     def rows(self) -> list[dict[str, Any]]:
         """One dict per layer, for tables."""
         return [dict(layer=r.layer, width=r.width, act_nullity=r.activation_nullity, free_act=r.free_activation,
-                     jac_nullity=r.jacobian_nullity, free_jac=r.free_jacobian,
+                     jac_nullity=r.jacobian_nullity, free_jac=r.free_jacobian, free_restricted=r.free_restricted,
                      sync_groups=len(r.sync_groups), free_sync=r.free_sync, rescalings=r.rescalings,
                      predicted=r.predicted, measured_block=r.measured_block_nullity) for r in self.layers]
 
     def table(self) -> str:
         """A fixed-width text table (deterministic, for notebooks)."""
-        cols = ["layer", "width", "act_nullity", "free_act", "jac_nullity", "free_jac", "sync_groups", "free_sync",
-                "rescalings", "predicted", "measured_block"]
+        cols = ["layer", "width", "act_nullity", "free_act", "jac_nullity", "free_jac", "free_restricted",
+                "sync_groups", "free_sync", "rescalings", "predicted", "measured_block"]
         rows = self.rows()
         fmt = lambda v: "-" if v is None else str(v)  # noqa: E731
         widths = [max(len(c), *(len(fmt(r[c])) for r in rows)) for c in cols]
@@ -350,7 +356,8 @@ def degeneracy_report(model: nn.Module, inputs: torch.Tensor, rtol: float = DEFA
     """The three kinds of degeneracy per layer, their predicted free directions, and the measured nullity.
 
     For a :class:`mechnb.models.MLP` with ``L`` linear layers, see :class:`LayerDegeneracy`
-    for the per-layer quantities (2405.10927 Sec. 3.1-3.3). The measured value is the nullity of
+    for the per-layer quantities (2405.10927 Sec. 3.1-3.3, plus a per-neuron refinement of the
+    activation kind: the activations a neuron sees on the inputs where it matters). The measured value is the nullity of
     the behavioural Gauss-Newton matrix (:func:`effective_parameter_count`), in total and per
     weight block. The prediction adds the kinds up; when they overlap (a neuron that is both
     dead and duplicated, say) it over-counts, which the comparison makes visible.
@@ -375,16 +382,31 @@ def degeneracy_report(model: nn.Module, inputs: torch.Tensor, rtol: float = DEFA
         act_null.append(_nullity_psd(_gram(acts[l], bias), rtol) if l < L else None)
     jac_null: list[int | None] = [None]
     read: list[torch.Tensor | None] = [None]  # neurons whose pre-activation the output depends on
+    restricted: list[int] = [0]
+    n = inputs.shape[0]
     for l in range(1, L + 1):
         if l == L:
             jac_null.append(0)
             read.append(None)
+            restricted.append(0)
             continue
         J = output_jacobian(model, pre, l, wrt="pre")
         Mpre = torch.einsum("noi,noj->ij", J, J) / J.shape[0]
         jac_null.append(_nullity_psd(Mpre, rtol))
         diag = Mpre.diagonal()
-        read.append(diag > (rtol**2) * float(diag.max()) if float(diag.max()) > 0 else diag > 0)
+        live = diag > (rtol**2) * float(diag.max()) if float(diag.max()) > 0 else diag > 0
+        read.append(live)
+        # per neuron: the previous layer's Gram restricted to (weighted by) where the neuron matters
+        weight = (J**2).sum(1)  # (n, d_l)
+        f_prev = acts[l - 1]
+        if bias:
+            f_prev = torch.cat([f_prev, torch.ones(n, 1, dtype=f_prev.dtype, device=f_prev.device)], dim=1)
+        a_prev = act_null[l - 1] or 0
+        extra = 0
+        for i in torch.nonzero(live).flatten().tolist():
+            G_i = (f_prev * weight[:, i : i + 1]).T @ f_prev / n
+            extra += max(0, _nullity_psd(G_i, rtol) - a_prev)
+        restricted.append(extra)
 
     gn = effective_parameter_count(model, inputs, rtol)
     rows: list[LayerDegeneracy] = []
@@ -417,7 +439,8 @@ def degeneracy_report(model: nn.Module, inputs: torch.Tensor, rtol: float = DEFA
             names = [f"layers.{l}.weight"] + ([f"layers.{l}.bias"] if bias else [])
             block_null = effective_parameter_count(model, inputs, rtol, params=names).nullity
         rows.append(LayerDegeneracy(layer=l, width=sizes[l], activation_nullity=a, free_activation=free_act,
-                                    jacobian_nullity=j, free_jacobian=free_jac, sync_groups=groups,
+                                    jacobian_nullity=j, free_jacobian=free_jac, free_restricted=restricted[l],
+                                    sync_groups=groups,
                                     free_sync=free_sync, rescalings=rescale, measured_block_nullity=block_null))
     return DegeneracyReport(layers=rows, gauss_newton=gn)
 
@@ -434,7 +457,9 @@ def planted_mlp(d_in: int = 4, d_hidden: int = 6, d_out: int = 3, *, n_samples: 
 
     * ``d_hidden`` generic neurons: random weights, each hyperplane through a random data point
       (so each neuron is on for part of the data and the firing patterns differ);
-    * ``duplicated`` exact copies of generic neuron 0 (same incoming weights and bias);
+    * ``duplicated`` exact copies of generic neuron 0 (same incoming weights and bias; the count
+      below needs ``duplicated + 1 <= d_out``, otherwise the copies' outgoing weights are also
+      linearly dependent and the kinds overlap);
     * ``dead`` neurons whose bias keeps them off on every input;
     * ``unread`` neurons: generic, but with zero outgoing weights (a pure Jacobian degeneracy);
     * ``synchronised`` neurons ``a_j x_0 + v_j · x_rest`` with ``|v_j|_1 < a_j`` and no bias:

@@ -174,6 +174,10 @@ def hessian_histogram(hessian: Any, gauss_newton: Any | None = None, *, bins: in
     if g is not None:
         ax0.hist(np.clip(g[g > 0], floor, None), bins=edges, histtype="step", color="k", lw=1.5,
                  label="Gauss-Newton term")
+    n_zero = int((np.abs(h) <= floor).sum())
+    if n_zero:
+        ax0.annotate(f"{n_zero} numerically zero\n(|λ| ≤ 1e-12 · max)", (floor, n_zero), textcoords="offset points",
+                     xytext=(12, -4), fontsize=8, va="top")
     ax0.set_xscale("log")
     ax0.set_yscale("log")
     ax0.set_xlabel("|eigenvalue| (log)")
@@ -199,35 +203,43 @@ def edge_heatmaps(pca: Any, ib: Any, layer: int, title: str | None = None) -> Fi
     top = max(P.max(), B.max(), 1e-300)
     norm = LogNorm(vmin=top * 1e-8, vmax=top)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    from matplotlib.ticker import MaxNLocator
+
     for ax, E, name in zip(axes, (P, B), ("PCA basis", "Interaction Basis")):
         im = ax.imshow(np.maximum(E, top * 1e-8), cmap="viridis", norm=norm, aspect="auto", interpolation="nearest")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(f"direction in layer {layer} (sorted by variance / Λ)")
         ax.set_ylabel(f"direction in layer {layer + 1}")
-        ax.set_title(f"{name}: {E.size} edges", fontsize=10)
+        ax.set_title(f"{name}: {E.shape[1]} → {E.shape[0]} directions, {E.size} edges", fontsize=10)
     fig.colorbar(im, ax=axes, fraction=0.025, label="edge strength E_ij (log)")
     fig.suptitle(title or f"Edges from layer {layer} to layer {layer + 1}")
     return fig
 
 
 def edge_sparsity(curves: Mapping[str, tuple[Any, Any]], title: str = "How sparse is the interaction graph?") -> Figure:
-    """Fraction of total edge strength captured by the strongest edges, one curve per basis.
+    """Fraction of total edge strength captured by the ``k`` strongest edges, one curve per basis.
+
+    The x-axis is the absolute number of edges (log), so bases with different numbers of
+    directions are compared on the same footing; the marker shows where 99% is reached.
 
     Args:
         curves: ``{label: (fraction_of_edges, fraction_of_strength)}`` (``InteractionEdges.sparsity_curve``).
     """
     if not curves:
         raise ValueError("curves: expected at least one {label: (x, y)} entry, got none")
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = plt.subplots(figsize=(5.8, 3.8))
     for i, (label, (x, y)) in enumerate(curves.items()):
         x = check_array(f"curves[{label!r}][0]", x, ndim=1)
         y = check_array(f"curves[{label!r}][1]", y, ndim=1)
-        ax.plot(x, y, color=f"C{i}", lw=2, label=label)
-        k = int(np.searchsorted(y, 0.99)) + 1
-        ax.plot(x[min(k, x.size) - 1], 0.99, "o", color=f"C{i}")
-        ax.annotate(f"99% in {100 * k / x.size:.1f}% of edges", (x[min(k, x.size) - 1], 0.99),
-                    textcoords="offset points", xytext=(6, -14 - 12 * i), fontsize=8, color=f"C{i}")
+        k_all = np.arange(1, y.size + 1)
+        ax.plot(k_all, y, color=f"C{i}", lw=2, label=f"{label} ({y.size} edges in all)")
+        k = min(int(np.searchsorted(y, 0.99 - 1e-12)) + 1, y.size)
+        ax.plot(k, y[k - 1], "o", color=f"C{i}")
+        ax.annotate(f"99% in {k} edges", (k, y[k - 1]), textcoords="offset points", xytext=(6, -14 - 12 * i),
+                    fontsize=8, color=f"C{i}")
     ax.set_xscale("log")
-    ax.set_xlabel("fraction of edges kept (strongest first, log)")
+    ax.set_xlabel("number of edges kept (strongest first, log)")
     ax.set_ylabel("fraction of total edge strength")
     ax.set_ylim(0, 1.02)
     ax.set_title(title)

@@ -40,7 +40,7 @@ class DegeneracyPanel:
     the measured value is the rank deficit of the behavioural Gauss-Newton matrix.
     """
 
-    def __init__(self, d_in: int = 4, d_hidden: int = 6, d_out: int = 4, max_k: int = 6, seed: int = 0,
+    def __init__(self, d_in: int = 4, d_hidden: int = 6, d_out: int = 7, max_k: int = 6, seed: int = 0,
                  kind: str = "duplicated", k: int = 0) -> None:
         if kind not in KIND_LABELS:
             raise ValueError(f"kind: expected one of {list(KIND_LABELS)}, got {kind!r}")
