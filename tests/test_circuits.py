@@ -472,6 +472,7 @@ def test_node_redundancy_empty_circuit_changes_nothing(small_lm: TinyTransformer
     assert nr.trainable_fraction[0] == 0.0 and nr.n_edges[0] == 0
     assert nr.final_metric[0] == pytest.approx(nr.base_metric)
     assert nr.n_edges[1] >= 8 and nr.trainable_fraction[1] > 0
+    assert nr.general_loss[0] == pytest.approx(nr.base_general_loss)  # nothing trained, nothing lost
     synthetic = NodeRedundancy([1, 2, 4, 8], [0.2, 0.6, 0.95, 1.0], [1, 2, 4, 8], [1, 2, 3, 4], [.1, .2, .3, .4],
                                0.0, "acc", True)
     assert synthetic.saturation_point(0.1) == 4 and synthetic.saturation_point(0.0) == 8
@@ -487,6 +488,8 @@ def test_tuning_rejects_bad_inputs(small_lm: TinyTransformer, lang: SyntheticLan
         TuneConfig(method="exact")
     with pytest.raises(ValueError, match="lr"):
         TuneConfig(lr=float("inf"))
+    with pytest.raises(ValueError, match="lora_lr"):
+        TuneConfig(lora_lr=-1.0)
     with pytest.raises(ValueError, match="mode"):
         finetune(small_lm, task, "prefix")
     with pytest.raises(TypeError, match="task"):
@@ -529,6 +532,10 @@ def test_plots_return_labelled_figures() -> None:
     fig = cp.node_redundancy_figure(nr)
     assert any("saturation" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
     plt.close(fig)
+    nr.general_loss, nr.base_general_loss = [2.0, 2.1, 2.2, 2.5], 1.9
+    fig = cp.node_redundancy_figure(nr)
+    assert any(ax.get_ylabel().startswith("held-out") for ax in fig.axes)
+    plt.close(fig)
     fig = cp.circuits_side_by_side(g, [c, Circuit.full(g)], ["a", "b"])
     assert len(fig.axes) == 2 and isinstance(fig, Figure)
     plt.close(fig)
@@ -552,10 +559,12 @@ def test_tuning_plots_and_table(small_lm: TinyTransformer, lang: SyntheticLangua
     table = comparison_table(res)
     assert "disagree_acc" in table and "circuit" in table and len(table.splitlines()) == 4
     fig = cp.tuning_comparison(res)
-    assert len(fig.axes) == 3 and fig.axes[0].get_ylabel() == "disagree_acc"
+    assert len(fig.axes) == 4 and fig.axes[0].get_ylabel() == "disagree_acc"
+    assert fig.axes[2].get_xlabel() == "disagree_acc" and len(fig.axes[2].lines) == 2
     plt.close(fig)
     hist = circuit_history(res["disagreement"]["circuit"], Graph.from_model(small_lm))
     assert hist.steps == [0, 2] and hist.edge_overlap[0] == 1.0 and hist.n_edges[0] >= 3
+    assert hist.circuits[0].edges == hist.scores[0].top_n(3, fill=True).edges  # scores behind each circuit
     with pytest.raises(ValueError, match="result"):
         circuit_history(res["disagreement"]["full"], Graph.from_model(small_lm))
 

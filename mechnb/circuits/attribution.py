@@ -257,7 +257,9 @@ def _resolve(clean: torch.Tensor | PromptPairs, corrupted: torch.Tensor | None, 
 
 def _check_metric(metric: Any) -> None:
     if not callable(metric):
-        raise TypeError(f"metric: expected a callable metric(logits, batch) -> scalar tensor, got {type(metric).__name__}")
+        raise TypeError(
+            f"metric: expected a callable metric(logits, batch) -> scalar tensor, got {type(metric).__name__}"
+        )
 
 
 def attribute(

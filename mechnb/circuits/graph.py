@@ -314,7 +314,10 @@ def patched_forward(
 
 
 def reader_gradients(
-    model: TinyTransformer, graph: Graph, tokens: torch.Tensor, metric_of_logits: Callable[[torch.Tensor], torch.Tensor],
+    model: TinyTransformer,
+    graph: Graph,
+    tokens: torch.Tensor,
+    metric_of_logits: Callable[[torch.Tensor], torch.Tensor],
     embed_override: Callable | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One forward + one backward: ``(writer outputs, d metric / d reader inputs, metric)``.

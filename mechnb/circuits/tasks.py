@@ -100,7 +100,9 @@ def heldout_losses(model: nn.Module, tokens: torch.Tensor, pad_id: int, exclude:
 
 
 @torch.no_grad()
-def prejudice_risk(model: nn.Module, lang: SyntheticLanguage, seed: int = 123, per_occupation: int = 8) -> dict[str, float]:
+def prejudice_risk(
+    model: nn.Module, lang: SyntheticLanguage, seed: int = 123, per_occupation: int = 8
+) -> dict[str, float]:
     """The paper's prejudice risk on the occupation prompts, plus the stereotype gap.
 
     ``prejudice_risk``: mean over occupations of the mean over prompts of ``|2p - 1|`` with

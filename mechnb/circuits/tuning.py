@@ -34,7 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mechnb._checks import check_choice, check_positive_float, check_positive_int, resolve_device
-from mechnb.circuits.attribution import Circuit, attribute
+from mechnb.circuits.attribution import Circuit, EdgeScores, attribute
 from mechnb.circuits.graph import Graph
 from mechnb.circuits.tasks import TuneTask
 from mechnb.models import TinyTransformer
@@ -130,6 +130,7 @@ class TuneConfig:
         discover_every: re-discover the circuit every this many steps.
         method, ig_steps: edge attribution used for discovery (``"eap"`` or ``"eap-ig"``).
         lora_rank, lora_alpha: LoRA rank and scale (``alpha / rank``) for ``finetune(mode="lora")``.
+        lora_lr: learning rate of the LoRA adapters (``None``: ``lr``; LoRA usually wants ~10x more).
         log_every: evaluate the task and held-out losses every this many steps (and at 0 and the end).
         grad_clip: clip the gradient norm of the trainable parameters (``None``: off).
         seed: seeds the training-data stream (and LoRA's init).
@@ -148,6 +149,7 @@ class TuneConfig:
     ig_steps: int = 5
     lora_rank: int = 4
     lora_alpha: float = 8.0
+    lora_lr: float | None = None
     log_every: int = 20
     grad_clip: float | None = 1.0
     seed: int = 0
@@ -165,6 +167,8 @@ class TuneConfig:
         check_positive_int("ig_steps", self.ig_steps)
         check_positive_int("lora_rank", self.lora_rank)
         check_positive_float("lora_alpha", self.lora_alpha)
+        if self.lora_lr is not None:
+            check_positive_float("lora_lr", self.lora_lr)
         check_positive_int("log_every", self.log_every)
         if self.grad_clip is not None:
             check_positive_float("grad_clip", self.grad_clip)
@@ -184,6 +188,7 @@ class TuneResult:
         log: one dict per logged step: ``step``, the task metrics, ``corpus_loss``,
             ``general_loss``, ``trainable_fraction``, and for circuit-tuning ``n_edges``, ``n_nodes``.
         circuits: ``(step, edge names)`` each time the circuit was (re)discovered.
+        circuit_scores: the per-edge attribution scores (``graph.edges`` order) behind each of them.
         model: the tuned model (a copy unless ``inplace=True``).
     """
 
@@ -194,6 +199,7 @@ class TuneResult:
     losses: list[float] = field(default_factory=list)
     log: list[dict[str, float]] = field(default_factory=list)
     circuits: list[tuple[int, list[str]]] = field(default_factory=list)
+    circuit_scores: list[list[float]] = field(default_factory=list)
     model: nn.Module | None = None
 
     def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -237,15 +243,15 @@ def _check_inputs(model: Any, task: Any, config: Any) -> None:
 
 
 def discover(model: TinyTransformer, task: TuneTask, top_n: int, method: str = "eap", ig_steps: int = 5,
-             graph: Graph | None = None) -> Circuit:
-    """Stage 1 of circuit-tuning: the circuit of ``task`` on its discovery prompts.
+             graph: Graph | None = None) -> tuple[Circuit, EdgeScores]:
+    """Stage 1 of circuit-tuning: the circuit of ``task`` on its discovery prompts, and the scores.
 
     Edges are taken in order of ``|score|`` until the circuit, with dangling edges pruned, has at
     least ``top_n`` edges (``EdgeScores.top_n(top_n, fill=True)``).
     """
     graph = graph or Graph.from_model(model)
     scores = attribute(model, graph, task.discovery, metric=task.metric, method=method, ig_steps=ig_steps)
-    return scores.top_n(top_n, fill=True)
+    return scores.top_n(top_n, fill=True), scores
 
 
 def _evaluate(model: nn.Module, task: TuneTask) -> dict[str, float]:
@@ -359,13 +365,15 @@ def circuit_tune(
     def mask_fn(step: int) -> dict[str, torch.Tensor] | None:
         if step % config.discover_every:
             return None
-        circuit = discover(model, task, config.top_n, config.method, config.ig_steps, graph)
+        circuit, scores = discover(model, task, config.top_n, config.method, config.ig_steps, graph)
         state["circuit"] = circuit
         state["masks"] = parameter_mask(model, circuit)
         result_circuits.append((step, [e.name for e in circuit.edges]))
+        result_scores.append(scores.values.tolist())
         return state["masks"]
 
     result_circuits: list[tuple[int, list[str]]] = []
+    result_scores: list[list[float]] = []
     res = _run(
         model, task, config, "circuit", forward=model, train_params=list(model.parameters()),
         eval_model=lambda: model, mask_fn=mask_fn, fraction=lambda: trainable_fraction(model, state["masks"]),
@@ -373,6 +381,7 @@ def circuit_tune(
         progress=progress, callback=callback,
     )
     res.circuits = result_circuits
+    res.circuit_scores = result_scores
     res.model = model
     return res
 
@@ -491,7 +500,8 @@ def finetune(
         for p in model.parameters():
             p.requires_grad_(False)  # only the adapters are trained
         try:
-            res = _run(model, task, config, mode, forward=lora, train_params=list(lora.parameters()),
+            lora_cfg = config if config.lora_lr is None else TuneConfig(**{**config.to_dict(), "lr": config.lora_lr})
+            res = _run(model, task, lora_cfg, mode, forward=lora, train_params=list(lora.parameters()),
                        eval_model=lora.merged, mask_fn=None, fraction=lambda: frac, extra_log=dict,
                        progress=progress, callback=None)
         finally:
@@ -520,7 +530,8 @@ class NodeRedundancy:
 
     ``sizes``: ``top_n`` per run; ``final_metric``: the task's primary metric after tuning;
     ``n_edges`` / ``n_nodes``: size of the last discovered circuit; ``trainable_fraction``: mean
-    fraction of parameters trainable over the run; ``base_metric``: before tuning.
+    fraction of parameters trainable over the run; ``base_metric``: before tuning;
+    ``general_loss`` / ``base_general_loss``: held-out general loss after / before tuning.
     """
 
     sizes: list[int]
@@ -531,6 +542,8 @@ class NodeRedundancy:
     base_metric: float
     primary: str
     higher_is_better: bool
+    general_loss: list[float] = field(default_factory=list)
+    base_general_loss: float = float("nan")
     results: list[TuneResult] = field(default_factory=list, repr=False)
 
     def saturation_point(self, tol: float = 0.1) -> int | None:
@@ -564,7 +577,8 @@ def node_redundancy(
     sizes = [check_positive_int(f"sizes[{i}]", s, minimum=0) for i, s in enumerate(sizes)]
     if not sizes:
         raise ValueError("sizes: expected at least one circuit size, got an empty sequence")
-    base = _evaluate(model, task)[task.primary]
+    base_eval = _evaluate(model, task)
+    base = base_eval[task.primary]
     runs = []
     for s in tqdm(sizes, desc="node redundancy", disable=not progress, leave=False):
         cfg = TuneConfig(**{**config.to_dict(), "top_n": s})
@@ -573,7 +587,9 @@ def node_redundancy(
         sizes=list(sizes), final_metric=[r.final[task.primary] for r in runs],
         n_edges=[int(r.final["n_edges"]) for r in runs], n_nodes=[int(r.final["n_nodes"]) for r in runs],
         trainable_fraction=[r.mean_trainable_fraction() for r in runs], base_metric=float(base),
-        primary=task.primary, higher_is_better=task.higher_is_better, results=runs,
+        primary=task.primary, higher_is_better=task.higher_is_better,
+        general_loss=[r.final["general_loss"] for r in runs], base_general_loss=float(base_eval["general_loss"]),
+        results=runs,
     )
 
 
@@ -587,6 +603,7 @@ class CircuitHistory:
 
     steps: list[int]
     circuits: list[Circuit]
+    scores: list[EdgeScores]
     n_edges: list[int]
     n_nodes: list[int]
     edge_overlap: list[float]
@@ -600,9 +617,12 @@ def circuit_history(result: TuneResult, graph: Graph) -> CircuitHistory:
     if not result.circuits:
         raise ValueError(f"result: expected a circuit-tuning run with recorded circuits, got mode {result.mode!r}")
     circuits = [Circuit.from_edges(graph, names, prune=False) for _, names in result.circuits]
+    scores = [EdgeScores(graph, graph.edge_matrix(torch.tensor(v)), result.config.get("method", "eap"))
+              for v in result.circuit_scores]
     first = circuits[0]
     return CircuitHistory(
-        steps=[s for s, _ in result.circuits], circuits=circuits, n_edges=[c.n_edges for c in circuits],
+        steps=[s for s, _ in result.circuits], circuits=circuits, scores=scores,
+        n_edges=[c.n_edges for c in circuits],
         n_nodes=[c.n_nodes for c in circuits], edge_overlap=[c.overlap(first, "edges") for c in circuits],
         node_overlap=[c.overlap(first, "nodes") for c in circuits],
     )

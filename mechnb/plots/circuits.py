@@ -79,7 +79,7 @@ def draw_graph(
             x1 = x1 + _LETTER_DX[letter]
             if keep and circuit is not None:
                 s = vals[i, j] if vals is not None else 1.0
-                color = "C0" if s >= 0 else "C3"
+                color = ("C0" if s >= 0 else "C3") if vals is not None else "0.25"
                 lw = 0.6 + 3.4 * abs(s) / vmax if vals is not None else 1.5
                 ax.plot([x0, x1], [y0 + 0.25, y1 - 0.25], color=color, lw=lw, alpha=0.85,
                         ls=_LETTER_STYLE[letter], zorder=2)
@@ -101,7 +101,8 @@ def draw_graph(
     if title:
         ax.set_title(title)
     if circuit is not None:
-        handles = [Line2D([], [], color="C0", label="+ score"), Line2D([], [], color="C3", label="− score")]
+        handles = [Line2D([], [], color="C0", label="+ score"), Line2D([], [], color="C3", label="− score")] \
+            if vals is not None else []
         handles += [Line2D([], [], color="k", ls=_LETTER_STYLE[c], label=f"into {c}") for c in "qkv"]
         ax.legend(handles=handles, loc="upper left", fontsize=7, frameon=False, ncol=1)
 
@@ -212,9 +213,12 @@ def explorer_figure(graph: Graph, circuit: Circuit, scores: EdgeScores, curve: F
 
 def node_redundancy_figure(nr: NodeRedundancy, tol: float = 0.1,
                            title: str = "node redundancy: how many edges does the task need?") -> Figure:
-    """Final task metric and trainable-parameter fraction against circuit size, saturation marked."""
+    """Left: final task metric and trainable-parameter fraction against circuit size, saturation
+    marked. Right (if recorded): held-out general loss after tuning against circuit size."""
     sizes = np.maximum(np.array(nr.sizes, dtype=float), 0.8)
-    fig, ax = plt.subplots(figsize=(6.0, 3.9))
+    has_general = len(nr.general_loss) == len(nr.sizes)
+    fig, axes = plt.subplots(1, 2 if has_general else 1, figsize=(11.5 if has_general else 6.0, 3.9), squeeze=False)
+    ax = axes[0, 0]
     ax.plot(sizes, nr.final_metric, marker="o", color="C0", label=f"{nr.primary} after tuning")
     ax.axhline(nr.base_metric, color="C0", lw=0.8, ls=":", label=f"{nr.primary} before tuning")
     ax.set_xscale("log")
@@ -231,24 +235,39 @@ def node_redundancy_figure(nr: NodeRedundancy, tol: float = 0.1,
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="center right")
-    ax.set_title(title)
+    ax.set_title("task metric and trainable parameters")
+    if has_general:
+        a1 = axes[0, 1]
+        a1.plot(sizes, nr.general_loss, marker="o", color="C2", label="after tuning")
+        a1.axhline(nr.base_general_loss, color="C2", lw=0.8, ls=":", label="before tuning")
+        a1.set_xscale("log")
+        a1.set_xlabel("circuit size top_n (edges, log scale)")
+        a1.set_ylabel("held-out general loss (nats / token)")
+        a1.set_title("capability cost")
+        a1.legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
 def tuning_comparison(results: Mapping[str, Mapping[str, TuneResult]],
                       title: str = "circuit-tuning vs full fine-tuning vs LoRA") -> Figure:
-    """``results[task][method]``: per task a row with the task metric and the held-out general
-    loss against step, and the fraction of parameters trained."""
+    """``results[task][method]``: per task a row with (1) the task metric and (2) the held-out general
+    loss against step, (3) the trade-off between them along training (each point a logged step,
+    arrows point forward in time) and (4) the fraction of parameters trained."""
     if not results:
         raise ValueError("results: expected {task: {method: TuneResult}}, got nothing")
-    fig, axes = plt.subplots(len(results), 3, figsize=(13, 3.4 * len(results)), squeeze=False)
+    fig, axes = plt.subplots(len(results), 4, figsize=(17, 3.6 * len(results)), squeeze=False)
     for row, (task, runs) in zip(axes, results.items()):
         for i, (method, r) in enumerate(runs.items()):
             s, v = r.series(r.primary)
+            _, g = r.series("general_loss")
             row[0].plot(s, v, marker=".", color=f"C{i}", label=method)
-            s, g = r.series("general_loss")
             row[1].plot(s, g, marker=".", color=f"C{i}", label=method)
+            row[2].plot(v, g, marker=".", color=f"C{i}", label=method, alpha=0.8)
+            if len(v) > 1:
+                row[2].annotate("", xy=(v[-1], g[-1]), xytext=(v[-2], g[-2]),
+                                arrowprops=dict(arrowstyle="-|>", color=f"C{i}"))
         primary = next(iter(runs.values())).primary
         row[0].set_xlabel("step")
         row[0].set_ylabel(primary)
@@ -256,14 +275,17 @@ def tuning_comparison(results: Mapping[str, Mapping[str, TuneResult]],
         row[1].set_xlabel("step")
         row[1].set_ylabel("held-out loss (nats / token)")
         row[1].set_title(f"{task}: general loss (capability)")
+        row[2].set_xlabel(primary)
+        row[2].set_ylabel("held-out loss (nats / token)")
+        row[2].set_title(f"{task}: task metric vs capability cost")
         names = list(runs)
         fr = [runs[m].mean_trainable_fraction() for m in names]
-        row[2].bar(np.arange(len(names)), fr, color=[f"C{i}" for i in range(len(names))])
-        row[2].set_xticks(np.arange(len(names)))
-        row[2].set_xticklabels(names)
-        row[2].set_ylabel("fraction of parameters trained")
-        row[2].set_ylim(0, 1.05)
-        row[2].set_title(f"{task}: parameters updated")
+        row[3].bar(np.arange(len(names)), fr, color=[f"C{i}" for i in range(len(names))])
+        row[3].set_xticks(np.arange(len(names)))
+        row[3].set_xticklabels(names)
+        row[3].set_ylabel("fraction of parameters trained")
+        row[3].set_ylim(0, 1.05)
+        row[3].set_title(f"{task}: parameters updated")
         row[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
