@@ -276,6 +276,7 @@ def _run(
     opt = _make_optimizer(train_params, cfg)
     named = dict(model.named_parameters())
     name_of = {id(p): n for n, p in named.items()}
+    device = next(model.parameters()).device
     masks: dict[str, torch.Tensor] | None = None
 
     def log(step: int) -> None:
@@ -291,7 +292,7 @@ def _run(
                 masks = {n: m.to(named[n].device) for n, m in new.items()}
         if step == 0:
             log(0)
-        batch = task.sample(step, gen, cfg.batch_size)
+        batch = task.sample(step, gen, cfg.batch_size).to(device)
         logits = forward(batch.tokens[:, :-1])
         loss = task.loss(logits, batch)
         if not torch.isfinite(loss):
