@@ -68,6 +68,7 @@ __all__ = [
     "layer_groups",
     "cka",
     "layer_cka_matrix",
+    "probe_accuracy",
     "toy_shapes",
     "train_variants",
 ]
@@ -144,50 +145,12 @@ def layer_representations(
     was_training = model.training
     model.eval()
     try:
-        reps: OrderedDict[str, torch.Tensor] = OrderedDict()
         if isinstance(model, MLP):
-            out, acts = model(inputs, return_activations=True)
-            if include_input:
-                reps["input"] = inputs.float()
-            for i, a in enumerate(acts[:-1]):
-                reps[f"h{i + 1}"] = a
-            reps["output"] = out
+            reps = _mlp_representations(model, inputs, include_input)
         elif isinstance(model, TinyTransformer):
-            if inputs.is_floating_point():
-                raise TypeError(f"inputs: expected integer token ids for a TinyTransformer, got dtype {inputs.dtype}")
-            mask = None if pad_id is None else inputs != pad_id
-            if mask is not None and not bool(mask.any(1).all()):
-                raise ValueError("inputs: some rows contain only pad tokens; drop them or pass pad_id=None")
-            default = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_{s}" for l in range(model.n_layers)
-                                                     for s in ("mid", "post")]
-            names = list(layers) if layers is not None else default + ["output"]
-            hook_names = [n for n in names if n != "output"]
-            logits, cache = model.run_with_cache(inputs, names_filter=hook_names)
-            for n in names:
-                act = logits if n == "output" else cache[n]
-                pos_dim = 2 if n.endswith(("hook_pattern", "hook_attn_scores")) else 1
-                reps[n] = _select_position(act, position, mask, pos_dim).reshape(inputs.shape[0], -1)
-            return reps
+            return _transformer_representations(model, inputs, layers, position, pad_id)
         else:
-            if layers is None:
-                raise ValueError(f"layers: a generic {type(model).__name__} needs the submodule names to read, got None")
-            modules = dict(model.named_modules())
-            unknown = [n for n in layers if n not in modules]
-            if unknown:
-                raise ValueError(f"layers: unknown submodules {unknown}; valid: {sorted(k for k in modules if k)}")
-            got: dict[str, torch.Tensor] = {}
-            handles = [modules[n].register_forward_hook(
-                lambda m, i, o, n=n: got.__setitem__(n, o.detach())) for n in layers]
-            try:
-                model(inputs)
-            finally:
-                for h in handles:
-                    h.remove()
-            if include_input and inputs.is_floating_point():
-                reps["input"] = inputs
-            for n in layers:
-                reps[n] = got[n].reshape(inputs.shape[0], -1)
-            return reps
+            return _module_representations(model, inputs, layers, include_input)
     finally:
         model.train(was_training)
     if layers is not None:
@@ -195,6 +158,68 @@ def layer_representations(
         if unknown:
             raise ValueError(f"layers: unknown names {unknown}; valid: {list(reps)}")
         reps = OrderedDict((n, reps[n]) for n in layers)
+    return reps
+
+
+def _mlp_representations(model: MLP, inputs: torch.Tensor, include_input: bool) -> OrderedDict[str, torch.Tensor]:
+    out, acts = model(inputs, return_activations=True)
+    reps: OrderedDict[str, torch.Tensor] = OrderedDict()
+    if include_input:
+        reps["input"] = inputs.float()
+    for i, a in enumerate(acts[:-1]):
+        reps[f"h{i + 1}"] = a
+    reps["output"] = out
+    return reps
+
+
+def _transformer_representations(model: TinyTransformer, tokens: torch.Tensor, layers: Sequence[str] | None,
+                                 position: int | str, pad_id: int | None) -> OrderedDict[str, torch.Tensor]:
+    if tokens.is_floating_point():
+        raise TypeError(f"inputs: expected integer token ids for a TinyTransformer, got dtype {tokens.dtype}")
+    n_pos = tokens.shape[1]
+    if isinstance(position, int) and not -n_pos <= position < n_pos:
+        raise ValueError(f"position: expected an index in [-{n_pos}, {n_pos}) for {n_pos} token positions, "
+                         f"got {position}")
+    mask = None if pad_id is None else tokens != pad_id
+    if mask is not None and not bool(mask.any(1).all()):
+        raise ValueError("inputs: some rows contain only pad tokens; drop them or pass pad_id=None")
+    default = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_{s}" for l in range(model.n_layers)
+                                             for s in ("mid", "post")] + ["output"]
+    names = list(layers) if layers is not None else default
+    points = model.hook_points()
+    unknown = [n for n in names if n != "output" and n not in points]
+    if unknown:
+        raise ValueError(f"layers: unknown hook names {unknown}; valid: 'output' and {sorted(points)}")
+    logits, cache = model.run_with_cache(tokens, names_filter=[n for n in names if n != "output"])
+    reps: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for n in names:
+        act = logits if n == "output" else cache[n]
+        pos_dim = 2 if n.endswith(("hook_pattern", "hook_attn_scores")) else 1  # [batch, head, query, key]
+        reps[n] = _select_position(act, position, mask, pos_dim).reshape(tokens.shape[0], -1)
+    return reps
+
+
+def _module_representations(model: nn.Module, inputs: torch.Tensor, layers: Sequence[str] | None,
+                            include_input: bool) -> OrderedDict[str, torch.Tensor]:
+    if layers is None:
+        raise ValueError(f"layers: a generic {type(model).__name__} needs the submodule names to read, got None")
+    modules = dict(model.named_modules())
+    unknown = [n for n in layers if n not in modules]
+    if unknown:
+        raise ValueError(f"layers: unknown submodules {unknown}; valid: {sorted(k for k in modules if k)}")
+    got: dict[str, torch.Tensor] = {}
+    handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: got.__setitem__(n, o.detach()))
+               for n in layers]
+    try:
+        model(inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    reps: OrderedDict[str, torch.Tensor] = OrderedDict()
+    if include_input and inputs.is_floating_point():
+        reps["input"] = inputs
+    for n in layers:
+        reps[n] = got[n].reshape(inputs.shape[0], -1)
     return reps
 
 
@@ -453,9 +478,9 @@ class LayerMatrix:
                 "n_samples": self.n_samples, "settings": dict(self.settings), "seconds": self.seconds}
 
 
-def _check_reps(reps: Any) -> tuple[list[str], list[torch.Tensor]]:
-    if not isinstance(reps, Mapping) or len(reps) < 2:
-        raise ValueError(f"reps: expected a mapping name -> (n, d) representation with at least 2 layers, "
+def _check_reps(reps: Any, min_layers: int = 2) -> tuple[list[str], list[torch.Tensor]]:
+    if not isinstance(reps, Mapping) or len(reps) < min_layers:
+        raise ValueError(f"reps: expected a mapping name -> (n, d) representation with at least {min_layers} layers, "
                          f"got {type(reps).__name__} of length {len(reps) if hasattr(reps, '__len__') else '?'}")
     names, Xs = [], []
     for k, v in reps.items():
@@ -726,6 +751,46 @@ def layer_cka_matrix(reps: Mapping[str, torch.Tensor], *, kernel: str = "linear"
         M[i, j] = M[j, i] = cka(Xs[i], Xs[j], kernel, debiased, rbf_sigma=rbf_sigma)
     settings = dict(kernel=kernel, debiased=debiased, rbf_sigma=rbf_sigma, seed=seed)
     return LayerMatrix(names, M, "cka", Xs[0].shape[0], settings, time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def probe_accuracy(reps: Mapping[str, torch.Tensor], y: torch.Tensor, *, train_frac: float = 0.8,
+                   ridge: float = 1e-2, seed: int = 0) -> dict[str, float]:
+    """Held-out accuracy of a linear (ridge-regression, one-hot targets) probe for ``y`` on every layer.
+
+    Tells which layers make a quantity *linearly decodable* - e.g. where the answer ``a + b mod P``
+    appears in the modular-addition MLP - to interpret the GW groups. Features are standardised;
+    the probe is ``W = (X'X + ridge * n * I)^-1 X'Y`` on a seeded ``train_frac`` split of the rows
+    (with a bias column), evaluated by argmax on the rest.
+
+    Args:
+        reps: ``name -> (n, d)`` representations; y: ``(n,)`` integer class labels.
+
+    Returns:
+        ``name -> accuracy`` on the held-out rows (chance is ``1 / n_classes``).
+    """
+    names, Xs = _check_reps(reps, min_layers=1)
+    check_tensor("y", y, shape=(Xs[0].shape[0],), dims="(n,)", floating=False)
+    check_positive_float("ridge", ridge)
+    n = Xs[0].shape[0]
+    n_train = int(round(n * check_positive_float("train_frac", train_frac)))
+    if not 1 <= n_train < n:
+        raise ValueError(f"train_frac: expected a split leaving rows on both sides, got {train_frac} of {n} rows")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    tr, te = perm[:n_train], perm[n_train:]
+    classes, yi = torch.unique(y, return_inverse=True)
+    out: dict[str, float] = {}
+    for name, X in zip(names, Xs):
+        dev = X.device
+        Y = torch.nn.functional.one_hot(yi.to(dev), len(classes)).double()
+        mu, sd = X[tr.to(dev)].mean(0), X[tr.to(dev)].std(0).clamp_min(1e-8)
+        Z = torch.cat([(X - mu) / sd, torch.ones(n, 1, dtype=X.dtype, device=dev)], 1)
+        Ztr = Z[tr.to(dev)]
+        A = Ztr.T @ Ztr + ridge * n_train * torch.eye(Z.shape[1], dtype=Z.dtype, device=dev)
+        W = torch.linalg.solve(A, Ztr.T @ Y[tr.to(dev)])
+        pred = (Z[te.to(dev)] @ W).argmax(1)
+        out[name] = float((pred == yi.to(dev)[te.to(dev)]).double().mean())
+    return out
 
 
 # --------------------------------------------------------------------------------------

@@ -320,6 +320,10 @@ def test_layer_representations_transformer_positions() -> None:
     assert heads["blocks.0.attn.hook_result"].shape == (5, 2 * 16)
     with pytest.raises(ValueError, match="position"):
         gw.layer_representations(model, toks, position="first")
+    with pytest.raises(ValueError, match="position: expected an index"):
+        gw.layer_representations(model, toks, position=8)
+    with pytest.raises(ValueError, match="unknown hook names"):
+        gw.layer_representations(model, toks, layers=["blocks.5.hook_resid_post"])
     with pytest.raises(TypeError, match="integer token ids"):
         gw.layer_representations(model, toks.float())
 
@@ -344,9 +348,10 @@ def test_toy_shapes_isometries() -> None:
 
 
 def test_train_variants_tiny() -> None:
-    vs = gw.train_variants(["scratch", "weight_decay", "finetune"], P=5, hidden=(8, 8), steps=10,
+    vs = gw.train_variants(["scratch", "weight_decay", "l1", "finetune"], P=5, hidden=(8, 8), steps=10,
                            pretrain_steps=10, progress=False)
-    assert list(vs) == ["scratch", "weight_decay", "finetune"]
+    assert list(vs) == ["scratch", "weight_decay", "l1", "finetune"]
+    assert vs["l1"].config.l1 > 0
     assert vs["weight_decay"].config.weight_decay == 5.0 and vs["scratch"].config.weight_decay == 0.01
     assert vs["finetune"].pretrain is not None and vs["finetune"].pretrain["op"] == "mul"
     a, b = vs["scratch"].model.layers[0].weight, vs["weight_decay"].model.layers[0].weight
@@ -420,3 +425,17 @@ def test_gw_explorer_widget_updates_on_value_changes() -> None:
     ex.model.value = "b"
     assert ex.result is not None and ex.result.names == ["h1", "h2", "output"]
     plt.close("all")
+
+
+def test_probe_accuracy_finds_linearly_decodable_layer() -> None:
+    g = _gen(14)
+    y = torch.randint(0, 5, (300,), generator=g)
+    signal = torch.nn.functional.one_hot(y, 5).double() @ torch.randn(5, 12, generator=g, dtype=torch.float64)
+    signal = signal + 0.05 * torch.randn(300, 12, generator=g, dtype=torch.float64)
+    xor_like = torch.randn(300, 12, generator=g, dtype=torch.float64)
+    acc = gw.probe_accuracy({"signal": signal, "noise": xor_like}, y)
+    assert acc["signal"] == 1.0 and acc["noise"] < 0.4
+    with pytest.raises(ValueError, match="y: expected shape"):
+        gw.probe_accuracy({"signal": signal}, y[:10])
+    with pytest.raises(TypeError, match="integer"):
+        gw.probe_accuracy({"signal": signal}, y.float())

@@ -15,7 +15,7 @@ from mechnb._checks import check_array
 from mechnb.gw import LayerMatrix, layer_linkage
 
 __all__ = ["short_name", "plot_coupling", "plot_layer_matrix", "plot_dendrogram", "plot_layer_comparison",
-           "plot_matrix_grid"]
+           "plot_matrix_grid", "plot_probe_accuracy"]
 
 _GROUP_COLORS = plt.get_cmap("tab10").colors
 
@@ -187,4 +187,39 @@ def plot_matrix_grid(matrices: Mapping[str, LayerMatrix], *, labels: Mapping[str
     fig.colorbar(im, ax=list(axes[0]), fraction=0.02, label="GW" if m.kind == "gw" else "CKA")
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def plot_probe_accuracy(names: Sequence[str], accuracies: Mapping[str, Sequence[float]], *, labels: Any = None,
+                        chance: Mapping[str, float] | None = None, title: str | None = None) -> Figure:
+    """Linear-probe accuracy per layer for several targets, with the GW groups as background bands.
+
+    Args:
+        names: the ``L`` layer names (x axis).
+        accuracies: ``target -> L accuracies`` (e.g. ``{"a": [...], "a + b": [...]}``).
+        labels: optional ``(L,)`` group labels; each group gets a shaded band.
+        chance: ``target -> chance level``, drawn as dotted lines.
+    """
+    L = len(names)
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    if labels is not None:
+        lab = np.asarray(labels)
+        if lab.shape != (L,):
+            raise ValueError(f"labels: expected {L} group labels, got shape {lab.shape}")
+        for i, g in enumerate(lab):
+            ax.axvspan(i - 0.5, i + 0.5, color=_GROUP_COLORS[int(g) % len(_GROUP_COLORS)], alpha=0.18, lw=0)
+    for k, (target, acc) in enumerate(accuracies.items()):
+        a = check_array(f"accuracies[{target!r}]", acc, ndim=1)
+        if a.shape != (L,):
+            raise ValueError(f"accuracies[{target!r}]: expected {L} values (one per layer), got {a.shape[0]}")
+        line, = ax.plot(range(L), a, marker="o", label=target)
+        if chance and target in chance:
+            ax.axhline(chance[target], color=line.get_color(), ls=":", lw=1)
+    ax.set_xticks(range(L), [short_name(n) for n in names], rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("layer (background: GW group)" if labels is not None else "layer")
+    ax.set_ylabel("held-out linear probe accuracy")
+    ax.set_title(title or "What each layer makes linearly decodable")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     return fig
