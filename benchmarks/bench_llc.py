@@ -58,17 +58,15 @@ def sum_mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def make_dln(widths: tuple[int, ...], rank: int | None, n: int, seed: int = 0) -> tuple[MLP, torch.Tensor, torch.Tensor]:
-    """A DLN at w* (factors of rank ``rank`` if given) and noiseless data ``y = f(x; w*)``."""
+    """A DLN at a well-conditioned w* (random singular vectors, non-zero singular values 1, ``rank``
+    of them per factor if given) and noiseless data ``y = f(x; w*)``."""
     g = torch.Generator().manual_seed(seed)
     m = MLP(list(widths), activation="linear", bias=False)
     with torch.no_grad():
         for layer in m.layers:
-            W = torch.randn(layer.weight.shape, generator=g) / layer.weight.shape[1] ** 0.5
-            if rank is not None:
-                U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-                S[rank:] = 0
-                W = U @ torch.diag(S) @ Vh
-            layer.weight.copy_(W)
+            U, S, Vh = torch.linalg.svd(torch.randn(layer.weight.shape, generator=g), full_matrices=False)
+            S = torch.ones_like(S) if rank is None else (torch.arange(S.numel()) < rank).float()
+            layer.weight.copy_(U @ torch.diag(S) @ Vh)
     x = torch.randn(n, widths[0], generator=g)
     with torch.no_grad():
         y = m(x)

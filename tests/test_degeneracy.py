@@ -265,17 +265,19 @@ def test_dln_learning_coefficient_bad_inputs():
 # Learning coefficient: SGLD estimates
 # --------------------------------------------------------------------------------------
 def make_dln(widths, rank=None, n=100, seed=0):
-    """A DLN at a true parameter w* (factors of rank ``rank``) and noiseless data y = f(x; w*)."""
+    """A DLN at a true parameter w* and noiseless data y = f(x; w*).
+
+    Every factor has random singular vectors and all its non-zero singular values equal to 1
+    (``rank`` of them if given): a well-conditioned w*. (A product with a tiny singular value
+    sits next to a more singular point, and a finite SGLD budget then sees a smaller λ.)
+    """
     g = torch.Generator().manual_seed(seed)
     m = MLP(list(widths), activation="linear", bias=False)
     with torch.no_grad():
         for layer in m.layers:
-            W = torch.randn(layer.weight.shape, generator=g) / layer.weight.shape[1] ** 0.5
-            if rank is not None:
-                U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-                S[rank:] = 0
-                W = U @ torch.diag(S) @ Vh
-            layer.weight.copy_(W)
+            U, S, Vh = torch.linalg.svd(torch.randn(layer.weight.shape, generator=g), full_matrices=False)
+            S = torch.ones_like(S) if rank is None else (torch.arange(S.numel()) < rank).float()
+            layer.weight.copy_(U @ torch.diag(S) @ Vh)
     x = torch.randn(n, widths[0], generator=g)
     with torch.no_grad():
         y = m(x)

@@ -5,7 +5,8 @@ Interpretability* (https://arxiv.org/abs/2405.10927, Sec. 6) and *The Local Inte
 (https://arxiv.org/abs/2405.10928, Sec. 2-3).
 
 For each layer ``l`` (bias folded in: ``f^l`` is extended by a constant 1 for every layer that
-feeds a linear map), working from the output backwards:
+feeds a linear map; the constant flows through, ``[f, 1] -> [σ(W f + b), 1]``, as in RIB's
+folded-bias MLPs), working from the output backwards:
 
 1. PCA of the uncentred Gram matrix ``G = (1/n) Σ f fᵀ = U D Uᵀ``, dropping eigenvalues
    ``D_i <= rtol · D_max`` (directions the data never visit);

@@ -127,8 +127,10 @@ def jacobian_gram(model: nn.Module, inputs: torch.Tensor, layer: int, *, wrt: st
         inputs: ``(n, sizes[0])`` data.
         layer: layer index, 0 = input ... ``L`` = output (for the output ``J = I``).
         wrt: ``"post"`` or ``"pre"`` (``"pre"`` needs ``layer >= 1``).
-        with_bias: (``"post"``, ``layer < L``) add the folded constant input of ``layers[layer]``
-            as a last coordinate (its Jacobian column is ``∂f^L/∂p^{l+1} · b``).
+        with_bias: (``"post"``, ``layer < L``) add the folded constant 1 of this layer as a last
+            coordinate. The constant flows through the network (``[f, 1] -> [σ(W f + b), 1]``), so
+            its column is the derivative through this layer's bias *and* every later bias — the
+            convention of :func:`mechnb.degeneracy.interaction_basis`.
 
     Returns:
         ``(d_l [+1], d_l [+1])`` float64 PSD matrix.
