@@ -849,48 +849,63 @@ def _fit_modular(model: MLP, task: ModularArithmetic, cfg: TrainConfig, dev: tor
 def train_variants(
     variants: Sequence[str] = VARIANTS,
     *,
-    P: int = 23,
-    hidden: Sequence[int] = (128,) * 6,
-    steps: int = 6000,
-    lr: float = 1e-3,
-    weight_decay: float = 5.0,
-    l1: float = 2e-5,
+    steps: int | None = None,
+    P: int | None = None,
+    hidden: Sequence[int] | None = None,
+    weight_decay: float | None = None,
+    l1: float = 5e-6,
     pretrain_op: str = "mul",
     pretrain_steps: int | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> dict[str, TrainedVariant]:
     """Train the ``modadd-mlp`` architecture on ``a + b mod P`` with different strategies (Gao et al. 2024, Sec. 5).
 
-    Every variant starts from the same seeded initialisation and trains full-batch with AdamW
-    on the same 80% of pairs as the zoo model (``ModularArithmetic(P, "add", seed=0)``):
+    Every variant follows the zoo recipe ``zoo.RECIPES["modadd-mlp"]`` (architecture, task split,
+    AdamW, learning rate, warm-up, full batch, seed - hence the same initialisation) and changes
+    only the regulariser:
 
     * ``"scratch"``: plain AdamW (weight decay 0.01);
-    * ``"weight_decay"``: strong decoupled weight decay ``weight_decay`` (the zoo recipe);
-    * ``"l1"``: an L1 penalty ``l1 * sum |W|`` on every weight matrix (``TrainConfig.l1``);
+    * ``"weight_decay"``: strong decoupled weight decay (default: the recipe's value);
+    * ``"l1"``: weight decay 0.01 plus an L1 penalty ``l1 * sum |W|`` on every weight matrix
+      (``TrainConfig.l1``), which drives many weights to zero;
     * ``"finetune"``: first ``pretrain_steps`` (default ``steps``) on ``a (pretrain_op) b mod P``
       (``"sub"``, ``"mul"`` or ``"sq_sum"``), then ``steps`` on addition, both plain AdamW.
+
+    Args:
+        steps, P, hidden, weight_decay, seed: override the recipe (``None`` keeps it); ``P`` and
+            ``hidden`` change the architecture (``sizes = [2P, *hidden, P]``).
 
     Returns:
         ``name -> TrainedVariant`` (model in eval mode, train/test accuracy on addition).
     """
+    from mechnb import zoo  # the zoo recipe is the reference training run
+
+    recipe = zoo.RECIPES["modadd-mlp"]
     for v in variants:
         check_choice("variants", v, VARIANTS)
     check_choice("pretrain_op", pretrain_op, ["sub", "mul", "sq_sum"])
-    sizes = [2 * check_positive_int("P", P, minimum=2)] + [check_positive_int("hidden", h) for h in hidden] + [P]
-    steps = check_positive_int("steps", steps)
+    P = check_positive_int("P", P, minimum=2) if P is not None else int(recipe.task_kwargs["P"])
+    hid = list(hidden) if hidden is not None else list(recipe.model_kwargs["sizes"][1:-1])
+    sizes = [2 * P] + [check_positive_int("hidden", h) for h in hid] + [P]
+    rc = recipe.train
+    steps = check_positive_int("steps", steps) if steps is not None else rc.steps
     pre_steps = check_positive_int("pretrain_steps", pretrain_steps) if pretrain_steps is not None else steps
+    wd = check_positive_float("weight_decay", weight_decay) if weight_decay is not None else rc.weight_decay
+    l1 = check_positive_float("l1", l1)
+    seed = rc.seed if seed is None else seed
     dev = resolve_device(device)
-    task = ModularArithmetic(P, "add", train_frac=0.8, seed=0)
-    base = dict(steps=steps, lr=lr, weight_decay=0.01, warmup_steps=min(100, steps // 10), seed=seed,
-                log_every=max(1, steps))
+    task = ModularArithmetic(P, "add", train_frac=recipe.task_kwargs.get("train_frac", 0.8),
+                             seed=recipe.task_kwargs.get("seed", 0))
+    base = {**rc.to_dict(), "steps": steps, "weight_decay": 0.01, "warmup_steps": min(rc.warmup_steps, steps // 10),
+            "seed": seed, "log_every": steps}
     configs = {"scratch": TrainConfig(**base),
-               "weight_decay": TrainConfig(**{**base, "weight_decay": weight_decay}),
+               "weight_decay": TrainConfig(**{**base, "weight_decay": wd}),
                "l1": TrainConfig(**{**base, "l1": l1}),
                "finetune": TrainConfig(**base)}
     descriptions = {"scratch": "plain AdamW (weight decay 0.01)",
-                    "weight_decay": f"strong weight decay ({weight_decay:g})",
+                    "weight_decay": f"strong weight decay ({wd:g})",
                     "l1": f"L1 penalty on the weights ({l1:g})",
                     "finetune": f"pre-trained on a {pretrain_op} b mod {P}, fine-tuned on a + b"}
     out: dict[str, TrainedVariant] = {}
@@ -899,7 +914,7 @@ def train_variants(
         model = MLP(sizes).to(dev)
         pre = None
         if name == "finetune":
-            pre_task = ModularArithmetic(P, pretrain_op, train_frac=0.8, seed=0)
+            pre_task = ModularArithmetic(P, pretrain_op, train_frac=task.train_frac, seed=task.seed)
             pre_cfg = TrainConfig(**{**base, "steps": pre_steps, "log_every": pre_steps})
             tr_acc, te_acc = _fit_modular(model, pre_task, pre_cfg, dev, progress, f"pretrain {pretrain_op}")
             pre = {"op": pretrain_op, "steps": pre_steps, "train_acc": tr_acc, "test_acc": te_acc}

@@ -352,7 +352,11 @@ def test_train_variants_tiny() -> None:
                            pretrain_steps=10, progress=False)
     assert list(vs) == ["scratch", "weight_decay", "l1", "finetune"]
     assert vs["l1"].config.l1 > 0
-    assert vs["weight_decay"].config.weight_decay == 5.0 and vs["scratch"].config.weight_decay == 0.01
+    from mechnb import zoo
+
+    recipe = zoo.RECIPES["modadd-mlp"].train
+    assert vs["weight_decay"].config.weight_decay == recipe.weight_decay and vs["scratch"].config.weight_decay == 0.01
+    assert vs["scratch"].config.lr == recipe.lr
     assert vs["finetune"].pretrain is not None and vs["finetune"].pretrain["op"] == "mul"
     a, b = vs["scratch"].model.layers[0].weight, vs["weight_decay"].model.layers[0].weight
     assert a.shape == (8, 10) and not torch.allclose(a, b)
