@@ -344,7 +344,6 @@ def estimate_llc(
     sizes = [p.numel() for _, p in named]
     dtype = named[0][1].dtype
     w0 = torch.cat([p.detach().reshape(-1).to(dev, dtype) for _, p in named])  # (P,)
-    P = w0.numel()
     x, y = x.to(dev), y.to(dev)
 
     was_training = model.training
@@ -377,6 +376,7 @@ def estimate_llc(
         def noise() -> torch.Tensor:
             parts = [torch.randn(C, sz, generator=g, device=dev, dtype=dtype) for g, sz in zip(gen_noise, sizes)]
             return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
         batches_per_epoch = n // B
         perms: torch.Tensor | None = None
 
@@ -412,6 +412,9 @@ def estimate_llc(
                 drift.add_(theta - w0, alpha=gamma)
             theta.add_(drift, alpha=-half_eps)
             theta.add_(noise(), alpha=sqrt_eps)
+            if step % 100 == 99 and not bool(torch.isfinite(theta).all()):
+                trace[:, draw:] = float("nan")  # diverged: stop early, reported below
+                break
         seconds = time.perf_counter() - t0
     finally:
         model.train(was_training)
