@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mechnb.degeneracy import dln_learning_coefficient, estimate_llc
+from mechnb.degeneracy import dln_learning_coefficient, estimate_llc, planted_dln
+from mechnb.degeneracy import sse_loss as sum_mse
 from mechnb.models import MLP
 
 RESULTS = Path(__file__).resolve().parent / "results" / "llc.json"
@@ -52,25 +53,9 @@ SHAPES: list[tuple[tuple[int, ...], int | None]] = [
 ]
 
 
-def sum_mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Squared error summed over outputs, mean over samples."""
-    return ((out - target) ** 2).sum(-1).mean()
-
-
 def make_dln(widths: tuple[int, ...], rank: int | None, n: int, seed: int = 0) -> tuple[MLP, torch.Tensor, torch.Tensor]:
-    """A DLN at a well-conditioned w* (random singular vectors, non-zero singular values 1, ``rank``
-    of them per factor if given) and noiseless data ``y = f(x; w*)``."""
-    g = torch.Generator().manual_seed(seed)
-    m = MLP(list(widths), activation="linear", bias=False)
-    with torch.no_grad():
-        for layer in m.layers:
-            U, S, Vh = torch.linalg.svd(torch.randn(layer.weight.shape, generator=g), full_matrices=False)
-            S = torch.ones_like(S) if rank is None else (torch.arange(S.numel()) < rank).float()
-            layer.weight.copy_(U @ torch.diag(S) @ Vh)
-    x = torch.randn(n, widths[0], generator=g)
-    with torch.no_grad():
-        y = m(x)
-    return m, x, y
+    """The planted DLN of the tests and notebook 01 (well-conditioned ``w*``, noiseless data)."""
+    return planted_dln(widths, rank=rank, n_samples=n, seed=seed)
 
 
 def run_mechnb(model: MLP, x: torch.Tensor, y: torch.Tensor, s: dict[str, Any], seed: int,

@@ -22,8 +22,10 @@ from mechnb.degeneracy import (
     interaction_basis,
     interaction_edges,
     jacobian_gram,
+    planted_dln,
     planted_mlp,
     relu_synchrony,
+    sse_loss,
     spectrum_nullity,
 )
 from mechnb.degeneracy._mlp import block_weight, ext_block_jacobian, mlp_forward, output_jacobian
@@ -35,9 +37,7 @@ from mechnb.train import TrainConfig, train
 torch.set_num_threads(1)
 
 
-def sum_mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Squared error summed over outputs, averaged over samples (a Gaussian log-likelihood up to scale)."""
-    return ((out - target) ** 2).sum(-1).mean()
+sum_mse = sse_loss
 
 
 def hidden_acts(model: MLP, x: torch.Tensor) -> torch.Tensor:
@@ -265,23 +265,19 @@ def test_dln_learning_coefficient_bad_inputs():
 # Learning coefficient: SGLD estimates
 # --------------------------------------------------------------------------------------
 def make_dln(widths, rank=None, n=100, seed=0):
-    """A DLN at a true parameter w* and noiseless data y = f(x; w*).
+    return planted_dln(widths, rank=rank, n_samples=n, seed=seed)
 
-    Every factor has random singular vectors and all its non-zero singular values equal to 1
-    (``rank`` of them if given): a well-conditioned w*. (A product with a tiny singular value
-    sits next to a more singular point, and a finite SGLD budget then sees a smaller λ.)
-    """
-    g = torch.Generator().manual_seed(seed)
-    m = MLP(list(widths), activation="linear", bias=False)
-    with torch.no_grad():
-        for layer in m.layers:
-            U, S, Vh = torch.linalg.svd(torch.randn(layer.weight.shape, generator=g), full_matrices=False)
-            S = torch.ones_like(S) if rank is None else (torch.arange(S.numel()) < rank).float()
-            layer.weight.copy_(U @ torch.diag(S) @ Vh)
-    x = torch.randn(n, widths[0], generator=g)
-    with torch.no_grad():
-        y = m(x)
-    return m, x, y
+
+def test_planted_dln_is_well_conditioned_and_noiseless():
+    m, x, y = make_dln((5, 4, 3, 6))
+    prod = m.layers[2].weight @ m.layers[1].weight @ m.layers[0].weight
+    torch.testing.assert_close(torch.linalg.svdvals(prod.detach())[:3], torch.ones(3))
+    torch.testing.assert_close(m(x), y)
+    m2, _, _ = make_dln((6, 4, 4, 5), rank=2)
+    for layer in m2.layers:
+        assert int(torch.linalg.matrix_rank(layer.weight.detach())) == 2
+    with pytest.raises(ValueError, match="rank"):
+        planted_dln((3, 2), rank=3)
 
 
 DLN_SETTINGS = dict(num_chains=8, nbeta=500.0, lr=3e-5, localization=1.0)

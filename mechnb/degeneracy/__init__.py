@@ -23,7 +23,14 @@ from mechnb.degeneracy.interaction import (
     interaction_basis,
     interaction_edges,
 )
-from mechnb.degeneracy.llc import LLCResult, default_nbeta, dln_learning_coefficient, estimate_llc
+from mechnb.degeneracy.llc import (
+    LLCResult,
+    default_nbeta,
+    dln_learning_coefficient,
+    estimate_llc,
+    planted_dln,
+    sse_loss,
+)
 from mechnb.degeneracy.measures import (
     DegeneracyReport,
     EffectiveParameterCount,
@@ -53,6 +60,8 @@ __all__ = [
     "LLCResult",
     "default_nbeta",
     "dln_learning_coefficient",
+    "planted_dln",
+    "sse_loss",
     "interaction_basis",
     "InteractionBasis",
     "interaction_edges",

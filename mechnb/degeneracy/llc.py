@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from mechnb._checks import check_positive_float, check_positive_int, check_tensor, resolve_device
 
-__all__ = ["LLCResult", "estimate_llc", "dln_learning_coefficient", "default_nbeta"]
+__all__ = ["LLCResult", "estimate_llc", "dln_learning_coefficient", "default_nbeta", "planted_dln", "sse_loss"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -84,6 +84,53 @@ def dln_learning_coefficient(widths: Sequence[int], rank: int | None = None) -> 
             )
             return float(lam)
     raise RuntimeError(f"dln_learning_coefficient: no index set Σ satisfies Aoyagi's conditions for {H}, rank {r}")
+
+
+def planted_dln(widths: Sequence[int], rank: int | None = None, n_samples: int = 100,
+                seed: int = 0):  # -> tuple[MLP, torch.Tensor, torch.Tensor]
+    """A deep linear network at a known true parameter ``w*``, with noiseless data ``y = f(x; w*)``.
+
+    Every factor ``W_i`` has random singular vectors and all its non-zero singular values equal
+    to 1 — ``min`` of its shape of them, or ``rank`` if given (then the true map has rank
+    ``rank`` and ``w*`` is one of the most singular true parameters). Well-conditioned factors
+    matter for sampling: a product with a tiny singular value sits next to a more singular point,
+    and a finite SGLD budget then sees a smaller λ than the theory at ``w*``.
+
+    Returns:
+        ``(model, x, y)``: a bias-free linear :class:`mechnb.models.MLP`, ``x (n_samples,
+        widths[0])`` standard normal, ``y = model(x)``. Its learning coefficient is
+        :func:`dln_learning_coefficient` ``(widths, rank)``.
+    """
+    from mechnb.models import MLP
+
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or len(widths) < 2:
+        raise ValueError(f"widths: expected a sequence of at least two layer widths (input ... output), got {widths!r}")
+    H = [check_positive_int(f"widths[{i}]", w) for i, w in enumerate(widths)]
+    if rank is not None:
+        rank = check_positive_int("rank", rank)
+        if rank > min(H):
+            raise ValueError(f"rank: expected at most min(widths) = {min(H)}, got {rank}")
+    n_samples = check_positive_int("n_samples", n_samples, minimum=2)
+    g = torch.Generator().manual_seed(int(seed))
+    model = MLP(H, activation="linear", bias=False)
+    with torch.no_grad():
+        for layer in model.layers:
+            U, S, Vh = torch.linalg.svd(torch.randn(layer.weight.shape, generator=g), full_matrices=False)
+            S = torch.ones_like(S) if rank is None else (torch.arange(S.numel()) < rank).to(S.dtype)
+            layer.weight.copy_(U @ torch.diag(S) @ Vh)
+    x = torch.randn(n_samples, H[0], generator=g)
+    with torch.no_grad():
+        y = model(x)
+    return model, x, y
+
+
+def sse_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared error summed over the output dimension, averaged over samples.
+
+    ``((output - target)**2).sum(-1).mean()``: the Gaussian negative log-likelihood with unit
+    variance (up to a constant), the natural ``L_n`` for the LLC of a regression model.
+    """
+    return ((output - target) ** 2).sum(-1).mean()
 
 
 def default_nbeta(n: int) -> float:
