@@ -91,7 +91,8 @@ def _draw_matrix(ax: plt.Axes, M: np.ndarray, names: list[str], kind: str, label
             for j in range(L):
                 frac = M[i, j] / (M.max() if kind == "gw" and M.max() > 0 else 1.0)
                 dark = frac > 0.5 if kind == "gw" else frac < 0.5
-                ax.text(j, i, f"{M[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                ax.text(j, i, f"{M[i, j]:.2g}" if kind == "gw" else f"{M[i, j]:.2f}", ha="center", va="center",
+                        fontsize=6,
                         color="white" if dark else "black")
     if labels is not None:
         lab = np.asarray(labels)
@@ -108,7 +109,7 @@ def _draw_matrix(ax: plt.Axes, M: np.ndarray, names: list[str], kind: str, label
 
 def plot_layer_matrix(m: LayerMatrix | Any, names: Sequence[str] | None = None, *, labels: Any = None,
                       title: str | None = None, annotate: bool = True) -> Figure:
-    """Heatmap of a layer x layer matrix (GW: dark = similar; CKA: bright = similar), groups as coloured strips.
+    """Heatmap of a layer x layer matrix (bright = similar: GW near 0, CKA near 1), groups as coloured strips.
 
     Args:
         m: a :class:`~mechnb.gw.LayerMatrix` or an ``(L, L)`` array (with ``names``).
@@ -124,12 +125,16 @@ def plot_layer_matrix(m: LayerMatrix | Any, names: Sequence[str] | None = None, 
 
 
 def _draw_dendrogram(ax: plt.Axes, m: LayerMatrix | Any, names: list[str], method: str,
-                     threshold: float | None) -> None:
+                     threshold: float | None, labels: Any = None) -> None:
     D = m.distances() if isinstance(m, LayerMatrix) else m
     Z = layer_linkage(D, method=method)
-    hierarchy.dendrogram(Z, labels=[short_name(n) for n in names], ax=ax, leaf_rotation=60,
-                         color_threshold=threshold if threshold is not None else 0.7 * Z[:, 2].max(),
-                         above_threshold_color="0.5")
+    dn = hierarchy.dendrogram(Z, labels=[short_name(n) for n in names], ax=ax, leaf_rotation=60,
+                              color_threshold=0.0, above_threshold_color="0.35")
+    if labels is not None:  # colour each leaf label like its group's strip on the heatmap
+        lab = np.asarray(labels)
+        for tick, leaf in zip(ax.get_xticklabels(), dn["leaves"]):
+            tick.set_color(_GROUP_COLORS[int(lab[leaf]) % len(_GROUP_COLORS)])
+            tick.set_fontweight("bold")
     if threshold is not None:
         ax.axhline(threshold, color="crimson", ls="--", lw=1, label=f"cut at {threshold:.3g}")
         ax.legend(fontsize=8)
@@ -139,11 +144,14 @@ def _draw_dendrogram(ax: plt.Axes, m: LayerMatrix | Any, names: list[str], metho
 
 
 def plot_dendrogram(m: LayerMatrix | Any, names: Sequence[str] | None = None, *, method: str = "average",
-                    threshold: float | None = None, title: str | None = None) -> Figure:
-    """Dendrogram of hierarchical clustering of layers (CKA is clustered on ``1 - CKA``); ``threshold`` draws the cut."""
+                    threshold: float | None = None, labels: Any = None, title: str | None = None) -> Figure:
+    """Dendrogram of hierarchical clustering of layers (CKA is clustered on ``1 - CKA``).
+
+    ``threshold`` draws the cut; ``labels`` colours each leaf by its group (as on the heatmaps).
+    """
     _, nm, kind = _as_matrix(m, names)
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    _draw_dendrogram(ax, m, nm, method, threshold)
+    _draw_dendrogram(ax, m, nm, method, threshold, labels)
     ax.set_title(title or f"Layer dendrogram ({'GW' if kind == 'gw' else '1 - CKA'})", fontsize=10)
     fig.tight_layout()
     return fig
@@ -157,7 +165,7 @@ def plot_layer_comparison(gw_m: LayerMatrix, cka_m: LayerMatrix | None = None, *
     fig, axes = plt.subplots(1, n_panels, figsize=(5.2 * n_panels, 4.8))
     im = _draw_matrix(axes[0], gw_m.matrix, list(gw_m.names), "gw", gw_labels, "GW discrepancy", True)
     fig.colorbar(im, ax=axes[0], fraction=0.046)
-    _draw_dendrogram(axes[1], gw_m, list(gw_m.names), "average", threshold)
+    _draw_dendrogram(axes[1], gw_m, list(gw_m.names), "average", threshold, gw_labels)
     axes[1].set_title("GW dendrogram", fontsize=10)
     if cka_m is not None:
         im2 = _draw_matrix(axes[2], cka_m.matrix, list(cka_m.names), "cka", cka_labels,
@@ -176,7 +184,7 @@ def plot_matrix_grid(matrices: Mapping[str, LayerMatrix], *, labels: Mapping[str
     if not matrices:
         raise ValueError("matrices: expected at least one LayerMatrix, got none")
     k = len(matrices)
-    fig, axes = plt.subplots(1, k, figsize=(4.3 * k, 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, k, figsize=(4.0 * k + 1.0, 4.4), squeeze=False, layout="constrained")
     vmax = max(float(m.matrix.max()) for m in matrices.values())
     for ax, (name, m) in zip(axes[0], matrices.items()):
         lab = labels.get(name) if labels else None
@@ -184,7 +192,10 @@ def plot_matrix_grid(matrices: Mapping[str, LayerMatrix], *, labels: Mapping[str
         im = _draw_matrix(ax, m.matrix, list(m.names), m.kind, lab, sub, False)
         if shared_scale and m.kind == "gw":
             im.set_clim(0, vmax)
-    fig.colorbar(im, ax=list(axes[0]), fraction=0.02, label="GW" if m.kind == "gw" else "CKA")
+        if ax is not axes[0][0]:
+            ax.set_yticklabels([])
+            ax.set_ylabel("")
+    fig.colorbar(im, ax=list(axes[0]), fraction=0.025, label="GW" if m.kind == "gw" else "CKA")
     if title:
         fig.suptitle(title)
     return fig
