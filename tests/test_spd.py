@@ -107,6 +107,23 @@ def test_ci_mlps_match_independent_tiny_mlps():
             assert torch.allclose(out[:, l, c], ref, atol=1e-6)
 
 
+@pytest.mark.parametrize("chunk_elements", [64, 1 << 18])
+def test_chunked_ci_mlps_match_autograd_reference(chunk_elements, monkeypatch):
+    g = torch.Generator().manual_seed(1)
+    mlps = CausalImportanceMLPs(n_layers=2, C=5, hidden=3, generator=g)
+    monkeypatch.setattr(mlps, "chunk_elements", chunk_elements)  # 64: many chunks of 2 rows
+    with torch.no_grad():
+        mlps.b_in.normal_(generator=g)
+        mlps.b_out.normal_(generator=g)
+    inner = torch.randn(37, 2, 5, generator=g, requires_grad=True)
+    gout = torch.randn(37, 2, 5, generator=g)
+    params = [inner, *mlps.parameters()]
+    out, ref = mlps(inner), mlps.reference(inner)
+    assert torch.allclose(out, ref, atol=1e-6)
+    for a, b in zip(torch.autograd.grad(out, params, gout), torch.autograd.grad(ref, params, gout)):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_stochastic_masks_interpolate_between_ci_and_one():
     g = torch.Generator().manual_seed(0)
     ci = torch.tensor([0.0, 0.5, 1.0]).repeat(20000, 1).unsqueeze(1)  # (N, 1, 3)
@@ -220,7 +237,8 @@ def test_config_presets_and_schedules():
     assert (r.C, r.batch_size, r.lr, r.lr_schedule, r.importance_minimality, r.p) == (100, 2048, 2e-3, "constant", 1e-5, 2.0)
     assert SPDConfig.for_model("tms-5-2", recipe="fast", steps=7).steps == 7
     assert cfg.lr_at(0) == pytest.approx(1e-3)
-    assert cfg.lr_at(cfg.steps // 2) == pytest.approx(5e-4)
+    assert cfg.lr_at((cfg.steps - 1) // 2) == pytest.approx(1e-3 * math.cos(math.pi / 4))  # quarter cosine
+    assert cfg.lr_at(cfg.steps - 1) == pytest.approx(0.0, abs=1e-12)
     ann = SPDConfig(steps=100, p=2.0, p_anneal_final=1.0, p_anneal_start_frac=0.5, p_anneal_end_frac=1.0)
     assert [ann.p_at(s) for s in (0, 50, 75, 100)] == pytest.approx([2.0, 2.0, 1.5, 1.0])
 

@@ -60,8 +60,9 @@ class SPDConfig:
         steps: optimiser steps of the main phase.
         batch_size: inputs drawn from ``sample_inputs`` per step.
         lr: peak learning rate of AdamW (no weight decay) on the subcomponents and CI functions.
-        lr_schedule: ``"cosine"`` (to 0) or ``"constant"``, after ``lr_warmup_frac * steps``
-            linear warm-up steps.
+        lr_schedule: ``"cosine"`` - ``lr * cos(pi/2 * t)`` for training fraction ``t``, a
+            quarter period from ``lr`` down to 0 as in the authors' code - or ``"constant"``;
+            after ``lr_warmup_frac * steps`` linear warm-up steps.
         ci_hidden: hidden width of each subcomponent's causal-importance MLP ``1 -> ci_hidden -> 1``.
         n_mask_samples: stochastic masks drawn per example for each stochastic loss.
         faithfulness: coefficient of ``L_faithfulness`` (paper Eq. 3).
@@ -188,11 +189,11 @@ class SPDConfig:
         return self.p + (self.p_anneal_final - self.p) * t
 
     def lr_at(self, step: int) -> float:
-        """The learning rate at main-phase ``step`` (linear warm-up, then cosine to 0 or constant)."""
+        """The learning rate at main-phase ``step``: linear warm-up, then quarter-cosine to 0 or constant."""
         warm = int(round(self.lr_warmup_frac * self.steps))
         if step < warm:
             return self.lr * (step + 1) / warm
         if self.lr_schedule == "constant":
             return self.lr
-        frac = (step - warm) / max(1, self.steps - warm)
-        return self.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+        frac = (step - warm) / max(1, self.steps - warm - 1)
+        return self.lr * math.cos(0.5 * math.pi * min(1.0, frac))

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 from tqdm.auto import tqdm
 
 from mechnb._checks import check_finite, check_positive_float, check_tensor, resolve_device
@@ -472,29 +473,33 @@ def decompose(
             p = config.p_at(step)
             for g in opt.param_groups:
                 g["lr"] = lr
-            x, w = draw()
+            with record_function("spd/sample_inputs"):
+                x, w = draw()
             # target pass: record layer inputs a_l and the output to reconstruct
-            state.capture, state.replace = {}, {}
-            with torch.no_grad():
+            with record_function("spd/target_forward"), torch.no_grad():
+                state.capture, state.replace = {}, {}
                 target_out = model(x)
             acts = state.capture
             state.capture = None
-            ci_lower, ci_upper = _causal_importances(comps, acts, config.leaky_alpha)
-
-            loss_faith = faithfulness_loss(comps, targets)
-            loss_imp = importance_minimality_loss(ci_upper, p, w)
+            with record_function("spd/causal_importances"):
+                ci_lower, ci_upper = _causal_importances(comps, acts, config.leaky_alpha)
+            with record_function("spd/faithfulness_and_minimality"):
+                loss_faith = faithfulness_loss(comps, targets)
+                loss_imp = importance_minimality_loss(ci_upper, p, w)
             loss_rec = torch.zeros((), device=dev, dtype=dtype)
             loss_lw = torch.zeros((), device=dev, dtype=dtype)
             for _ in range(config.n_mask_samples):
                 if config.stochastic_recon > 0:
-                    m = stochastic_masks(ci_lower, mask_gen)
-                    state.replace = {n: m[:, i] for i, n in enumerate(names)}
-                    loss_rec = loss_rec + _weighted_mse(model(x), target_out, w)
+                    with record_function("spd/stochastic_recon"):
+                        m = stochastic_masks(ci_lower, mask_gen)
+                        state.replace = {n: m[:, i] for i, n in enumerate(names)}
+                        loss_rec = loss_rec + _weighted_mse(model(x), target_out, w)
                 if config.stochastic_recon_layerwise > 0:
-                    m = stochastic_masks(ci_lower, mask_gen)
-                    for i, n in enumerate(names):
-                        state.replace = {n: m[:, i]}
-                        loss_lw = loss_lw + _weighted_mse(model(x), target_out, w)
+                    with record_function("spd/stochastic_recon_layerwise"):
+                        m = stochastic_masks(ci_lower, mask_gen)
+                        for i, n in enumerate(names):
+                            state.replace = {n: m[:, i]}
+                            loss_lw = loss_lw + _weighted_mse(model(x), target_out, w)
             state.replace = {}
             loss_rec = loss_rec / config.n_mask_samples
             loss_lw = loss_lw / (config.n_mask_samples * L)
@@ -504,9 +509,11 @@ def decompose(
                 + config.stochastic_recon_layerwise * loss_lw
                 + config.importance_minimality * loss_imp
             )
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
+            with record_function("spd/backward"):
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+            with record_function("spd/optimizer"):
+                opt.step()
             history_rows.append(torch.stack([total, loss_faith, loss_rec, loss_lw, loss_imp]).detach())
 
             if (step + 1) % config.log_every == 0 or step == config.steps - 1:
