@@ -543,7 +543,12 @@ def layer_gw_matrix(
     names, Xs = _check_reps(reps)
     Xs = _subsample_rows(Xs, n_samples, seed)
     t0 = time.perf_counter()
-    Cs = [distance_matrix(X, metric, normalize).cpu().numpy() for X in Xs]
+    Cs = []
+    for name, X in zip(names, Xs):
+        try:
+            Cs.append(distance_matrix(X, metric, normalize).cpu().numpy())
+        except ValueError as e:
+            raise ValueError(f"reps[{name!r}]: {e} (a dead or collapsed layer? drop it, or use normalize=None)") from None
     L = len(Cs)
     M = np.zeros((L, L))
     iters = np.zeros((L, L), dtype=int)

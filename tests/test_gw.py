@@ -173,6 +173,8 @@ def test_layer_gw_matrix_subsamples_and_validates() -> None:
         gw.layer_gw_matrix({"a": torch.randn(10, 2)}, progress=False)
     with pytest.raises(ValueError, match="n_samples"):
         gw.layer_gw_matrix(reps, n_samples=1, progress=False)
+    with pytest.raises(ValueError, match="reps\\['dead'\\].*identical.*dead or collapsed"):
+        gw.layer_gw_matrix({"a": torch.randn(10, 2), "dead": torch.zeros(10, 3)}, progress=False)
 
 
 def test_cluster_layers_contiguous_threshold_and_errors() -> None:
