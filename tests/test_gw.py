@@ -445,3 +445,10 @@ def test_probe_accuracy_finds_linearly_decodable_layer() -> None:
         gw.probe_accuracy({"signal": signal}, y[:10])
     with pytest.raises(TypeError, match="integer"):
         gw.probe_accuracy({"signal": signal}, y.float())
+
+
+def test_lp_iteration_cap_raises() -> None:
+    C = gw.distance_matrix(torch.randn(40, 3, generator=_gen(15)))
+    D = gw.distance_matrix(torch.randn(40, 5, generator=_gen(16)) ** 3)
+    with pytest.raises(gw.GWSolverError, match="max_iter_lp"):
+        gw.gw_distance(C, D, max_iter_lp=3)
