@@ -225,7 +225,7 @@ def test_notebook_is_valid_and_well_formed(path):
 # --------------------------------------------------------------------------------------
 # make lab: the launcher brings JupyterLab up
 # --------------------------------------------------------------------------------------
-def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+def _get(url: str, timeout: float = 30.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (loopback only)
             return r.status, r.read()
