@@ -270,6 +270,21 @@ class MLP(nn.Module):
         self.bias = bool(bias)
         self.layers = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in zip(self.sizes[:-1], self.sizes[1:]))
 
+    @torch.no_grad()
+    def identity_init_(self) -> MLP:
+        """Set every square hidden layer to the identity with zero bias (Le et al. 2015).
+
+        After a ReLU the activations are non-negative, so an identity layer passes them through
+        unchanged: a deep MLP initialised this way starts out computing what its first layer and
+        last layer compute, and trains like a shallow network. Returns ``self``.
+        """
+        for layer in self.layers[1:-1]:
+            if layer.weight.shape[0] == layer.weight.shape[1]:
+                layer.weight.copy_(torch.eye(layer.weight.shape[0]))
+                if layer.bias is not None:
+                    layer.bias.zero_()
+        return self
+
     @property
     def act_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
         return _ACTIVATIONS[self.activation]

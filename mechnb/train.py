@@ -33,7 +33,10 @@ class TrainConfig:
         optimizer: ``"adamw"``, ``"adam"`` or ``"sgd"`` (with ``momentum``).
         weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
         l1: coefficient of an L1 penalty on every weight matrix (``ndim >= 2``), added to the loss.
-        schedule: ``"constant"``, ``"cosine"`` (to 0) or ``"linear"`` (to 0), after ``warmup_steps``.
+        schedule: ``"constant"``, ``"cosine"`` (to 0), ``"linear"`` (to 0), or ``"wsd"``
+            (warmup-stable-decay: constant, then linear to 0 over the last ``decay_frac`` of steps),
+            after ``warmup_steps``.
+        decay_frac: the fraction of steps that ``"wsd"`` spends decaying.
         grad_clip: clip the global gradient norm to this value (``None``: no clipping).
         seed: seeds the parameter init (if the caller re-inits) and the batch generator.
         log_every: record ``eval_fn`` every this many steps (and at the end).
@@ -48,6 +51,7 @@ class TrainConfig:
     l1: float = 0.0
     schedule: str = "constant"
     warmup_steps: int = 0
+    decay_frac: float = 0.2
     grad_clip: float | None = None
     seed: int = 0
     log_every: int = 100
@@ -58,7 +62,9 @@ class TrainConfig:
         check_choice("optimizer", self.optimizer, ["adamw", "adam", "sgd"])
         check_positive_float("weight_decay", self.weight_decay, allow_zero=True)
         check_positive_float("l1", self.l1, allow_zero=True)
-        check_choice("schedule", self.schedule, ["constant", "cosine", "linear"])
+        check_choice("schedule", self.schedule, ["constant", "cosine", "linear", "wsd"])
+        if not 0 < self.decay_frac <= 1:
+            raise ValueError(f"decay_frac: expected a fraction in (0, 1], got {self.decay_frac!r}")
         check_positive_int("warmup_steps", self.warmup_steps, minimum=0)
         check_positive_int("log_every", self.log_every)
         if self.grad_clip is not None:
@@ -114,6 +120,8 @@ def _lr_factor(step: int, cfg: TrainConfig) -> float:
     frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     if cfg.schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * frac))
+    if cfg.schedule == "wsd":
+        return min(1.0, (1.0 - frac) / cfg.decay_frac)
     return 1.0 - frac
 
 
