@@ -280,15 +280,18 @@ def test_make_lab_brings_jupyterlab_up(tmp_path):
         assert status == 200, f"/api did not answer 200 within 60 s:\n{logtail()}"
         assert "version" in json.loads(body)
         # the token is required ...
-        assert _get(f"{base}/api/contents")[0] == 403
+        status, _ = _get(f"{base}/api/contents")
+        assert status == 403, f"/api/contents without the token answered {status}:\n{logtail()}"
         # ... and with it the server shows notebooks/
         status, body = _get(f"{base}/api/contents?token={token}")
-        assert status == 200
+        assert status == 200, f"/api/contents with the token answered {status}:\n{logtail()}"
         listed = {item["name"] for item in json.loads(body)["content"]}
-        assert {p.name for p in NOTEBOOKS} <= listed
+        assert {p.name for p in NOTEBOOKS} <= listed, (sorted(listed), [p.name for p in NOTEBOOKS])
         status, page = _get(f"{base}/lab?token={token}")
-        assert status == 200 and b"JupyterLab" in page
-        assert f"{base}/lab?token={token}" in logtail()  # the launcher printed the URL to open
+        assert status == 200 and b"JupyterLab" in page, f"/lab answered {status}:\n{logtail()}"
+        log.flush()
+        printed = (tmp_path / "lab.log").read_text()
+        assert f"{base}/lab?token={token}" in printed, f"the launcher did not print the URL:\n{printed[:3000]}"
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
