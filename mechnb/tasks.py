@@ -232,10 +232,13 @@ class Tokenizer:
             ids.append(self.token_to_id[w])
         return ids
 
-    def decode(self, ids: list[int] | torch.Tensor, skip_special: bool = True) -> str:
+    def decode(self, ids: list[int] | torch.Tensor, skip_special: bool = True, stop_at: str | None = None) -> str:
+        """ids -> text; ``stop_at="."`` cuts after the first occurrence of that word."""
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
         words = [self.vocab[i] for i in ids]
+        if stop_at is not None and stop_at in words:
+            words = words[: words.index(stop_at) + 1]
         if skip_special:
             words = [w for w in words if w not in ("<pad>", "<bos>")]
         return " ".join(words)

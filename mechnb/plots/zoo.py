@@ -100,6 +100,7 @@ def pronoun_bias(occupations: Sequence[str], p_she: np.ndarray, stereotype: Sequ
         ax.axhline(1 - corpus_bias, color="C0", lw=0.8, ls=":", label=f"corpus rate, male-stereotyped ({1 - corpus_bias:.2f})")
     ax.set_ylim(0, 1)
     ax.set_ylabel("P(she) / (P(he) + P(she))")
+    ax.set_xlabel("occupation (sorted by P(she))")
     ax.set_title("Pronoun after 'the OCCUPATION ... and': the planted bias (red: female-, blue: male-stereotyped)")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()

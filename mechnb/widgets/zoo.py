@@ -77,9 +77,9 @@ class ZooBrowser:
         if self.figure is not None:
             plt.close(self.figure)
         self.figure = model_figure(name, model, entry)
-        self.output.clear_output(wait=True)
-        with self.output:
-            display(self.figure)
+        # set the outputs directly (works with or without a kernel, so tests can see them)
+        self.output.outputs = ()
+        self.output.append_display_data(self.figure)
 
     def _ipython_display_(self) -> None:
         display(self.widget)
