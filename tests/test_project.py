@@ -266,7 +266,7 @@ def test_make_lab_brings_jupyterlab_up(tmp_path):
 
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # 60 s was seen to be too short with ~15 busy processes on 2 cores
         status = None
         while time.monotonic() < deadline:
             assert proc.poll() is None, f"jupyter lab exited with {proc.returncode}:\n{logtail()}"
@@ -277,7 +277,7 @@ def test_make_lab_brings_jupyterlab_up(tmp_path):
             if status == 200:
                 break
             time.sleep(0.5)
-        assert status == 200, f"/api did not answer 200 within 60 s:\n{logtail()}"
+        assert status == 200, f"/api did not answer 200 within 120 s:\n{logtail()}"
         assert "version" in json.loads(body)
         # the token is required ...
         status, _ = _get(f"{base}/api/contents")
