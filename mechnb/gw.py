@@ -866,7 +866,7 @@ def train_variants(
     P: int | None = None,
     hidden: Sequence[int] | None = None,
     weight_decay: float | None = None,
-    l1: float = 5e-6,
+    l1: float = 2e-6,
     pretrain_op: str = "mul",
     pretrain_steps: int | None = None,
     seed: int | None = None,
