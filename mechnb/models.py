@@ -184,7 +184,7 @@ class TMS(nn.Module):
                 self.linear2.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_tensor("x", x, shape=(None, self.n_features), dims="(batch, n_features)", finite=False)
+        check_tensor("x", x, shape=(None, self.n_features), dims="(batch, n_features)")
         h = self.linear1(x)
         for layer in self.hidden_layers:
             h = layer(h)
@@ -233,7 +233,7 @@ class ResidualMLP(nn.Module):
         return x + F.relu(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_tensor("x", x, shape=(None, self.n_features), dims="(batch, n_features)", finite=False)
+        check_tensor("x", x, shape=(None, self.n_features), dims="(batch, n_features)")
         resid = x @ self.W_E
         for block in self.layers:
             resid = block(resid)
@@ -292,7 +292,7 @@ class MLP(nn.Module):
     def forward(
         self, x: torch.Tensor, return_activations: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        check_tensor("x", x, shape=(None, self.sizes[0]), dims="(batch, in_features)", finite=False)
+        check_tensor("x", x, shape=(None, self.sizes[0]), dims="(batch, in_features)")
         acts: list[torch.Tensor] = []
         h = x
         for i, layer in enumerate(self.layers):

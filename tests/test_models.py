@@ -504,3 +504,15 @@ def test_generation_bad_inputs(tt, kwargs, exc, needle):
     args = dict(tokens=torch.tensor([[1, 2]]), max_new_tokens=2) | kwargs
     with pytest.raises(exc, match=needle):
         tt.generate(**args)
+
+
+@pytest.mark.parametrize(
+    "model, n_in",
+    [(TMS(5, 2), 5), (ResidualMLP(10, 20, 4, 1), 10), (MLP([3, 4, 2]), 3)],
+)
+def test_nan_and_inf_inputs_are_rejected(model, n_in):
+    for bad in (float("nan"), float("inf")):
+        x = torch.zeros(2, n_in)
+        x[1, 0] = bad
+        with pytest.raises(ValueError, match="x: expected finite values"):
+            model(x)
