@@ -1,0 +1,231 @@
+"""Write the learner versions of the notebooks: ``python -m mechnb.exercises.make`` (``make exercises``).
+
+The notebooks in ``notebooks/`` are the facilitator versions: complete, executed by nbval. Inside
+their exercise cells the reference solution is marked::
+
+    def lower_leaky_hard_sigmoid(x):
+        \"\"\"...\"\"\"
+        # SOLUTION
+        return x.clamp(max=1.0) ...
+        # END SOLUTION
+
+For every ``notebooks/NN_*.ipynb`` this tool writes ``exercises/NN_*.ipynb`` in which each marked
+block (markers included) is replaced by one line at the indentation of its ``# SOLUTION`` marker::
+
+        raise NotImplementedError("Exercise 2.1: write your code here (see the exercise box above)")
+
+Everything outside the blocks — the ``def`` line, the docstring, a ``return`` after the block —
+stays. Outputs and execution counts are stripped, a note saying where the complete version lives
+is put at the top, and the other files of ``notebooks/`` that the notebooks link to (``*.md``,
+e.g. the glossary) are copied along.
+
+Exercise numbers: ``N`` is the notebook's number (``02_...`` -> 2). ``M`` is given on the marker
+(``# SOLUTION 2.3`` or ``# SOLUTION Exercise 2.3``), otherwise it counts the code cells that hold
+solution blocks (every block of one cell belongs to the same exercise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+__all__ = [
+    "LEARNER_NOTE",
+    "MarkerError",
+    "NotebookReport",
+    "default_paths",
+    "find_notebooks",
+    "make_learner_notebook",
+    "make_exercises",
+    "replace_solutions",
+    "stub_line",
+    "main",
+]
+
+_START = re.compile(r"^(?P<indent>[ \t]*)#\s*SOLUTION\b(?P<rest>.*)$")
+_END = re.compile(r"^[ \t]*#\s*END\s+SOLUTION\b.*$")
+_ID = re.compile(r"^\s*(?:Exercise\s+)?(?P<id>\d+(?:\.\d+)+)\s*$", re.IGNORECASE)
+_NOTEBOOK = re.compile(r"^(?P<num>\d{2})_.*\.ipynb$")
+
+#: The markdown cell put at the top of every learner notebook (``{source}`` = the facilitator file).
+LEARNER_NOTE = (
+    "> **Learner version** — written by `make exercises` from `notebooks/{source}`. Every exercise cell "
+    "holds a stub that raises `NotImplementedError`: replace it with your code, run the cell, then run the "
+    "check below it. Hints and a reference solution are in the collapsible boxes under each exercise; "
+    "the complete notebook (with solutions in place) is `notebooks/{source}`."
+)
+
+
+class MarkerError(ValueError):
+    """A ``# SOLUTION`` / ``# END SOLUTION`` marker without its partner, or nested markers."""
+
+
+def stub_line(indent: str, exercise_id: str) -> str:
+    """The line that replaces one solution block."""
+    return f'{indent}raise NotImplementedError("Exercise {exercise_id}: write your code here (see the exercise box above)")'
+
+
+def replace_solutions(source: str, exercise_id: str, *, where: str = "cell") -> tuple[str, list[str]]:
+    """Replace every marked block of one cell's ``source``; return ``(new_source, block_ids)``.
+
+    A block whose marker names no id (``# SOLUTION``) gets ``exercise_id``; ``# SOLUTION 2.3`` gets
+    ``"2.3"``. Raises :class:`MarkerError` (naming ``where`` and the line) on an unmatched or nested
+    marker, or on a marker followed by something that is not an exercise id.
+    """
+    out: list[str] = []
+    ids: list[str] = []
+    open_at: int | None = None
+    for lineno, line in enumerate(source.split("\n"), start=1):
+        start, end = _START.match(line), _END.match(line)
+        if start:
+            if open_at is not None:
+                raise MarkerError(f"{where}, line {lineno}: '# SOLUTION' inside the block opened on line {open_at} "
+                                  "(close it with '# END SOLUTION' first)")
+            rest = start.group("rest").strip(" :-—")
+            block_id = exercise_id
+            if rest:
+                m = _ID.match(rest)
+                if not m:
+                    raise MarkerError(f"{where}, line {lineno}: expected '# SOLUTION' or '# SOLUTION N.M', "
+                                      f"got {line.strip()!r}")
+                block_id = m.group("id")
+            open_at = lineno
+            out.append(stub_line(start.group("indent"), block_id))
+            ids.append(block_id)
+        elif end:
+            if open_at is None:
+                raise MarkerError(f"{where}, line {lineno}: '# END SOLUTION' without a '# SOLUTION' before it")
+            open_at = None
+        elif open_at is None:
+            out.append(line)
+    if open_at is not None:
+        raise MarkerError(f"{where}, line {open_at}: '# SOLUTION' is never closed by '# END SOLUTION'")
+    return "\n".join(out), ids
+
+
+@dataclass
+class NotebookReport:
+    """What :func:`make_learner_notebook` did to one notebook."""
+
+    source: Path
+    target: Path
+    exercises: list[str] = field(default_factory=list)  # exercise ids, in order
+    n_stubs: int = 0
+
+    def line(self) -> str:
+        ids = ", ".join(f"Exercise {i}" for i in self.exercises) if self.exercises else "no exercises"
+        return f"{_relative(self.target)}: {self.n_stubs} stub(s) ({ids})"
+
+
+def _relative(path: Path) -> Path:
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
+
+
+def _strip(cell: nbformat.NotebookNode) -> None:
+    if cell.cell_type == "code":
+        cell.outputs = []
+        cell.execution_count = None
+    for key in ("execution", "collapsed", "scrolled"):
+        cell.metadata.pop(key, None)
+
+
+def make_learner_notebook(source: Path, target: Path) -> NotebookReport:
+    """Write the learner version of notebook ``source`` to ``target`` (see the module docstring)."""
+    source, target = Path(source), Path(target)
+    m = _NOTEBOOK.match(source.name)
+    if not m:
+        raise ValueError(f"source: expected a notebook named NN_<name>.ipynb, got {source.name!r}")
+    number = int(m.group("num"))
+    nb = nbformat.read(source, as_version=4)
+    report = NotebookReport(source, target)
+    counter = 0
+    for index, cell in enumerate(nb.cells):
+        _strip(cell)
+        if cell.cell_type != "code" or "SOLUTION" not in cell.source:
+            continue
+        new_source, ids = replace_solutions(cell.source, f"{number}.{counter + 1}",
+                                            where=f"{source.name}, cell {index}")
+        if not ids:
+            continue
+        counter += 1
+        cell.source = new_source
+        report.n_stubs += len(ids)
+        report.exercises += [i for i in dict.fromkeys(ids) if i not in report.exercises]
+    note = nbformat.v4.new_markdown_cell(LEARNER_NOTE.format(source=source.name))
+    if (nb.nbformat, nb.nbformat_minor) >= (4, 5):
+        note.id = "mechnb-learner-note"  # fixed, so regenerating gives the same file
+    else:
+        note.pop("id", None)  # cell ids only exist from nbformat 4.5
+    nb.cells.insert(0, note)
+    nb.metadata["mechnb"] = {"learner_version": True, "facilitator_version": f"notebooks/{source.name}"}
+    nbformat.validate(nb)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".ipynb.tmp")
+    nbformat.write(nb, tmp)
+    tmp.replace(target)
+    return report
+
+
+def default_paths() -> tuple[Path, Path]:
+    """``(notebooks/, exercises/)`` of the checkout mechnb is installed from, else of the CWD."""
+    checkout = Path(__file__).resolve().parents[2]
+    root = checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
+    return root / "notebooks", root / "exercises"
+
+
+def find_notebooks(src: Path) -> list[Path]:
+    """The numbered notebooks ``NN_*.ipynb`` of folder ``src``, sorted."""
+    return sorted(p for p in Path(src).glob("*.ipynb") if _NOTEBOOK.match(p.name))
+
+
+def make_exercises(src: Path | None = None, out: Path | None = None,
+                   notebooks: Sequence[Path] | None = None) -> list[NotebookReport]:
+    """Write the learner version of every numbered notebook of ``src`` (or of ``notebooks``) to ``out``.
+
+    Also copies ``src/*.md`` (glossary, ...) to ``out`` so the notebooks' relative links work there.
+    """
+    d_src, d_out = default_paths()
+    src = Path(src) if src is not None else d_src
+    out = Path(out) if out is not None else d_out
+    if not src.is_dir():
+        raise ValueError(f"src: expected a folder of notebooks, got {src} (not a folder)")
+    paths = [Path(p) for p in notebooks] if notebooks else find_notebooks(src)
+    if not paths:
+        raise ValueError(f"src: no notebooks named NN_*.ipynb in {src}")
+    out.mkdir(parents=True, exist_ok=True)
+    reports = [make_learner_notebook(p, out / p.name) for p in paths]
+    for extra in sorted(src.glob("*.md")):
+        shutil.copyfile(extra, out / extra.name)
+    return reports
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mechnb.exercises.make", description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", type=Path, help="notebooks to convert (default: every NN_*.ipynb of --src)")
+    parser.add_argument("--src", type=Path, default=None, help="folder of facilitator notebooks (default: notebooks/)")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the learner notebooks (default: exercises/)")
+    args = parser.parse_args(argv)
+    try:
+        reports = make_exercises(args.src, args.out, args.notebooks or None)
+    except (MarkerError, ValueError) as err:
+        print(f"make exercises: {err}", file=sys.stderr)
+        return 1
+    for r in reports:
+        print(r.line())
+    total = sum(r.n_stubs for r in reports)
+    print(f"make exercises: {len(reports)} learner notebook(s), {total} stub(s) in {_relative(reports[0].target.parent)}/")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
