@@ -1,7 +1,8 @@
 # mechnb — set-up, lab, tests, zoo and benchmarks.
 #
 #   make lab     create .venv (first time only), install mechnb, start JupyterLab on notebooks/
-#   make test    same set-up, then the unit tests and every notebook (fast mode)
+#   make test    same set-up, then the unit tests (incl. the browser test) and every notebook (fast mode)
+#   make exercises  write the learner notebooks (solutions replaced by stubs) to exercises/
 #
 # Knobs (make VAR=value ...):
 #   PYTHON         interpreter used to create .venv                 (default: python3)
@@ -9,6 +10,8 @@
 #   TORCH_INDEX    if set, passed as --index-url for the torch install only, e.g. the
 #                  PyTorch CPU wheel index on a CPU-only machine (see README.md)
 #   PYTEST_ARGS    extra arguments for both pytest runs of `make test` (e.g. -x, -k tms)
+#   BROWSER_DEPS   1: `make test` apt-installs chromium for tests/browser/ when missing and root
+#                  (default: 1; 0 skips the install, and the browser test is then skipped)
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -18,6 +21,7 @@ VENV          ?= .venv
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?=
 PYTEST_ARGS   ?=
+BROWSER_DEPS  ?= 1
 
 PY  := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
@@ -27,12 +31,14 @@ SETUP_KEY := $(shell { cat pyproject.toml; echo "$(TORCH_VERSION) $(TORCH_INDEX)
 STAMP     := $(VENV)/.mechnb-setup-$(SETUP_KEY)
 TORCH_INDEX_ARG := $(if $(strip $(TORCH_INDEX)),--index-url $(strip $(TORCH_INDEX)),)
 
-.PHONY: help setup lab test bench zoo clean
+.PHONY: help setup lab test bench zoo clean exercises browser-deps
 
 help:
 	@echo "mechnb — make targets:"
 	@echo "  make lab     set up .venv (first time) and start JupyterLab on notebooks/ (127.0.0.1, token)"
 	@echo "  make test    set up .venv, run pytest tests/ and every notebook under nbval (MECHNB_FAST=1)"
+	@echo "  make exercises  write learner notebooks (solutions -> NotImplementedError stubs) to exercises/"
+	@echo "  make browser-deps  install chromium with apt if /usr/bin/chromium is missing (root only)"
 	@echo "  make setup   only create/update .venv (torch $(TORCH_VERSION) + mechnb editable + test tools)"
 	@echo "  make zoo     retrain every zoo model and rewrite data/ (python -m mechnb.zoo build)"
 	@echo "  make bench   run every benchmarks/bench_*.py, one after the other"
@@ -58,12 +64,28 @@ $(STAMP):
 lab: setup
 	$(PY) -m mechnb.lab
 
-test: setup
+# The browser test (tests/browser/) drives Debian's chromium; install it when missing and we may.
+browser-deps:
+	@if [ -x /usr/bin/chromium ] || [ "$(BROWSER_DEPS)" = 0 ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+		echo "==> installing chromium for the browser test (apt-get)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq chromium > /dev/null \
+		|| { echo "!! apt-get could not install chromium (make test BROWSER_DEPS=0 skips the browser test)"; exit 1; }; \
+	else \
+		echo "!! /usr/bin/chromium missing and not root: tests/browser/ will be SKIPPED."; \
+		echo "!! enable it with: sudo apt-get install -y chromium"; \
+	fi
+
+exercises: setup
+	$(PY) -m mechnb.exercises.make
+
+test: setup browser-deps
 	MECHNB_FAST=1 $(PY) -m pytest tests/ $(PYTEST_ARGS)
 	@set -e; \
 	if compgen -G "notebooks/*.ipynb" > /dev/null; then \
-		echo "MECHNB_FAST=1 $(PY) -m pytest --nbval-lax --nbval-current-env notebooks/ $(PYTEST_ARGS)"; \
-		MECHNB_FAST=1 $(PY) -m pytest --nbval-lax --nbval-current-env notebooks/ $(PYTEST_ARGS); \
+		echo "MECHNB_STRICT_CHECKS=1 MECHNB_FAST=1 $(PY) -m pytest --nbval-lax --nbval-current-env notebooks/ $(PYTEST_ARGS)"; \
+		MECHNB_STRICT_CHECKS=1 MECHNB_FAST=1 $(PY) -m pytest --nbval-lax --nbval-current-env notebooks/ $(PYTEST_ARGS); \
 	else \
 		echo "notebooks/: no notebooks yet, nothing to execute"; \
 	fi
