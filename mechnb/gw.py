@@ -849,15 +849,19 @@ class TrainedVariant:
 VARIANTS = ("scratch", "weight_decay", "l1", "finetune")
 
 
+@torch.no_grad()
+def _accuracy(model: nn.Module, task: ModularArithmetic, dev: torch.device) -> tuple[float, float]:
+    tr, te = task.split()
+    return tuple(float((model(s.x.to(dev)).argmax(-1) == s.y.to(dev)).float().mean()) for s in (tr, te))  # type: ignore[return-value]
+
+
 def _fit_modular(model: MLP, task: ModularArithmetic, cfg: TrainConfig, dev: torch.device, progress: bool,
                  desc: str) -> tuple[float, float]:
-    tr, te = task.split()
-    trx, try_, tex, tey = tr.x.to(dev), tr.y.to(dev), te.x.to(dev), te.y.to(dev)
+    tr, _ = task.split()
+    trx, try_ = tr.x.to(dev), tr.y.to(dev)
     train(model, lambda step, g: (trx, try_), lambda m, b: cross_entropy_loss(m(b[0]), b[1]), cfg, device=dev,
           progress=progress, desc=desc)
-    with torch.no_grad():
-        acc = [float((model(x).argmax(-1) == y).float().mean()) for x, y in ((trx, try_), (tex, tey))]
-    return acc[0], acc[1]
+    return _accuracy(model, task, dev)
 
 
 def train_variants(
@@ -871,14 +875,15 @@ def train_variants(
     pretrain_op: str = "mul",
     pretrain_steps: int | None = None,
     seed: int | None = None,
+    use_zoo: bool = True,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> dict[str, TrainedVariant]:
     """Train the ``modadd-mlp`` architecture on ``a + b mod P`` with different strategies (Gao et al. 2024, Sec. 5).
 
-    Every variant follows the zoo recipe ``zoo.RECIPES["modadd-mlp"]`` (architecture, task split,
-    AdamW, learning rate, warm-up, full batch, seed - hence the same initialisation) and changes
-    only the regulariser:
+    Every variant follows the zoo recipe ``zoo.RECIPES["modadd-mlp"]`` (architecture and its
+    initialisation, task split, optimiser, schedule, full batch, seed - hence the same starting
+    weights) and changes only the regulariser:
 
     * ``"scratch"``: plain AdamW (weight decay 0.01);
     * ``"weight_decay"``: strong decoupled weight decay (default: the recipe's value);
@@ -890,6 +895,8 @@ def train_variants(
     Args:
         steps, P, hidden, weight_decay, seed: override the recipe (``None`` keeps it); ``P`` and
             ``hidden`` change the architecture (``sizes = [2P, *hidden, P]``).
+        use_zoo: when ``"weight_decay"`` is exactly the recipe (no override), load the zoo's
+            ``modadd-mlp`` checkpoint instead of repeating its training run.
 
     Returns:
         ``name -> TrainedVariant`` (model in eval mode, train/test accuracy on addition).
@@ -922,10 +929,21 @@ def train_variants(
                     "weight_decay": f"strong weight decay ({wd:g})",
                     "l1": f"L1 penalty on the weights ({l1:g})",
                     "finetune": f"pre-trained on a {pretrain_op} b mod {P}, fine-tuned on a + b"}
+    is_recipe = (steps == rc.steps and sizes == list(recipe.model_kwargs["sizes"]) and wd == rc.weight_decay
+                 and seed == rc.seed)
     out: dict[str, TrainedVariant] = {}
     for name in variants:
+        if name == "weight_decay" and is_recipe and use_zoo and "modadd-mlp" in zoo.manifest().get("entries", {}):
+            model = zoo.load("modadd-mlp", device=dev)[0]  # the very same training run, already done
+            tr_acc, te_acc = _accuracy(model, task, dev)
+            out[name] = TrainedVariant(name, descriptions[name] + " - the zoo's modadd-mlp", model, configs[name],
+                                       tr_acc, te_acc)
+            continue
         torch.manual_seed(seed)
         model = MLP(sizes).to(dev)
+        if recipe.extra.get("init") == "identity":
+            with torch.no_grad():
+                model.identity_init_()
         pre = None
         if name == "finetune":
             pre_task = ModularArithmetic(P, pretrain_op, train_frac=task.train_frac, seed=task.seed)

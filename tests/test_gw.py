@@ -452,3 +452,14 @@ def test_lp_iteration_cap_raises() -> None:
     D = gw.distance_matrix(torch.randn(40, 5, generator=_gen(16)) ** 3)
     with pytest.raises(gw.GWSolverError, match="max_iter_lp"):
         gw.gw_distance(C, D, max_iter_lp=3)
+
+
+def test_train_variants_reuses_the_zoo_run_for_the_recipe() -> None:
+    from mechnb import zoo
+
+    if "modadd-mlp" not in zoo.manifest().get("entries", {}):
+        pytest.skip("zoo checkpoint modadd-mlp not built")
+    v = gw.train_variants(["weight_decay"], progress=False)["weight_decay"]
+    ref, info = zoo.load("modadd-mlp")
+    assert all(torch.equal(a, b) for a, b in zip(v.model.state_dict().values(), ref.state_dict().values()))
+    assert v.test_acc == pytest.approx(info["metrics"]["test_acc"])
