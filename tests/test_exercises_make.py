@@ -366,3 +366,68 @@ def test_checks_registered_with_unique_ids_matching_notebooks() -> None:
         assert name.startswith("check_"), name
         assert re.fullmatch(r"\d+\.\d+", ex.id), f"{name}: exercise id {ex.id!r} is not N.M"
         assert int(ex.id.split(".")[0]) in numbers, f"{name}: exercise {ex.id} names no notebook in notebooks/"
+
+
+# --------------------------------------------------------------------------------------------
+# the topic check functions: a correct solution passes, a typical mistake is caught
+# --------------------------------------------------------------------------------------------
+
+
+def _solutions() -> dict[str, tuple]:
+    """check name -> (a correct solution, a typical wrong one)."""
+    from mechnb import degeneracy as dg
+    from mechnb import spd
+
+    def gram_nullity(acts, rtol=1e-6):
+        f = torch.cat([acts, torch.ones(acts.shape[0], 1, dtype=acts.dtype)], dim=1)
+        ev = torch.linalg.eigvalsh(f.T @ f / f.shape[0])
+        return int((torch.sqrt(ev.clamp_min(0) / ev.max()) <= rtol).sum())
+
+    def lower(x, alpha=0.01):
+        return torch.where(x < 0, alpha * x, x.clamp(max=1.0))
+
+    def upper(x, alpha=0.01):
+        return torch.where(x > 1, 1 + alpha * (x - 1), x.clamp(min=0.0))
+
+    def linear_cka(X, Y):
+        X, Y = X - X.mean(0), Y - Y.mean(0)
+        return float((X.T @ Y).norm() ** 2 / ((X.T @ X).norm() * (Y.T @ Y).norm()))
+
+    def uncentred_cka(X, Y):  # forgets H K H
+        K, L = X @ X.T, Y @ Y.T
+        return float((K * L).sum() / (K.norm() * L.norm()))
+
+    def logit_diff(logits, answers):
+        last = logits[:, -1]
+        return (last.gather(1, answers[:, :1]) - last.gather(1, answers[:, 1:])).mean()
+
+    return {
+        "check_gram_nullity": (gram_nullity, lambda a, rtol=1e-6: dg.spectrum_nullity(dg.gram_spectrum(a, with_bias=False))),
+        "check_llc_estimate": (lambda L, l0, nb: nb * (np.asarray(L).mean() - l0),
+                               lambda L, l0, nb: nb * (np.asarray(L)[0].mean() - l0)),
+        "check_lower_leaky_hard_sigmoid": (lower, spd.upper_leaky_hard_sigmoid),
+        "check_upper_leaky_hard_sigmoid": (upper, spd.lower_leaky_hard_sigmoid),
+        "check_gw_two_point": (lambda a, b: (a - b) ** 2 / 2, lambda a, b: (a - b) ** 2),
+        "check_linear_cka": (linear_cka, uncentred_cka),
+        "check_logit_diff": (logit_diff, lambda logits, answers: logit_diff(logits, answers) * len(answers)),
+        "check_eap_edge_score": (lambda c, k, g: ((k - c) * g).sum(), lambda c, k, g: ((c - k) * g).sum()),
+    }
+
+
+TOPIC_CHECKS = ["check_gram_nullity", "check_llc_estimate", "check_lower_leaky_hard_sigmoid",
+                "check_upper_leaky_hard_sigmoid", "check_gw_two_point", "check_linear_cka", "check_logit_diff",
+                "check_eap_edge_score"]
+
+
+@pytest.mark.parametrize("name", TOPIC_CHECKS)
+def test_topic_check_accepts_a_solution_and_catches_a_mistake(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    right, wrong = _solutions()[name]
+    check = registry()[name].check
+    ok = check(right)
+    out = capsys.readouterr().out
+    assert ok.passed, out
+    assert out.startswith("✔ Exercise") and "correct on all" in out
+    bad = check(wrong)
+    out = capsys.readouterr().out
+    assert not bad.passed and bad.n_failed >= 1, out
+    assert out.startswith("✘ Exercise") and "expected" in out and "got" in out, out
