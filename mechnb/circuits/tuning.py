@@ -293,6 +293,14 @@ def _run(
         if step == 0:
             log(0)
         batch = task.sample(step, gen, cfg.batch_size).to(device)
+        if masks is not None and not any(bool(m.any()) for m in masks.values()):
+            with torch.no_grad():  # empty circuit: nothing can move, so skip the backward pass
+                result.losses.append(float(task.loss(forward(batch.tokens[:, :-1]), batch)))
+            if callback is not None:
+                callback(step, model, masks)
+            if (step + 1) % cfg.log_every == 0 or step == cfg.steps - 1:
+                log(step + 1)
+            continue
         logits = forward(batch.tokens[:, :-1])
         loss = task.loss(logits, batch)
         if not torch.isfinite(loss):
