@@ -83,6 +83,9 @@ def draw_graph(
                 lw = 0.6 + 3.4 * abs(s) / vmax if vals is not None else 1.5
                 ax.plot([x0, x1], [y0 + 0.25, y1 - 0.25], color=color, lw=lw, alpha=0.85,
                         ls=_LETTER_STYLE[letter], zorder=2)
+            elif circuit is None:  # the whole graph: every edge visible, styled by the slot it enters
+                ax.plot([x0, x1], [y0 + 0.25, y1 - 0.25], color="0.45", lw=0.6, alpha=0.7,
+                        ls=_LETTER_STYLE[letter], zorder=1)
             else:
                 ax.plot([x0, x1], [y0 + 0.25, y1 - 0.25], color="0.85", lw=0.4, zorder=1)
     for node, (x, y) in pos.items():
@@ -100,11 +103,10 @@ def draw_graph(
         ax.spines[side].set_visible(False)
     if title:
         ax.set_title(title)
-    if circuit is not None:
-        handles = [Line2D([], [], color="C0", label="+ score"), Line2D([], [], color="C3", label="− score")] \
-            if vals is not None else []
-        handles += [Line2D([], [], color="k", ls=_LETTER_STYLE[c], label=f"into {c}") for c in "qkv"]
-        ax.legend(handles=handles, loc="upper left", fontsize=7, frameon=False, ncol=1)
+    handles = [Line2D([], [], color="C0", label="+ score"), Line2D([], [], color="C3", label="− score")] \
+        if (vals is not None and circuit is not None) else []
+    handles += [Line2D([], [], color="k", ls=_LETTER_STYLE[c], label=f"into {c}") for c in "qkv"]
+    ax.legend(handles=handles, loc="upper left", fontsize=7, frameon=False, ncol=1)
 
 
 def graph_figure(graph: Graph, circuit: Circuit | None = None, scores: EdgeScores | None = None,
