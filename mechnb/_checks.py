@@ -34,9 +34,20 @@ def _shape_str(shape: Sequence[int]) -> str:
     return "(" + ", ".join(str(int(s)) for s in shape) + ")" if len(shape) != 1 else f"({int(shape[0])},)"
 
 
+def _under_functorch(x: torch.Tensor) -> bool:
+    """True for tensors seen inside ``torch.func`` transforms (vmap / grad), where a
+    data-dependent ``bool()`` is not allowed; their inputs were checked outside the transform."""
+    try:
+        return bool(torch._C._functorch.is_functorch_wrapped_tensor(x))
+    except AttributeError:  # pragma: no cover - older torch
+        return False
+
+
 def check_finite(name: str, x: torch.Tensor | np.ndarray) -> None:
     """Raise ``ValueError`` if ``x`` contains NaN or inf."""
     if isinstance(x, torch.Tensor):
+        if _under_functorch(x):
+            return
         if x.is_floating_point() or x.is_complex():
             bad = ~torch.isfinite(x)
             if bool(bad.any()):
