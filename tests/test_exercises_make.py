@@ -431,3 +431,41 @@ def test_topic_check_accepts_a_solution_and_catches_a_mistake(name: str, capsys:
     out = capsys.readouterr().out
     assert not bad.passed and bad.n_failed >= 1, out
     assert out.startswith("✘ Exercise") and "expected" in out and "got" in out, out
+
+
+# --------------------------------------------------------------------------------------------
+# end to end, in a kernel: the learner sees the note, the facilitator the success line
+# --------------------------------------------------------------------------------------------
+
+
+def test_learner_and_facilitator_versions_in_a_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell("from mechnb.exercises import check_gw_two_point"),
+        nbformat.v4.new_code_cell("def gw_two_point(a, b):\n"
+                                  '    """GW between uniform two-point spaces at distances a and b."""\n'
+                                  "    # SOLUTION\n"
+                                  "    return (a - b) ** 2 / 2\n"
+                                  "    # END SOLUTION"),
+        nbformat.v4.new_code_cell("check_gw_two_point(gw_two_point)"),
+    ]
+    src = tmp_path / "src" / "03_synthetic.ipynb"
+    src.parent.mkdir()
+    nbformat.write(nb, src)
+    make_exercises(src.parent, tmp_path / "out")
+    monkeypatch.setenv("MECHNB_STRICT_CHECKS", "0")
+
+    def run(path: Path) -> list[str]:
+        book = nbformat.read(path, as_version=4)
+        nbclient.NotebookClient(book, timeout=120, kernel_name="python3").execute()
+        outs = [o for c in book.cells if c.cell_type == "code" for o in c.outputs]
+        assert not [o for o in outs if o.output_type == "error"], outs
+        return ["".join(o.get("text", "")) for o in outs if o.output_type == "stream"]
+
+    facilitator = run(src)
+    assert facilitator == ["✔ Exercise 3.1 (GW between two-point spaces): correct on all 5 cases.\n"]
+    learner = run(tmp_path / "out" / src.name)
+    assert len(learner) == 1 and learner[0].startswith("✎ Exercise 3.1 (GW between two-point spaces): not implemented")
+    assert "Traceback" not in learner[0]
