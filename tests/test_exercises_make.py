@@ -469,3 +469,31 @@ def test_learner_and_facilitator_versions_in_a_kernel(tmp_path: Path, monkeypatc
     learner = run(tmp_path / "out" / src.name)
     assert len(learner) == 1 and learner[0].startswith("✎ Exercise 3.1 (GW between two-point spaces): not implemented")
     assert "Traceback" not in learner[0]
+
+
+def test_learner_edits_are_not_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = _synthetic(tmp_path / "src" / "05_synthetic.ipynb")
+    out = tmp_path / "out"
+    target = out / src.name
+    assert main(["--src", str(src.parent), "--out", str(out)]) == 0
+    fresh = target.read_bytes()
+    # running cells (outputs) is not an edit: regenerating overwrites
+    nb = nbformat.read(target, as_version=4)
+    nb.cells[2].outputs = [nbformat.v4.new_output("stream", name="stdout", text="ran\n")]
+    nb.cells[2].execution_count = 1
+    nbformat.write(nb, target)
+    assert main(["--src", str(src.parent), "--out", str(out)]) == 0
+    assert target.read_bytes() == fresh
+    # an answer typed into an exercise cell is kept ...
+    nb = nbformat.read(target, as_version=4)
+    nb.cells[3].source = nb.cells[3].source.replace('raise NotImplementedError("Exercise 5.1', 'return x  # ("Exercise 5.1')
+    nbformat.write(nb, target)
+    edited = target.read_bytes()
+    capsys.readouterr()
+    assert main(["--src", str(src.parent), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "NOT overwritten" in text and "1 kept (your edits)" in text
+    assert target.read_bytes() == edited
+    # ... unless --force
+    assert main(["--src", str(src.parent), "--out", str(out), "--force"]) == 0
+    assert target.read_bytes() == fresh

@@ -19,6 +19,9 @@ stays. Outputs and execution counts are stripped, a note saying where the comple
 is put at the top, and the other files of ``notebooks/`` that the notebooks link to (``*.md``,
 e.g. the glossary) are copied along.
 
+Learners write their answers into ``exercises/``: a learner notebook whose cells were edited since
+it was written is never overwritten (``--force`` does); running its cells does not count as an edit.
+
 Exercise numbers: ``N`` is the notebook's number (``02_...`` -> 2). ``M`` is given on the marker
 (``# SOLUTION 2.3`` or ``# SOLUTION Exercise 2.3``), otherwise it counts the code cells that hold
 solution blocks (every block of one cell belongs to the same exercise).
@@ -27,6 +30,7 @@ solution blocks (every block of one cell belongs to the same exercise).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import shutil
 import sys
@@ -42,6 +46,7 @@ __all__ = [
     "NotebookReport",
     "default_paths",
     "find_notebooks",
+    "learner_edits",
     "make_learner_notebook",
     "make_exercises",
     "replace_solutions",
@@ -118,8 +123,12 @@ class NotebookReport:
     target: Path
     exercises: list[str] = field(default_factory=list)  # exercise ids, in order
     n_stubs: int = 0
+    skipped: bool = False  # the target holds the learner's edits and was left alone
 
     def line(self) -> str:
+        if self.skipped:
+            return (f"{_relative(self.target)}: NOT overwritten — it holds your edits "
+                    f"(move it away, or run with --force to replace it)")
         ids = ", ".join(f"Exercise {i}" for i in self.exercises) if self.exercises else "no exercises"
         return f"{_relative(self.target)}: {self.n_stubs} stub(s) ({ids})"
 
@@ -139,8 +148,37 @@ def _strip(cell: nbformat.NotebookNode) -> None:
         cell.metadata.pop(key, None)
 
 
-def make_learner_notebook(source: Path, target: Path) -> NotebookReport:
-    """Write the learner version of notebook ``source`` to ``target`` (see the module docstring)."""
+def _sources_digest(nb: nbformat.NotebookNode) -> str:
+    """A hash of the cells' types and sources (not outputs): changes when someone edits the notebook."""
+    h = hashlib.sha256()
+    for cell in nb.cells:
+        h.update(cell.cell_type.encode() + b"\0" + cell.source.encode() + b"\0")
+    return h.hexdigest()
+
+
+def learner_edits(target: Path) -> bool:
+    """True when learner notebook ``target`` exists and its cells were edited since ``make exercises`` wrote it.
+
+    Running cells (outputs) does not count; a notebook without the recorded digest (not written
+    by this tool) counts as edited.
+    """
+    target = Path(target)
+    if not target.exists():
+        return False
+    try:
+        nb = nbformat.read(target, as_version=4)
+    except Exception:  # noqa: BLE001 - unreadable: do not overwrite blindly
+        return True
+    recorded = nb.metadata.get("mechnb", {}).get("sources_sha256")
+    return recorded != _sources_digest(nb)
+
+
+def make_learner_notebook(source: Path, target: Path, *, force: bool = False) -> NotebookReport:
+    """Write the learner version of notebook ``source`` to ``target`` (see the module docstring).
+
+    A ``target`` whose cells the learner has edited since it was written (see
+    :func:`learner_edits`) is left alone (``report.skipped``) unless ``force``.
+    """
     source, target = Path(source), Path(target)
     m = _NOTEBOOK.match(source.name)
     if not m:
@@ -167,8 +205,12 @@ def make_learner_notebook(source: Path, target: Path) -> NotebookReport:
     else:
         note.pop("id", None)  # cell ids only exist from nbformat 4.5
     nb.cells.insert(0, note)
-    nb.metadata["mechnb"] = {"learner_version": True, "facilitator_version": f"notebooks/{source.name}"}
+    nb.metadata["mechnb"] = {"learner_version": True, "facilitator_version": f"notebooks/{source.name}",
+                             "sources_sha256": _sources_digest(nb)}
     nbformat.validate(nb)
+    if not force and learner_edits(target):
+        report.skipped = True
+        return report
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".ipynb.tmp")
     nbformat.write(nb, tmp)
@@ -189,10 +231,12 @@ def find_notebooks(src: Path) -> list[Path]:
 
 
 def make_exercises(src: Path | None = None, out: Path | None = None,
-                   notebooks: Sequence[Path] | None = None) -> list[NotebookReport]:
+                   notebooks: Sequence[Path] | None = None, *, force: bool = False) -> list[NotebookReport]:
     """Write the learner version of every numbered notebook of ``src`` (or of ``notebooks``) to ``out``.
 
-    Also copies ``src/*.md`` (glossary, ...) to ``out`` so the notebooks' relative links work there.
+    Learner notebooks with the learner's edits are kept unless ``force`` (see
+    :func:`make_learner_notebook`). Also copies ``src/*.md`` (glossary, ...) to ``out`` so the
+    notebooks' relative links work there.
     """
     d_src, d_out = default_paths()
     src = Path(src) if src is not None else d_src
@@ -203,7 +247,7 @@ def make_exercises(src: Path | None = None, out: Path | None = None,
     if not paths:
         raise ValueError(f"src: no notebooks named NN_*.ipynb in {src}")
     out.mkdir(parents=True, exist_ok=True)
-    reports = [make_learner_notebook(p, out / p.name) for p in paths]
+    reports = [make_learner_notebook(p, out / p.name, force=force) for p in paths]
     for extra in sorted(src.glob("*.md")):
         shutil.copyfile(extra, out / extra.name)
     return reports
@@ -214,16 +258,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("notebooks", nargs="*", type=Path, help="notebooks to convert (default: every NN_*.ipynb of --src)")
     parser.add_argument("--src", type=Path, default=None, help="folder of facilitator notebooks (default: notebooks/)")
     parser.add_argument("--out", type=Path, default=None, help="folder for the learner notebooks (default: exercises/)")
+    parser.add_argument("--force", action="store_true",
+                        help="also overwrite learner notebooks whose cells you edited (your answers are lost)")
     args = parser.parse_args(argv)
     try:
-        reports = make_exercises(args.src, args.out, args.notebooks or None)
+        reports = make_exercises(args.src, args.out, args.notebooks or None, force=args.force)
     except (MarkerError, ValueError) as err:
         print(f"make exercises: {err}", file=sys.stderr)
         return 1
     for r in reports:
         print(r.line())
-    total = sum(r.n_stubs for r in reports)
-    print(f"make exercises: {len(reports)} learner notebook(s), {total} stub(s) in {_relative(reports[0].target.parent)}/")
+    written = [r for r in reports if not r.skipped]
+    total = sum(r.n_stubs for r in written)
+    kept = f", {len(reports) - len(written)} kept (your edits)" if len(written) < len(reports) else ""
+    print(f"make exercises: {len(written)} learner notebook(s), {total} stub(s) in "
+          f"{_relative(reports[0].target.parent)}/{kept}")
     return 0
 
 
