@@ -557,7 +557,8 @@ def layer_gw_matrix(
         try:
             Cs.append(distance_matrix(X, metric, normalize).cpu().numpy())
         except ValueError as e:
-            raise ValueError(f"reps[{name!r}]: {e} (a dead or collapsed layer? drop it, or use normalize=None)") from None
+            raise ValueError(f"reps[{name!r}]: {e} (a dead or collapsed layer? drop it, or use normalize=None)"
+                             ) from None
     L = len(Cs)
     M = np.zeros((L, L))
     iters = np.zeros((L, L), dtype=int)
@@ -852,7 +853,8 @@ VARIANTS = ("scratch", "weight_decay", "l1", "finetune")
 @torch.no_grad()
 def _accuracy(model: nn.Module, task: ModularArithmetic, dev: torch.device) -> tuple[float, float]:
     tr, te = task.split()
-    return tuple(float((model(s.x.to(dev)).argmax(-1) == s.y.to(dev)).float().mean()) for s in (tr, te))  # type: ignore[return-value]
+    acc = [float((model(s.x.to(dev)).argmax(-1) == s.y.to(dev)).float().mean()) for s in (tr, te)]
+    return acc[0], acc[1]
 
 
 def _fit_modular(model: MLP, task: ModularArithmetic, cfg: TrainConfig, dev: torch.device, progress: bool,

@@ -259,7 +259,8 @@ def test_gw_bad_inputs() -> None:
 @pytest.mark.parametrize("debiased", [False, True])
 def test_cka_invariances(kernel: str, debiased: bool) -> None:
     g = _gen(11)
-    X = torch.randn(80, 6, generator=g, dtype=torch.float64) @ torch.diag(torch.linspace(0.2, 3, 6, dtype=torch.float64))
+    scales = torch.diag(torch.linspace(0.2, 3, 6, dtype=torch.float64))
+    X = torch.randn(80, 6, generator=g, dtype=torch.float64) @ scales
     assert gw.cka(X, X, kernel, debiased) == pytest.approx(1.0, abs=1e-10)
     Q = _orthogonal(6, g)
     assert gw.cka(X, 7.5 * X @ Q, kernel, debiased) == pytest.approx(1.0, abs=1e-9)

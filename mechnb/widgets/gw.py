@@ -112,9 +112,10 @@ class GWExplorer:
         """Recompute the GW matrix for the current settings, then re-cluster and redraw."""
         reps = self.representations(self.model.value)
         solver = self.solver.value
+        normalize = None if self.normalize.value == "none" else self.normalize.value
         try:
             self.result = layer_gw_matrix(
-                reps, metric=self.metric.value, normalize=None if self.normalize.value == "none" else self.normalize.value,
+                reps, metric=self.metric.value, normalize=normalize,
                 solver=solver, epsilon=float(self.epsilon.value) if solver == "entropic" else None,
                 n_samples=int(self.n_samples.value), seed=self.seed, progress=False)
         except (GWSolverError, ValueError) as e:
