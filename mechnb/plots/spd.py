@@ -34,6 +34,14 @@ _LOSS_LABELS = {
 }
 
 
+def _int_ticks(ax, n_rows: int, n_cols: int, limit: int = 12) -> None:
+    """Integer tick labels on a heatmap of a small matrix."""
+    if n_cols <= limit:
+        ax.set_xticks(range(n_cols))
+    if n_rows <= limit:
+        ax.set_yticks(range(n_rows))
+
+
 def _smooth(y: np.ndarray, window: int) -> np.ndarray:
     if window <= 1 or y.size < window:
         return y
@@ -149,12 +157,14 @@ def subcomponent_matrices(
     names = ["target W", "sum of shown"] + (list(labels) if labels is not None else [f"c={i}" for i in idx])
     vmax = max(np.abs(m).max() for m in mats) or 1.0
     n = len(mats)
-    fig, axes = plt.subplots(1, n, figsize=(1.0 + 1.35 * n * max(1.0, W.shape[1] / 6), 2.6), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(1.0 + 1.35 * n * max(1.0, W.shape[1] / 6), 2.9), squeeze=False,
+                             constrained_layout=True)
     im = None
     for ax, m, name in zip(axes[0], mats, names):
         im = ax.imshow(m, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
         ax.set_title(name, fontsize=8)
         ax.set_xlabel("input j", fontsize=7)
+        _int_ticks(ax, *m.shape)
         ax.tick_params(labelsize=6)
     axes[0, 0].set_ylabel("output i", fontsize=7)
     fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="weight")
@@ -186,7 +196,7 @@ def ci_heatmaps(
         shown = arr[:, order][:, : (n_show or arr.shape[1])]
         im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel("subcomponent (matched order)")
+        ax.set_xlabel("subcomponent index (matched order)")
         ax.set_ylabel(input_label)
         if shown.shape[1] <= 40:
             ax.set_xticks(range(shown.shape[1]))
@@ -201,7 +211,7 @@ def ci_heatmaps(
 
 def sweep_summary(
     coefficients: Sequence[float], n_alive: Sequence[float], recon: Sequence[float],
-    label: str = "", title: str = "Importance-minimality coefficient sweep",
+    label: str = "", title: str = "Importance-minimality coefficient sweep", expected: float | None = None,
 ) -> Figure:
     """Alive subcomponents and final stochastic reconstruction loss against the coefficient.
 
@@ -209,6 +219,7 @@ def sweep_summary(
         coefficients: importance-minimality coefficients (log x axis).
         n_alive: alive subcomponents per run (one layer).
         recon: final stochastic reconstruction loss per run.
+        expected: the ground-truth number of mechanisms, drawn as a dotted line.
     """
     c = check_array("coefficients", coefficients, ndim=1)
     a = check_array("n_alive", n_alive, ndim=1)
@@ -220,6 +231,9 @@ def sweep_summary(
     o = np.argsort(c)
     fig, ax = plt.subplots(figsize=(5.6, 3.3))
     ax.semilogx(c[o], a[o], "o-", color="C0")
+    if expected is not None:
+        ax.axhline(float(expected), color="C0", ls=":", lw=1, label=f"ground truth ({expected:g})")
+        ax.legend(fontsize=8, loc="center left")
     ax.set_xlabel("importance-minimality coefficient")
     ax.set_ylabel("alive subcomponents" + (f" ({label})" if label else ""), color="C0")
     ax2 = ax.twinx()
@@ -254,6 +268,7 @@ def subcomponent_card(
     fig, axes = plt.subplots(1, 3, figsize=(11.5, 3.0))
     vmax = np.abs(w).max() or 1.0
     im = axes[0].imshow(w, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
+    _int_ticks(axes[0], *w.shape)
     axes[0].set_title("weight U_c V_c^T", fontsize=9)
     axes[0].set_xlabel("input j")
     axes[0].set_ylabel("output i")

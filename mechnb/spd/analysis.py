@@ -41,13 +41,19 @@ def _check_result(result: object) -> SPDResult:
 
 
 def feature_matches(
-    result: SPDResult, module: str, W: torch.Tensor | None = None
+    result: SPDResult, module: str, W: torch.Tensor | None = None, subset: str = "all", threshold: float = 0.1
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For every column ``W[:, j]`` find the subcomponent whose column ``j`` matches it best.
 
     Subcomponent ``c``'s contribution to column ``j`` is ``U[:, c] V[j, c]``. Returns
     ``(best_c (d_in,), cosine (d_in,), l2_ratio (d_in,))`` with ``cosine[j] = max_c cos(U_c V_jc, W_j)``
     and ``l2_ratio[j] = ||U_{c*} V_{j c*}|| / ||W_j||`` at the maximiser ``c*``.
+
+    Args:
+        subset: ``"all"`` - maximise over every subcomponent, as the paper's code does;
+            ``"alive"`` - only over the alive ones (:meth:`SPDResult.alive` at ``threshold``).
+            A dead subcomponent can be a tiny sliver exactly parallel to ``W_j``: with
+            ``"all"`` it may win the cosine argmax by a hair and report an L2 ratio near 0.
     """
     result = _check_result(result)
     result._check_module(module)
@@ -61,12 +67,21 @@ def feature_matches(
     if bool((w_norm == 0).any()):
         raise ValueError(f"W: column(s) {torch.nonzero(w_norm == 0).flatten().tolist()} are zero; cosine undefined")
     cos = torch.einsum("oic,oi->ic", sub, W) / (sub_norm * w_norm.unsqueeze(1)).clamp_min(1e-12)
+    if subset not in ("all", "alive"):
+        raise ValueError(f"subset: expected 'all' or 'alive', got {subset!r}")
+    if subset == "alive":
+        keep = result.alive(threshold)[module].to(cos.device)
+        if not bool(keep.any()):
+            raise ValueError(f"subset: no subcomponent of {module!r} is alive at threshold {threshold}")
+        cos = cos.masked_fill(~keep.unsqueeze(0), -2.0)
     best_cos, best_c = cos.max(dim=1)
     ratio = sub_norm.gather(1, best_c.unsqueeze(1)).squeeze(1) / w_norm
     return best_c, best_cos, ratio
 
 
-def mmcs_ml2r(result: SPDResult, module: str, W: torch.Tensor | None = None) -> tuple[float, float]:
+def mmcs_ml2r(
+    result: SPDResult, module: str, W: torch.Tensor | None = None, subset: str = "all", threshold: float = 0.1
+) -> tuple[float, float]:
     """Mean max cosine similarity and mean L2 ratio of ``module``'s subcomponents vs ``W``'s columns.
 
     Paper Sec. 4.1 (Table 1): for each input feature ``j`` (column ``W[:, j]``, e.g. TMS
@@ -78,8 +93,9 @@ def mmcs_ml2r(result: SPDResult, module: str, W: torch.Tensor | None = None) -> 
         result: an :class:`SPDResult`.
         module: a decomposed layer.
         W: the reference weight ``(d_out, d_in)``; default the target layer's weight.
+        subset, threshold: which subcomponents may match (see :func:`feature_matches`).
     """
-    _, cos, ratio = feature_matches(result, module, W)
+    _, cos, ratio = feature_matches(result, module, W, subset, threshold)
     return float(cos.mean()), float(ratio.mean())
 
 
@@ -171,6 +187,9 @@ def importance_minimality_sweep(
 ) -> list[SweepPoint]:
     """Run :func:`decompose` for every ``(coefficient, p)`` pair (same seed, other settings fixed).
 
+    ``ps=None`` keeps ``config``'s exponent and its annealing; an explicit ``ps`` runs each
+    exponent as a constant (annealing switched off), so the sweep compares fixed ``p`` values.
+
     Shows the trade-off of paper Sec. 2: too small a coefficient leaves many subcomponents
     causally important on every input (no minimality); too large a one kills subcomponents the
     model needs, so reconstruction fails.
@@ -184,7 +203,8 @@ def importance_minimality_sweep(
     points = []
     for p in p_list:
         for c in coefs:
-            cfg = config.replace(importance_minimality=c, p=p)
+            cfg = config.replace(importance_minimality=c) if ps is None else config.replace(
+                importance_minimality=c, p=p, p_anneal_final=None)
             res = decompose(model, target_modules, sample_inputs, cfg, device=device, progress=progress)
             points.append(SweepPoint(coefficient=c, p=p, result=res))
     return points

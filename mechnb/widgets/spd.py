@@ -108,11 +108,10 @@ class SubcomponentBrowser:
             f"output on input x{d['input']} with only this subcomponent kept{html.escape(note)}: "
             f"{float(d['kept'][d['input']]):.3f} vs target {float(d['target'][d['input']]):.3f}"
         )
-        if self.figure is not None:
-            plt.close(self.figure)
         self.figure = splots.subcomponent_card(
             d["weight"], d["ci"], d["kept"], d["target"], d["input"], output_all=d["all"],
             title=f"{self.module}: subcomponent {c}")
+        plt.close(self.figure)  # shown through the Output widget only, not again by the inline backend
         self.output.clear_output(wait=True)
         with self.output:
             display(self.figure)
@@ -180,10 +179,9 @@ class SweepExplorer:
             f"{html.escape(self.module)}; MMCS {s['mmcs']:.3f}, ML2R {s['ml2r']:.3f}; stochastic recon "
             f"{s['stochastic_recon']:.2e}; off-diagonal CI &gt; 0.1 on one-hot inputs: {int(s['onehot_n_offdiag_above'])}"
         )
-        if self.figure is not None:
-            plt.close(self.figure)
         self.figure = splots.ci_heatmaps({self.module: ci}, n_show=min(ci.shape[1], max(2 * ci.shape[0], 10)),
                                          title=f"one-hot causal importances, coefficient {c:.1e}, p={p:g}")
+        plt.close(self.figure)  # shown through the Output widget only, not again by the inline backend
         self.output.clear_output(wait=True)
         with self.output:
             display(self.figure)
