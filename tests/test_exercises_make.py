@@ -402,7 +402,8 @@ def _solutions() -> dict[str, tuple]:
         return (last.gather(1, answers[:, :1]) - last.gather(1, answers[:, 1:])).mean()
 
     return {
-        "check_gram_nullity": (gram_nullity, lambda a, rtol=1e-6: dg.spectrum_nullity(dg.gram_spectrum(a, with_bias=False))),
+        "check_gram_nullity": (gram_nullity,  # wrong: forgets the constant-1 feature
+                               lambda a, rtol=1e-6: dg.spectrum_nullity(dg.gram_spectrum(a, with_bias=False))),
         "check_llc_estimate": (lambda L, l0, nb: nb * (np.asarray(L).mean() - l0),
                                lambda L, l0, nb: nb * (np.asarray(L)[0].mean() - l0)),
         "check_lower_leaky_hard_sigmoid": (lower, spd.upper_leaky_hard_sigmoid),
@@ -486,7 +487,8 @@ def test_learner_edits_are_not_overwritten(tmp_path: Path, capsys: pytest.Captur
     assert target.read_bytes() == fresh
     # an answer typed into an exercise cell is kept ...
     nb = nbformat.read(target, as_version=4)
-    nb.cells[3].source = nb.cells[3].source.replace('raise NotImplementedError("Exercise 5.1', 'return x  # ("Exercise 5.1')
+    nb.cells[3].source = nb.cells[3].source.replace('raise NotImplementedError("Exercise 5.1',
+                                                    'return x  # ("Exercise 5.1')
     nbformat.write(nb, target)
     edited = target.read_bytes()
     capsys.readouterr()

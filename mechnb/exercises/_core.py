@@ -111,7 +111,10 @@ def _id_key(ex_id: str) -> tuple[Any, ...]:
     return tuple(int(p) if p.isdigit() else p for p in ex_id.replace("-", ".").split("."))
 
 
-def exercise(ex_id: str, title: str, *, notebook: str | None = None) -> Callable[[Callable[..., CheckResult]], Callable[..., CheckResult]]:
+CheckFunction = Callable[..., "CheckResult"]
+
+
+def exercise(ex_id: str, title: str, *, notebook: str | None = None) -> Callable[[CheckFunction], CheckFunction]:
     """Decorator: register a check function for exercise ``ex_id`` (``"N.M"``, N = notebook number).
 
     The decorated function must take the learner's callable as its first positional argument and
@@ -434,7 +437,8 @@ def run_cases(
                                                 rtol=case.rtol if case.rtol is not None else rtol)
         problem = cmp(case.expected, got)
         if problem:
-            failures.append(f"  case {i} {case.describe()}: {problem}" + (f"\n      hint: {case.hint}" if case.hint else ""))
+            failures.append(f"  case {i} {case.describe()}: {problem}"
+                            + (f"\n      hint: {case.hint}" if case.hint else ""))
 
     n = len(cases)
     if not failures:

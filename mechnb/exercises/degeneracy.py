@@ -63,7 +63,8 @@ def check_llc_estimate(fn: Callable[..., float]) -> CheckResult:
     cases = [
         Case((traces, 0.5, 100.0), float(100.0 * (traces.mean() - 0.5)), label="losses (4, 50), init 0.5, nbeta 100",
              hint="average over every chain and every draw, then subtract L_n(w*)"),
-        Case((uneven, 0.1, 10.0), float(10.0 * (uneven.mean() - 0.1)), label="two chains at 0.2 and 0.4, init 0.1, nbeta 10"),
+        Case((uneven, 0.1, 10.0), float(10.0 * (uneven.mean() - 0.1)),
+             label="two chains at 0.2 and 0.4, init 0.1, nbeta 10"),
         Case((np.full((3, 5), 1.0), 1.0, 50.0), 0.0, label="chains that never leave L_n(w*)"),
         Case((torch.from_numpy(traces), 0.49, 30.0), float(30.0 * (traces.mean() - 0.49)),
              label="the same losses as a torch tensor, init 0.49, nbeta 30"),

@@ -74,7 +74,8 @@ class MarkerError(ValueError):
 
 def stub_line(indent: str, exercise_id: str) -> str:
     """The line that replaces one solution block."""
-    return f'{indent}raise NotImplementedError("Exercise {exercise_id}: write your code here (see the exercise box above)")'
+    message = f"Exercise {exercise_id}: write your code here (see the exercise box above)"
+    return f'{indent}raise NotImplementedError("{message}")'
 
 
 def replace_solutions(source: str, exercise_id: str, *, where: str = "cell") -> tuple[str, list[str]]:
@@ -255,7 +256,8 @@ def make_exercises(src: Path | None = None, out: Path | None = None,
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mechnb.exercises.make", description=__doc__.splitlines()[0])
-    parser.add_argument("notebooks", nargs="*", type=Path, help="notebooks to convert (default: every NN_*.ipynb of --src)")
+    parser.add_argument("notebooks", nargs="*", type=Path,
+                        help="notebooks to convert (default: every NN_*.ipynb of --src)")
     parser.add_argument("--src", type=Path, default=None, help="folder of facilitator notebooks (default: notebooks/)")
     parser.add_argument("--out", type=Path, default=None, help="folder for the learner notebooks (default: exercises/)")
     parser.add_argument("--force", action="store_true",

@@ -162,7 +162,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory, playwright_api) -> Iterator[La
     env.pop("MPLBACKEND", None)  # tests/conftest.py sets Agg; the kernel should see what a user's does
     token = secrets.token_urlsafe(24)
     port = find_free_port(0)
-    cmd = lab_command(port, root) + ["--LabApp.expose_app_in_browser=True", "--ServerApp.shutdown_no_activity_timeout=900"]
+    cmd = lab_command(port, root) + ["--LabApp.expose_app_in_browser=True",  # window.jupyterapp for the test
+                                     "--ServerApp.shutdown_no_activity_timeout=900"]
     log = base / "server.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, env=lab_env(token, base=env), stdout=fh, stderr=subprocess.STDOUT,
@@ -297,7 +298,8 @@ def test_notebook_runs_and_widgets_respond(spec: NotebookSpec, lab: Lab, browser
         # finished: every code cell has an execution count and the kernel is idle (or an error stopped the run)
         try:
             page.wait_for_function(
-                f"() => {{ const s = ({_JS_RUN_STATE})(); return s.status === 'idle' && (s.done === s.total || s.errors > 0); }}",
+                f"() => {{ const s = ({_JS_RUN_STATE})();"
+                " return s.status === 'idle' && (s.done === s.total || s.errors > 0); }",
                 timeout=RUN_TIMEOUT_S * 1000, polling=1000)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / f"{stem}_timeout.png"))
@@ -337,7 +339,8 @@ def test_notebook_runs_and_widgets_respond(spec: NotebookSpec, lab: Lab, browser
         # the figure is shown once, inside the widget: a figure left open in pyplot would also be
         # flushed into the cell's output by the inline backend, a second static copy under the widget
         stray = page.evaluate(
-            "(el) => [...el.querySelectorAll('.jp-OutputArea-output img')].filter(i => !i.closest('.widget-output')).length",
+            "(el) => [...el.querySelectorAll('.jp-OutputArea-output img')]"
+            ".filter(i => !i.closest('.widget-output')).length",
             cell.element_handle())
         t_change = time.monotonic()
         cell, what = _change_control(page, spec)
