@@ -4,11 +4,11 @@ Gao, Dhurandhar, Natesan Ramamurthy & Wei 2024, *Identifying Sub-networks in Neu
 via Functionally Similar Representations* (https://arxiv.org/abs/2410.16484): feed the same
 ``n`` inputs through a network, turn every layer's representation ``X_l (n, d_l)`` into its
 intra-layer distance matrix ``C_l (n, n)``, compare every pair of layers with the GW
-discrepancy (their Sec. 3) and read groups of functionally similar layers off the resulting
+discrepancy (their method section) and read groups of functionally similar layers off the resulting
 ``L x L`` matrix with hierarchical clustering. GW needs no shared dimension or alignment of
 the feature axes: it only compares how each layer arranges the inputs relative to each other.
 
-The GW discrepancy (square loss, Memoli 2011; Peyre, Cuturi & Solomon 2016, Eq. 3) between
+The GW discrepancy (square loss; Memoli 2011, Peyre, Cuturi & Solomon 2016) between
 ``(C1, p)`` and ``(C2, q)`` is::
 
     GW(C1, C2) = min_{T in U(p, q)}  sum_{i,j,k,l} (C1[i,k] - C2[j,l])**2 * T[i,j] * T[k,l]
@@ -525,7 +525,7 @@ def layer_gw_matrix(
     dtype: str = "float32",
     progress: bool = True,
 ) -> LayerMatrix:
-    """The symmetric ``L x L`` matrix of GW discrepancies between all layers (Gao et al. 2024, Sec. 3).
+    """The symmetric ``L x L`` matrix of GW discrepancies between all layers (Gao et al. 2024).
 
     Each layer's ``(n, n)`` distance matrix is built once with :func:`distance_matrix`; only
     the ``L(L-1)/2`` unordered pairs are solved (GW is symmetric) and the diagonal is 0.
@@ -710,11 +710,11 @@ def _gram(X: torch.Tensor, kernel: str, rbf_sigma: float) -> torch.Tensor:
 
 def _hsic(K: torch.Tensor, L: torch.Tensor, debiased: bool) -> torch.Tensor:
     n = K.shape[0]
-    if not debiased:  # <HKH, HLH> (Kornblith et al. 2019, Eq. 3 up to the 1/(n-1)^2 that cancels in CKA)
+    if not debiased:  # <HKH, HLH>: HSIC (Kornblith et al. 2019) up to 1/(n-1)^2, which cancels in CKA
         Kc = K - K.mean(0, keepdim=True) - K.mean(1, keepdim=True) + K.mean()
         Lc = L - L.mean(0, keepdim=True) - L.mean(1, keepdim=True) + L.mean()
         return (Kc * Lc).sum()
-    # unbiased HSIC estimator (Song et al. 2012, Eq. 5), as used for debiased CKA
+    # the unbiased HSIC estimator of Song et al. (2012), as used for debiased CKA
     K = K - torch.diag(torch.diag(K))
     L = L - torch.diag(torch.diag(L))
     KL1 = K @ L.sum(1)
@@ -881,7 +881,7 @@ def train_variants(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> dict[str, TrainedVariant]:
-    """Train the ``modadd-mlp`` architecture on ``a + b mod P`` with different strategies (Gao et al. 2024, Sec. 5).
+    """Train the ``modadd-mlp`` architecture on ``a + b mod P`` with different training strategies (Gao et al. 2024).
 
     Every variant follows the zoo recipe ``zoo.RECIPES["modadd-mlp"]`` (architecture and its
     initialisation, task split, optimiser, schedule, full batch, seed - hence the same starting
