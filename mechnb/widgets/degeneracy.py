@@ -10,13 +10,13 @@ import html
 from typing import Any
 
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
 from IPython.display import display
 from matplotlib.figure import Figure
 
 from mechnb.degeneracy import Modules, degeneracy_report, find_modules, planted_mlp
 from mechnb.degeneracy.interaction import InteractionEdges
 from mechnb.plots import degeneracy as dplots
+from mechnb.widgets._common import show_figure
 
 __all__ = ["DegeneracyPanel", "ModulesPanel", "KIND_LABELS"]
 
@@ -101,13 +101,9 @@ class DegeneracyPanel:
             f"<pre style='font-size:11px'>{html.escape(rep.table())}</pre>"
         )
         ks, measured, predicted = self.sweep(kind)
-        if self.figure is not None:
-            plt.close(self.figure)
         self.figure = dplots.nullity_sweep(ks, measured, predicted, xlabel=f"k = number of {label}", current=k,
                                            title=f"{label}: Gauss-Newton nullity")
-        self.output.clear_output(wait=True)
-        with self.output:
-            display(self.figure)
+        show_figure(self.output, self.figure)
 
     def _ipython_display_(self) -> None:
         display(self.widget)
@@ -144,12 +140,8 @@ class ModulesPanel:
         sizes = [len(c) for c in self.modules.communities if len(c) > 1]
         self.text.value = (f"resolution {self.slider.value:.3g}: <b>{len(sizes)}</b> modules of sizes {sizes[:12]}"
                            f"{' …' if len(sizes) > 12 else ''}, modularity Q = <b>{self.modules.modularity:.3f}</b>")
-        if self.figure is not None:
-            plt.close(self.figure)
         self.figure = dplots.module_graph(self.modules, max_edges=self.max_edges)
-        self.output.clear_output(wait=True)
-        with self.output:
-            display(self.figure)
+        show_figure(self.output, self.figure)
 
     def _ipython_display_(self) -> None:
         display(self.widget)

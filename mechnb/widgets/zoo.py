@@ -6,7 +6,6 @@ import html
 from typing import Any
 
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import display
 from matplotlib.figure import Figure
@@ -15,6 +14,7 @@ from torch import nn
 from mechnb import zoo
 from mechnb.models import TMS, MLP, ResidualMLP, TinyTransformer
 from mechnb.plots import zoo as zplots
+from mechnb.widgets._common import show_figure
 
 __all__ = ["ZooBrowser", "model_figure", "model_summary_html"]
 
@@ -74,12 +74,8 @@ class ZooBrowser:
         """Load ``name`` and redraw the summary and the figure."""
         model, entry = zoo.load(name)
         self.summary.value = model_summary_html(name, model, entry)
-        if self.figure is not None:
-            plt.close(self.figure)
         self.figure = model_figure(name, model, entry)
-        # set the outputs directly (works with or without a kernel, so tests can see them)
-        self.output.outputs = ()
-        self.output.append_display_data(self.figure)
+        show_figure(self.output, self.figure)
 
     def _ipython_display_(self) -> None:
         display(self.widget)
