@@ -257,8 +257,9 @@ def distance_matrix(X: torch.Tensor | np.ndarray, metric: str = "euclidean",
                              "(use metric='euclidean')")
         U = X / norms[:, None]
         C = (1.0 - U @ U.T).clamp_min(0.0)
-    else:
-        C = torch.cdist(X, X, compute_mode="donot_use_mm_for_euclid_dist")
+    else:  # centring first keeps the matrix-product formula |x|^2 + |y|^2 - 2 x.y accurate in float64
+        Xc = X - X.mean(0, keepdim=True)
+        C = torch.cdist(Xc, Xc, compute_mode="use_mm_for_euclid_dist")
         if metric == "sqeuclidean":
             C = C**2
     C = 0.5 * (C + C.T)
