@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from IPython.display import display
@@ -26,6 +25,7 @@ from mechnb.gw import (
     layer_representations,
 )
 from mechnb.plots import gw as gwplots
+from mechnb.widgets._common import show_figure
 
 __all__ = ["GWExplorer"]
 
@@ -148,16 +148,13 @@ class GWExplorer:
         self._draw()
 
     def _draw(self) -> None:
-        if self.figure is not None:
-            plt.close(self.figure)
-            self.figure = None
-        self.output.clear_output(wait=True)
         if self.result is None:
+            self.figure = None
+            self.output.outputs = ()
             return
         self.figure = gwplots.plot_layer_comparison(self.result, gw_labels=self.labels, threshold=self.threshold(),
                                                     title=f"{self.model.value}: GW between layers")
-        with self.output:
-            display(self.figure)
+        show_figure(self.output, self.figure)
 
     def _ipython_display_(self) -> None:
         display(self.widget)
