@@ -170,9 +170,13 @@ def test_compress_zero_rows_weights_and_exactness():
     x = torch.zeros(10, 3)
     x[2, 1] = 0.5
     x[7, 0] = 0.9
-    kept, w = compress_zero_rows(x)
+    kept, w = compress_zero_rows(x, multiple=1)
     assert kept.shape == (3, 3) and torch.equal(kept[:2], x[[2, 7]]) and torch.equal(kept[2], torch.zeros(3))
     assert torch.allclose(w, torch.tensor([0.1, 0.1, 0.8]))
+    kept, w = compress_zero_rows(x, multiple=4)  # padded with weight-0 zero rows to a multiple of 4
+    assert kept.shape == (4, 3) and torch.equal(kept[3], torch.zeros(3))
+    assert torch.allclose(w, torch.tensor([0.1, 0.1, 0.8, 0.0]))
+    assert compress_zero_rows(x, multiple=64)[0].shape[0] == 10  # never more rows than the batch
     dense = torch.rand(4, 3) + 0.1
     kept, w = compress_zero_rows(dense)
     assert torch.equal(kept, dense) and torch.allclose(w, torch.full((4,), 0.25))

@@ -60,7 +60,7 @@ def feature_matches(
     if W is None:
         W = result.target_weight(module)
     U, V = result.U[module], result.V[module]
-    W = check_tensor("W", W, shape=(U.shape[0], V.shape[0]), dims="(d_out, d_in)", floating=True).to(U)
+    W = check_tensor("W", W, shape=(U.shape[0], V.shape[0]), dims="(d_out, d_in)", floating=True).detach().to(U)
     sub = U.unsqueeze(1) * V.unsqueeze(0)  # (d_out, d_in, C): column j of subcomponent c
     sub_norm = sub.norm(dim=0)  # (d_in, C)
     w_norm = W.norm(dim=0)  # (d_in,)

@@ -77,22 +77,29 @@ def stochastic_masks(ci: torch.Tensor, generator: torch.Generator | None = None)
     return ci + (1.0 - ci) * r
 
 
-def compress_zero_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def compress_zero_rows(x: torch.Tensor, multiple: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge the all-zero rows of a batch into a single row carrying their total weight.
 
     Returns ``(x_kept (N', ...), weights (N',))`` with the nonzero rows first, then (if any)
-    one zero row; weights sum to 1. Exact for every SPD term whose value for a zero row does
-    not depend on the random mask (all of them for bias-free layers; see
-    :class:`SPDConfig.compress_zero_rows`).
+    one zero row with weight ``n_zero / B``; weights sum to 1. Exact for every SPD term whose
+    value for a zero row does not depend on the random mask (all of them for bias-free layers;
+    see :class:`SPDConfig.compress_zero_rows`).
+
+    ``N'`` is rounded up to a multiple of ``multiple`` (at most ``B``) with extra zero rows of
+    weight 0, so that successive batches reuse a few tensor shapes: with a new shape every
+    step the CPU allocator fragments and the process grows by hundreds of MB.
     """
     B = x.shape[0]
     nonzero = x.reshape(B, -1).ne(0).any(dim=1)
     n_nonzero = int(nonzero.sum())
     if n_nonzero == B:
         return x, torch.full((B,), 1.0 / B, device=x.device, dtype=x.dtype)
-    kept = torch.cat([x[nonzero], torch.zeros_like(x[:1])], dim=0)
-    weights = torch.full((n_nonzero + 1,), 1.0 / B, device=x.device, dtype=x.dtype)
-    weights[-1] = (B - n_nonzero) / B
+    n_kept = min(B, -(-(n_nonzero + 1) // multiple) * multiple)
+    kept = torch.zeros((n_kept, *x.shape[1:]), device=x.device, dtype=x.dtype)
+    kept[:n_nonzero] = x[nonzero]
+    weights = torch.zeros(n_kept, device=x.device, dtype=x.dtype)
+    weights[:n_nonzero] = 1.0 / B
+    weights[n_nonzero] = (B - n_nonzero) / B
     return kept, weights
 
 
