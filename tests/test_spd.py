@@ -470,6 +470,10 @@ def test_sweep_runs_every_pair():
                                       ps=[1.0, 2.0], progress=False)
     assert [(p.coefficient, p.p) for p in pts] == [(1e-3, 1.0), (1e-1, 1.0), (1e-3, 2.0), (1e-1, 2.0)]
     assert pts[3].result.config.importance_minimality == 1e-1 and pts[3].result.config.p == 2.0
+    assert [p.p_label for p in pts] == ["1", "1", "2", "2"]
+    annealed = importance_minimality_sweep(pentagon_tms(), ["linear1"], sampler(5), cfg.replace(p=2.0, p_anneal_final=1.0),
+                                           [1e-3], progress=False)
+    assert annealed[0].p == 1.0 and annealed[0].p_label == "2→1"
     with pytest.raises(ValueError, match="coefficients"):
         importance_minimality_sweep(pentagon_tms(), ["linear1"], sampler(5), cfg, [])
 
@@ -536,7 +540,7 @@ def test_sweep_explorer_updates():
     fig = w.figure
     w.coefficient.value = 1e-1
     assert "1.0e-01" in w.text.value and w.figure is not fig
-    w.p.value = 2.0
+    w.p.value = "2"
     assert "p=2" in w.text.value
     plt.close("all")
     with pytest.raises(TypeError, match="points"):

@@ -168,11 +168,22 @@ def identity_ci_error(ci: np.ndarray | torch.Tensor, threshold: float = 0.1) -> 
 
 @dataclass
 class SweepPoint:
-    """One decomposition of an importance-minimality sweep."""
+    """One decomposition of an importance-minimality sweep.
+
+    ``p`` is the exponent the run ended with; :attr:`p_label` also says whether it was annealed.
+    """
 
     coefficient: float
     p: float
     result: SPDResult
+
+    @property
+    def p_label(self) -> str:
+        """``"2"`` for a constant exponent, ``"2→1"`` for one annealed from 2 to 1."""
+        cfg = self.result.config
+        if cfg.p_anneal_final is None or cfg.p_anneal_final == cfg.p:
+            return f"{cfg.p:g}"
+        return f"{cfg.p:g}→{cfg.p_anneal_final:g}"
 
 
 def importance_minimality_sweep(
@@ -187,8 +198,8 @@ def importance_minimality_sweep(
 ) -> list[SweepPoint]:
     """Run :func:`decompose` for every ``(coefficient, p)`` pair (same seed, other settings fixed).
 
-    ``ps=None`` keeps ``config``'s exponent and its annealing; an explicit ``ps`` runs each
-    exponent as a constant (annealing switched off), so the sweep compares fixed ``p`` values.
+    ``ps=None`` keeps ``config``'s exponent and its annealing (the point's ``p`` is the final
+    exponent); an explicit ``ps`` runs each exponent as a constant (annealing switched off).
 
     Shows the trade-off of paper Sec. 2: too small a coefficient leaves many subcomponents
     causally important on every input (no minimality); too large a one kills subcomponents the
@@ -197,7 +208,8 @@ def importance_minimality_sweep(
     if isinstance(coefficients, (str, bytes)) or not isinstance(coefficients, Sequence) or not coefficients:
         raise ValueError(f"coefficients: expected a non-empty list of numbers, got {coefficients!r}")
     coefs = [check_positive_float("coefficients[]", c, allow_zero=True) for c in coefficients]
-    p_list = [config.p] if ps is None else [check_positive_float("ps[]", p) for p in ps]
+    final_p = config.p if config.p_anneal_final is None else config.p_anneal_final
+    p_list = [final_p] if ps is None else [check_positive_float("ps[]", p) for p in ps]
     if not p_list:
         raise ValueError("ps: expected a non-empty list of exponents or None")
     points = []

@@ -123,7 +123,8 @@ class SubcomponentBrowser:
 class SweepExplorer:
     """Step through an importance-minimality sweep (see :func:`mechnb.spd.importance_minimality_sweep`).
 
-    Controls: ``coefficient`` (selection slider) and ``p`` (toggle buttons). Outputs: ``text``
+    Controls: ``coefficient`` (selection slider) and ``p`` (toggle buttons over the exponent
+    schedules in the sweep, e.g. ``"2"`` constant or ``"2→1"`` annealed). Outputs: ``text``
     (alive count, MMCS / ML2R, final losses, off-diagonal CI count) and ``figure`` (one-hot CI
     heatmap with Hungarian-matched columns).
 
@@ -136,28 +137,28 @@ class SweepExplorer:
     def __init__(self, points: Sequence[SweepPoint], module: str | None = None, magnitude: float = 0.75) -> None:
         if not points or not all(isinstance(p, SweepPoint) for p in points):
             raise TypeError("points: expected a non-empty list of SweepPoint (from importance_minimality_sweep)")
-        self.points = {(float(p.coefficient), float(p.p)): p for p in points}
+        self.points = {(float(p.coefficient), p.p_label): p for p in points}
         self.module = points[0].result.modules[0] if module is None else module
         points[0].result._check_module(self.module)
         self.magnitude = magnitude
         coefs = sorted({k[0] for k in self.points})
-        ps = sorted({k[1] for k in self.points})
+        ps = list(dict.fromkeys(k[1] for k in self.points))
         self.coefficient = widgets.SelectionSlider(options=[(f"{c:.1e}", c) for c in coefs],
                                                    value=coefs[len(coefs) // 2], description="coefficient",
                                                    continuous_update=False)
-        self.p = widgets.ToggleButtons(options=[(f"p={p:g}", p) for p in ps], value=ps[0], description="p")
+        self.p = widgets.ToggleButtons(options=[(f"p={p}", p) for p in ps], value=ps[0], description="p")
         self.text = widgets.HTML()
         self.output = widgets.Output()
         self.figure: Figure | None = None
-        self._cache: dict[tuple[float, float], tuple[np.ndarray, dict[str, float]]] = {}
+        self._cache: dict[tuple[float, str], tuple[np.ndarray, dict[str, float]]] = {}
         self.coefficient.observe(lambda _c: self.update(), names="value")
         self.p.observe(lambda _c: self.update(), names="value")
         self.widget = widgets.VBox([widgets.HBox([self.coefficient, self.p]), self.text, self.output])
         self.update()
 
-    def data(self, coefficient: float, p: float) -> tuple[np.ndarray, dict[str, float]]:
-        """``(matched one-hot CI (n_inputs, C), summary numbers)`` of one run (cached)."""
-        key = (float(coefficient), float(p))
+    def data(self, coefficient: float, p: str) -> tuple[np.ndarray, dict[str, float]]:
+        """``(matched one-hot CI (n_inputs, C), summary numbers)`` of one run (cached); ``p`` is a ``p_label``."""
+        key = (float(coefficient), str(p))
         if key not in self.points:
             raise ValueError(f"(coefficient, p): {key} is not in the sweep; available {sorted(self.points)}")
         if key not in self._cache:
@@ -168,19 +169,19 @@ class SweepExplorer:
         return self._cache[key]
 
     def update(self) -> None:
-        c, p = float(self.coefficient.value), float(self.p.value)
+        c, p = float(self.coefficient.value), str(self.p.value)
         key = (c, p)
         if key not in self.points:
-            self.text.value = f"<i>no run for coefficient {c:.1e} with p={p:g} in this sweep</i>"
+            self.text.value = f"<i>no run for coefficient {c:.1e} with p={html.escape(p)} in this sweep</i>"
             return
         ci, s = self.data(c, p)
         self.text.value = (
-            f"<b>coefficient {c:.1e}, p={p:g}</b>: {int(s['n_alive'])} alive subcomponents in "
+            f"<b>coefficient {c:.1e}, p={html.escape(p)}</b>: {int(s['n_alive'])} alive subcomponents in "
             f"{html.escape(self.module)}; MMCS {s['mmcs']:.3f}, ML2R {s['ml2r']:.3f}; stochastic recon "
             f"{s['stochastic_recon']:.2e}; off-diagonal CI &gt; 0.1 on one-hot inputs: {int(s['onehot_n_offdiag_above'])}"
         )
         self.figure = splots.ci_heatmaps({self.module: ci}, n_show=min(ci.shape[1], max(2 * ci.shape[0], 10)),
-                                         title=f"one-hot causal importances, coefficient {c:.1e}, p={p:g}")
+                                         title=f"one-hot causal importances, coefficient {c:.1e}, p={p}")
         plt.close(self.figure)  # shown through the Output widget only, not again by the inline backend
         self.output.clear_output(wait=True)
         with self.output:
