@@ -1,7 +1,7 @@
 """Tests for mechnb.spd (Stochastic Parameter Decomposition), its plots and widgets.
 
 Fast tests check closed forms and invariances of the pieces; the ``slow`` tests run real
-decompositions and check the paper's Table 1 quality bar (MMCS, ML2R, alive counts).
+decompositions and check the paper's TMS quality bar (MMCS, ML2R, alive counts).
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ def test_zero_row_compression_gives_the_full_batch_losses_and_gradients():
 
 
 def test_ci_input_is_not_detached():
-    """The CI MLPs read V^T a, so the importance loss sends gradient into V (paper Sec. 2.2)."""
+    """The CI MLPs read V^T a, so the importance loss sends gradient into V (paper, method section)."""
     from mechnb.spd.decompose import _causal_importances
 
     comps = SPDComponents({"l": (2, 5)}, C=4, ci_hidden=3, generator=torch.Generator().manual_seed(0))
@@ -548,7 +548,7 @@ def test_sweep_explorer_updates():
 
 
 # --------------------------------------------------------------------------------------
-# slow: the paper's quality bar on real targets (Table 1)
+# slow: the paper's quality bar on real targets
 # --------------------------------------------------------------------------------------
 def _zoo_or_trained(name: str) -> TMS:
     try:
@@ -586,7 +586,7 @@ def test_tms_5_2_quality_bar():
 
 @pytest.mark.slow
 def test_tms_5_2_identity_hidden_layer_5_plus_2_alive():
-    """Paper Sec. 4.1: TMS 5-2 with a fixed identity hidden layer - 5 alive subcomponents in
+    """As in the paper: TMS 5-2 with a fixed identity hidden layer - 5 alive subcomponents in
     linear1 / linear2 and 2 in the 2-D identity hidden layer."""
     model = _train_tms(5, 2, n_hidden_layers=1)
     cfg = SPDConfig.for_model("tms-5-2-id", recipe="fast")

@@ -10,7 +10,7 @@ Public API::
     res = decompose(model, ["linear1", "linear2"], sample_inputs, cfg)
     res.U["linear1"], res.V["linear1"]                    # (d_out, C), (d_in, C)
     res.causal_importances(x), res.masked_forward(x, masks), res.history, res.alive()
-    mmcs_ml2r(res, "linear1", model.linear1.weight)       # paper Table 1 metrics
+    mmcs_ml2r(res, "linear1", model.linear1.weight)       # the paper's TMS metrics
 
 Modules: :mod:`.config` (settings), :mod:`.components` (subcomponents, CI MLPs, hard
 sigmoids), :mod:`.decompose` (losses, training loop, result), :mod:`.analysis` (metrics).

@@ -1,8 +1,8 @@
 """Reading an SPD decomposition: paper metrics, CI patterns on one-hot inputs, sweeps.
 
-* :func:`mmcs_ml2r` - mean max cosine similarity and mean L2 ratio (paper Sec. 4.1, Table 1).
+* :func:`mmcs_ml2r` - mean max cosine similarity and mean L2 ratio (the paper's TMS results).
 * :func:`one_hot_causal_importances` + :func:`match_columns` - the CI heatmaps of the paper's
-  Figs. 2/4/6: one input feature at magnitude 0.75, columns permuted by the Hungarian algorithm.
+  figures: one input feature at magnitude 0.75, columns permuted by the Hungarian algorithm.
 * :func:`identity_ci_error` - how far such a matched pattern is from the identity.
 * :func:`importance_minimality_sweep` - the same decomposition over several coefficients / ``p``.
 """
@@ -84,7 +84,7 @@ def mmcs_ml2r(
 ) -> tuple[float, float]:
     """Mean max cosine similarity and mean L2 ratio of ``module``'s subcomponents vs ``W``'s columns.
 
-    Paper Sec. 4.1 (Table 1): for each input feature ``j`` (column ``W[:, j]``, e.g. TMS
+    As in the paper's TMS experiments: for each input feature ``j`` (column ``W[:, j]``, e.g. TMS
     ``linear1``'s embedding of feature ``j``), take the subcomponent whose ``j``-th column
     ``U_c V_jc`` has the highest cosine similarity with it; MMCS is the mean of those maxima,
     ML2R the mean ratio of their norms. A perfect decomposition of TMS gives ``(1, 1)``.
@@ -105,7 +105,7 @@ def one_hot_causal_importances(
 ) -> dict[str, np.ndarray]:
     """Causal importances on the one-hot inputs ``magnitude * e_i``: ``{layer: (n_features, C)}``.
 
-    Row ``i`` is the input with only feature ``i`` active (paper Figs. 2, 4, 6 use 0.75).
+    Row ``i`` is the input with only feature ``i`` active (the paper's CI plots use 0.75).
     """
     result = _check_result(result)
     mag = check_positive_float("magnitude", magnitude)
@@ -201,7 +201,7 @@ def importance_minimality_sweep(
     ``ps=None`` keeps ``config``'s exponent and its annealing (the point's ``p`` is the final
     exponent); an explicit ``ps`` runs each exponent as a constant (annealing switched off).
 
-    Shows the trade-off of paper Sec. 2: too small a coefficient leaves many subcomponents
+    Shows the trade-off the paper's method section describes: too small a coefficient leaves many subcomponents
     causally important on every input (no minimality); too large a one kills subcomponents the
     model needs, so reconstruction fails.
     """

@@ -2,9 +2,9 @@
 
 For each decomposed weight ``W_l (d_out, d_in)`` SPD learns ``C`` rank-one subcomponents
 ``W_l ~= sum_c U_l[:, c] V_l[:, c]^T = U_l V_l^T`` (Bushnaq, Braun & Sharkey 2025,
-https://arxiv.org/abs/2506.20790, Eq. 1) and, per subcomponent, a tiny MLP ``Gamma_{l,c}``
+https://arxiv.org/abs/2506.20790, method section) and, per subcomponent, a tiny MLP ``Gamma_{l,c}``
 (``1 -> ci_hidden -> 1``, GELU) that reads the subcomponent's inner activation ``V_l[:, c]^T a``
-and outputs its causal importance through a hard sigmoid (Sec. 2.2, Eq. 4).
+and outputs its causal importance through a hard sigmoid.
 
 All ``L x C`` CI MLPs are evaluated by one batched broadcast/einsum, never a Python loop.
 Tied layers (TMS: ``linear2.weight = linear1.weight.T``) reuse the source layer's vectors with
@@ -26,7 +26,7 @@ __all__ = [
 
 
 def lower_leaky_hard_sigmoid(x: torch.Tensor, alpha: float = 0.01) -> torch.Tensor:
-    """``alpha * x`` for ``x < 0``, ``x`` on ``[0, 1]``, ``1`` above (paper Sec. 2.2).
+    """``alpha * x`` for ``x < 0``, ``x`` on ``[0, 1]``, ``1`` above (paper, method section).
 
     Used for the causal importances that build the masks: leaky below so that a subcomponent
     whose CI went negative still gets a gradient from the reconstruction losses.
@@ -35,7 +35,7 @@ def lower_leaky_hard_sigmoid(x: torch.Tensor, alpha: float = 0.01) -> torch.Tens
 
 
 def upper_leaky_hard_sigmoid(x: torch.Tensor, alpha: float = 0.01) -> torch.Tensor:
-    """``0`` for ``x < 0``, ``x`` on ``[0, 1]``, ``1 + alpha (x - 1)`` above (paper Sec. 2.2).
+    """``0`` for ``x < 0``, ``x`` on ``[0, 1]``, ``1 + alpha (x - 1)`` above (paper, method section).
 
     Used inside the importance-minimality loss: leaky above so that a CI pushed past 1 is
     still pulled back down.
@@ -91,7 +91,7 @@ class CausalImportanceMLPs(nn.Module):
 
     ``forward(inner)`` maps inner activations ``(N, L, C)`` to CI pre-activations ``(N, L, C)``:
     ``out[n,l,c] = sum_h W_out[l,c,h] * gelu(inner[n,l,c] * W_in[l,c,h] + b_in[l,c,h]) + b_out[l,c]``
-    (paper Sec. 2.2). All ``L x C`` MLPs are evaluated together by broadcasting, streamed over
+    (paper, method section). All ``L x C`` MLPs are evaluated together by broadcasting, streamed over
     cache-sized row chunks by a custom autograd function (:meth:`reference` is the plain
     autograd version, used by the tests to check the gradients).
     """

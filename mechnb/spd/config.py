@@ -1,8 +1,8 @@
 """Settings of a Stochastic Parameter Decomposition run (:class:`SPDConfig`).
 
 The defaults and :meth:`SPDConfig.for_model` presets follow Bushnaq, Braun & Sharkey (2025),
-*Stochastic Parameter Decomposition*, https://arxiv.org/abs/2506.20790 (App. on
-hyperparameters) and the configs of the paper version of the authors' code
+*Stochastic Parameter Decomposition*, https://arxiv.org/abs/2506.20790 (hyperparameters of its
+experiments) and the configs of the paper version of the authors' code
 (goodfire-ai/spd, tag ``v1`` and the June-2025 ``tms_5-2`` / ``tms_40-10`` / ``tms_5-2-id`` /
 ``resid_mlp1`` configs).
 """
@@ -80,11 +80,11 @@ class SPDConfig:
             after ``lr_warmup_frac * steps`` linear warm-up steps.
         ci_hidden: hidden width of each subcomponent's causal-importance MLP ``1 -> ci_hidden -> 1``.
         n_mask_samples: stochastic masks drawn per example for each stochastic loss.
-        faithfulness: coefficient of ``L_faithfulness`` (paper Eq. 3).
-        stochastic_recon: coefficient of ``L_stochastic-recon`` (all layers masked, Eq. 5).
+        faithfulness: coefficient of ``L_faithfulness`` (paper, method section).
+        stochastic_recon: coefficient of ``L_stochastic-recon`` (all layers masked).
         stochastic_recon_layerwise: coefficient of ``L_stochastic-recon-layerwise`` (one layer
-            masked at a time, Eq. 6).
-        importance_minimality: coefficient of ``L_importance-minimality = sum |g|^p`` (Eq. 7).
+            masked at a time).
+        importance_minimality: coefficient of ``L_importance-minimality = sum |g|^p``.
         p: the exponent ``p`` of the importance-minimality loss.
         p_anneal_final: if set, ``p`` is annealed linearly to this value between
             ``p_anneal_start_frac`` and ``p_anneal_end_frac`` of the main phase.

@@ -2,17 +2,17 @@
 
 Bushnaq, Braun & Sharkey (2025), *Stochastic Parameter Decomposition*,
 https://arxiv.org/abs/2506.20790. Notation: decomposed layers ``l``, subcomponents ``c``,
-``W_l ~= U_l V_l^T`` (Eq. 1), causal importances ``g_{l,c}(x) = sigma_H(Gamma_{l,c}(V_{l,c}^T a_l))``
-(Eq. 4), stochastic masks ``m = g + (1 - g) r`` with ``r ~ U(0, 1)`` (Eq. 5).
+``W_l ~= U_l V_l^T``, causal importances ``g_{l,c}(x) = sigma_H(Gamma_{l,c}(V_{l,c}^T a_l))``
+stochastic masks ``m = g + (1 - g) r`` with ``r ~ U(0, 1)``.
 
-Losses (Sec. 2, App. A), summed with the coefficients of :class:`SPDConfig`:
+Losses (paper, method section), summed with the coefficients of :class:`SPDConfig`:
 
-* faithfulness ``sum_l ||W_l - U_l V_l^T||_F^2 / N_params`` (Eq. 3);
+* faithfulness ``sum_l ||W_l - U_l V_l^T||_F^2 / N_params``;
 * stochastic reconstruction: MSE between the target output and the output with *every*
-  decomposed layer replaced by its masked components ``U_l (m_l * V_l^T a)`` (Eq. 5);
+  decomposed layer replaced by its masked components ``U_l (m_l * V_l^T a)``;
 * stochastic layerwise reconstruction: the same with one layer replaced at a time,
-  averaged over layers (Eq. 6);
-* importance minimality ``sum_l sum_c |g^upper_{l,c}(x)|^p`` averaged over the batch (Eq. 7).
+  averaged over layers;
+* importance minimality ``sum_l sum_c |g^upper_{l,c}(x)|^p`` averaged over the batch.
 
 Biases are never decomposed: a replaced layer keeps the target's bias.
 """
@@ -53,14 +53,14 @@ _EPS = 1e-12
 # Loss pieces (pure functions, unit-tested against closed forms)
 # --------------------------------------------------------------------------------------
 def faithfulness_loss(components: SPDComponents, targets: dict[str, torch.Tensor]) -> torch.Tensor:
-    """``sum_l ||W_l - U_l V_l^T||_F^2 / sum_l numel(W_l)`` (paper Eq. 3)."""
+    """``sum_l ||W_l - U_l V_l^T||_F^2 / sum_l numel(W_l)`` (paper, method section)."""
     total = sum(((targets[n] - components.weight(n)) ** 2).sum() for n in components.names)
     n_params = sum(targets[n].numel() for n in components.names)
     return total / n_params
 
 
 def importance_minimality_loss(ci_upper: torch.Tensor, p: float, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """``E_x sum_{l,c} |g^upper_{l,c}(x)|^p`` (paper Eq. 7).
+    """``E_x sum_{l,c} |g^upper_{l,c}(x)|^p`` (the importance-minimality loss).
 
     Args:
         ci_upper: upper-leaky causal importances ``(N, L, C)`` (non-negative).
@@ -72,7 +72,7 @@ def importance_minimality_loss(ci_upper: torch.Tensor, p: float, weights: torch.
 
 
 def stochastic_masks(ci: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``m = g + (1 - g) r`` with a fresh ``r ~ U(0, 1)`` per entry (paper Eq. 5); ``ci (N, L, C)``."""
+    """``m = g + (1 - g) r`` with a fresh ``r ~ U(0, 1)`` per entry; ``ci (N, L, C)``."""
     r = torch.rand(ci.shape, generator=generator, device=ci.device, dtype=ci.dtype)
     return ci + (1.0 - ci) * r
 
@@ -337,7 +337,7 @@ class SPDResult:
 
         Uses the evaluation statistics recorded at the end of :func:`decompose`
         (``config.n_eval_batches`` fresh batches), or the batch ``x`` if given.
-        Returns ``{layer: bool tensor (C,)}``; sum it to count (paper Table 1 "alive").
+        Returns ``{layer: bool tensor (C,)}``; sum it to count (the paper's "alive" count).
         """
         threshold = check_positive_float("threshold", threshold, allow_zero=True)
         if x is not None:
@@ -367,7 +367,7 @@ def _causal_importances(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lower- and upper-leaky causal importances ``(N, L, C)`` from the layer inputs ``acts``.
 
-    The CI MLPs read ``V_l^T a_l`` without detaching (paper Sec. 2.2), so the importance and
+    The CI MLPs read ``V_l^T a_l`` without detaching (as in the paper), so the importance and
     reconstruction losses also shape ``V``.
     """
     inner = []
@@ -462,97 +462,99 @@ def decompose(
     model.eval()
     history_rows: list[torch.Tensor] = []
     L = len(names)
-    with _frozen(model), _hooked(modules, comps, state):
-        # ---- optional faithfulness warm-up: U V^T := W before the stochastic losses start.
-        if config.faithfulness_warmup_steps > 0:
-            uv = list(comps.U_params.parameters()) + list(comps.V_params.parameters())
-            warm_opt = torch.optim.AdamW(uv, lr=config.faithfulness_warmup_lr, weight_decay=0.0)
-            for _ in range(config.faithfulness_warmup_steps):
-                warm_opt.zero_grad(set_to_none=True)
-                faithfulness_loss(comps, targets).backward()
-                warm_opt.step()
+    try:
+        with _frozen(model), _hooked(modules, comps, state):
+            # ---- optional faithfulness warm-up: U V^T := W before the stochastic losses start.
+            if config.faithfulness_warmup_steps > 0:
+                uv = list(comps.U_params.parameters()) + list(comps.V_params.parameters())
+                warm_opt = torch.optim.AdamW(uv, lr=config.faithfulness_warmup_lr, weight_decay=0.0)
+                for _ in range(config.faithfulness_warmup_steps):
+                    warm_opt.zero_grad(set_to_none=True)
+                    faithfulness_loss(comps, targets).backward()
+                    warm_opt.step()
 
-        opt = torch.optim.AdamW(comps.parameters(), lr=config.lr, weight_decay=0.0)
-        bar = tqdm(range(config.steps), desc="SPD", disable=not progress, leave=False)
-        step = -1
-        for step in bar:
-            lr = config.lr_at(step)
-            p = config.p_at(step)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            with record_function("spd/sample_inputs"):
-                x, w = draw()
-            # target pass: record layer inputs a_l and the output to reconstruct
-            with record_function("spd/target_forward"), torch.no_grad():
-                state.capture, state.replace = {}, {}
-                target_out = model(x)
-            acts = state.capture
-            state.capture = None
-            with record_function("spd/causal_importances"):
-                ci_lower, ci_upper = _causal_importances(comps, acts, config.leaky_alpha)
-            with record_function("spd/faithfulness_and_minimality"):
-                loss_faith = faithfulness_loss(comps, targets)
-                loss_imp = importance_minimality_loss(ci_upper, p, w)
-            loss_rec = torch.zeros((), device=dev, dtype=dtype)
-            loss_lw = torch.zeros((), device=dev, dtype=dtype)
-            for _ in range(config.n_mask_samples):
-                if config.stochastic_recon > 0:
-                    with record_function("spd/stochastic_recon"):
-                        m = stochastic_masks(ci_lower, mask_gen)
-                        state.replace = {n: m[:, i] for i, n in enumerate(names)}
-                        loss_rec = loss_rec + _weighted_mse(model(x), target_out, w)
-                if config.stochastic_recon_layerwise > 0:
-                    with record_function("spd/stochastic_recon_layerwise"):
-                        m = stochastic_masks(ci_lower, mask_gen)
-                        for i, n in enumerate(names):
-                            state.replace = {n: m[:, i]}
-                            loss_lw = loss_lw + _weighted_mse(model(x), target_out, w)
-            state.replace = {}
-            loss_rec = loss_rec / config.n_mask_samples
-            loss_lw = loss_lw / (config.n_mask_samples * L)
-            total = (
-                config.faithfulness * loss_faith
-                + config.stochastic_recon * loss_rec
-                + config.stochastic_recon_layerwise * loss_lw
-                + config.importance_minimality * loss_imp
-            )
-            with record_function("spd/backward"):
-                opt.zero_grad(set_to_none=True)
-                total.backward()
-            with record_function("spd/optimizer"):
-                opt.step()
-            history_rows.append(torch.stack([total, loss_faith, loss_rec, loss_lw, loss_imp]).detach())
-
-            if (step + 1) % config.log_every == 0 or step == config.steps - 1:
-                last = history_rows[-1].cpu()
-                if not torch.isfinite(last).all():
-                    raise FloatingPointError(f"decompose: loss became non-finite at step {step}; lower config.lr")
-                if progress:
-                    bar.set_postfix(total=f"{last[0]:.3g}", recon=f"{last[2]:.3g}", imp=f"{last[4]:.3g}")
-                if callback is not None:
-                    result.history = _history(history_rows, config, step + 1)
-                    if callback(step + 1, result):
-                        break
-        bar.close()
-        result.steps_run = step + 1
-        result.history = _history(history_rows, config, result.steps_run)
-
-        # ---- evaluation statistics for alive(): largest CI of each subcomponent
-        if config.n_eval_batches > 0:
-            eval_gen = torch.Generator().manual_seed(config.seed + 3)
-            mx = torch.full((L, config.C), -float("inf"), device=dev, dtype=dtype)
-            with torch.no_grad():
-                for _ in range(config.n_eval_batches):
-                    x = sample_inputs(config.batch_size, eval_gen).to(dev)
-                    if config.compress_zero_rows and x.is_floating_point():
-                        x, _ = compress_zero_rows(x)
+            opt = torch.optim.AdamW(comps.parameters(), lr=config.lr, weight_decay=0.0)
+            bar = tqdm(range(config.steps), desc="SPD", disable=not progress, leave=False)
+            step = -1
+            for step in bar:
+                lr = config.lr_at(step)
+                p = config.p_at(step)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                with record_function("spd/sample_inputs"):
+                    x, w = draw()
+                # target pass: record layer inputs a_l and the output to reconstruct
+                with record_function("spd/target_forward"), torch.no_grad():
                     state.capture, state.replace = {}, {}
-                    model(x)
-                    lower, _ = _causal_importances(comps, state.capture, config.leaky_alpha)
-                    state.capture = None
-                    mx = torch.maximum(mx, lower.amax(dim=0))
-            result.ci_max = {n: mx[i].detach() for i, n in enumerate(names)}
-    model.train(was_training)
+                    target_out = model(x)
+                acts = state.capture
+                state.capture = None
+                with record_function("spd/causal_importances"):
+                    ci_lower, ci_upper = _causal_importances(comps, acts, config.leaky_alpha)
+                with record_function("spd/faithfulness_and_minimality"):
+                    loss_faith = faithfulness_loss(comps, targets)
+                    loss_imp = importance_minimality_loss(ci_upper, p, w)
+                loss_rec = torch.zeros((), device=dev, dtype=dtype)
+                loss_lw = torch.zeros((), device=dev, dtype=dtype)
+                for _ in range(config.n_mask_samples):
+                    if config.stochastic_recon > 0:
+                        with record_function("spd/stochastic_recon"):
+                            m = stochastic_masks(ci_lower, mask_gen)
+                            state.replace = {n: m[:, i] for i, n in enumerate(names)}
+                            loss_rec = loss_rec + _weighted_mse(model(x), target_out, w)
+                    if config.stochastic_recon_layerwise > 0:
+                        with record_function("spd/stochastic_recon_layerwise"):
+                            m = stochastic_masks(ci_lower, mask_gen)
+                            for i, n in enumerate(names):
+                                state.replace = {n: m[:, i]}
+                                loss_lw = loss_lw + _weighted_mse(model(x), target_out, w)
+                state.replace = {}
+                loss_rec = loss_rec / config.n_mask_samples
+                loss_lw = loss_lw / (config.n_mask_samples * L)
+                total = (
+                    config.faithfulness * loss_faith
+                    + config.stochastic_recon * loss_rec
+                    + config.stochastic_recon_layerwise * loss_lw
+                    + config.importance_minimality * loss_imp
+                )
+                with record_function("spd/backward"):
+                    opt.zero_grad(set_to_none=True)
+                    total.backward()
+                with record_function("spd/optimizer"):
+                    opt.step()
+                history_rows.append(torch.stack([total, loss_faith, loss_rec, loss_lw, loss_imp]).detach())
+
+                if (step + 1) % config.log_every == 0 or step == config.steps - 1:
+                    last = history_rows[-1].cpu()
+                    if not torch.isfinite(last).all():
+                        raise FloatingPointError(f"decompose: loss became non-finite at step {step}; lower config.lr")
+                    if progress:
+                        bar.set_postfix(total=f"{last[0]:.3g}", recon=f"{last[2]:.3g}", imp=f"{last[4]:.3g}")
+                    if callback is not None:
+                        result.history = _history(history_rows, config, step + 1)
+                        if callback(step + 1, result):
+                            break
+            bar.close()
+            result.steps_run = step + 1
+            result.history = _history(history_rows, config, result.steps_run)
+
+            # ---- evaluation statistics for alive(): largest CI of each subcomponent
+            if config.n_eval_batches > 0:
+                eval_gen = torch.Generator().manual_seed(config.seed + 3)
+                mx = torch.full((L, config.C), -float("inf"), device=dev, dtype=dtype)
+                with torch.no_grad():
+                    for _ in range(config.n_eval_batches):
+                        x = sample_inputs(config.batch_size, eval_gen).to(dev)
+                        if config.compress_zero_rows and x.is_floating_point():
+                            x, _ = compress_zero_rows(x)
+                        state.capture, state.replace = {}, {}
+                        model(x)
+                        lower, _ = _causal_importances(comps, state.capture, config.leaky_alpha)
+                        state.capture = None
+                        mx = torch.maximum(mx, lower.amax(dim=0))
+                result.ci_max = {n: mx[i].detach() for i, n in enumerate(names)}
+    finally:
+        model.train(was_training)
     result.seconds = time.perf_counter() - t0
     return result
 
