@@ -80,6 +80,12 @@ browser-deps:
 exercises: setup
 	$(PY) -m mechnb.exercises.make
 
+# The tests default to one torch thread: the zoo models are tiny, and on a 2-core machine torch's
+# spin-waiting worker threads can slow a step tenfold as soon as anything else is busy
+# (e.g. the browser test's kernel). Override with `make test TEST_THREADS=2`.
+TEST_THREADS ?= 1
+test: export OMP_NUM_THREADS = $(TEST_THREADS)
+test: export MKL_NUM_THREADS = $(TEST_THREADS)
 test: setup browser-deps
 	MECHNB_FAST=1 $(PY) -m pytest tests/ $(PYTEST_ARGS)
 	@set -e; \
