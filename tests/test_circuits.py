@@ -582,6 +582,7 @@ def test_circuit_explorer_updates_on_controls() -> None:
     ex.size.value = ex.graph.n_edges
     assert ex.faithfulness == pytest.approx(1.0, abs=1e-6)
     assert ex.figure is not fig0 and ex.text.value != text0
+    assert len(ex.output.outputs) == 1 and "Figure" in ex.output.outputs[0]["data"]["text/plain"]  # shown once
     ex.method.value = "eap-ig"
     assert ("copy", "eap-ig") in ex._scores and "EAP-IG" in ex.text.value
     ex.task.value = "copy (other seed)"

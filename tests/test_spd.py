@@ -522,6 +522,7 @@ def test_subcomponent_browser_updates(short_result):
     other = [v for _, v in b.subcomponent.options if v != b.subcomponent.value][0]
     b.subcomponent.value = other
     assert b.figure is not first_fig and f"subcomponent {other}" in b.text.value
+    assert len(b.output.outputs) == 1 and "Figure" in b.output.outputs[0]["data"]["text/plain"]  # the new figure, once
     b.input_feature.value = 3
     assert "input x3" in b.text.value
     plt.close("all")
@@ -540,6 +541,7 @@ def test_sweep_explorer_updates():
     fig = w.figure
     w.coefficient.value = 1e-1
     assert "1.0e-01" in w.text.value and w.figure is not fig
+    assert len(w.output.outputs) == 1 and "Figure" in w.output.outputs[0]["data"]["text/plain"]
     w.p.value = "2"
     assert "p=2" in w.text.value
     plt.close("all")

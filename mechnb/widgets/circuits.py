@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
 from IPython.display import display
 from matplotlib.figure import Figure
 
@@ -25,6 +24,7 @@ from mechnb.circuits import (
 from mechnb.models import TinyTransformer
 from mechnb.plots import circuits as cplots
 from mechnb.tasks import PromptPairs
+from mechnb.widgets._common import show_figure
 
 __all__ = ["CircuitExplorer"]
 
@@ -117,10 +117,7 @@ class CircuitExplorer:
                            f"faithfulness {self.faithfulness:.3f}")
         self.figure = cplots.explorer_figure(self.graph, circuit, scores, self.curve(task, method), label,
                                              self.faithfulness)
-        self.output.clear_output(wait=True)
-        with self.output:
-            display(self.figure)
-        plt.close(self.figure)  # shown in the output widget only (not again by the inline backend)
+        show_figure(self.output, self.figure)
 
     def _ipython_display_(self) -> None:
         display(self.widget)

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from IPython.display import display
@@ -31,6 +30,7 @@ from mechnb.spd import (
     one_hot_causal_importances,
     summarize,
 )
+from mechnb.widgets._common import show_figure
 
 __all__ = ["SubcomponentBrowser", "SweepExplorer"]
 
@@ -111,10 +111,7 @@ class SubcomponentBrowser:
         self.figure = splots.subcomponent_card(
             d["weight"], d["ci"], d["kept"], d["target"], d["input"], output_all=d["all"],
             title=f"{self.module}: subcomponent {c}")
-        plt.close(self.figure)  # shown through the Output widget only, not again by the inline backend
-        self.output.clear_output(wait=True)
-        with self.output:
-            display(self.figure)
+        show_figure(self.output, self.figure)
 
     def _ipython_display_(self) -> None:
         display(self.widget)
@@ -182,10 +179,7 @@ class SweepExplorer:
         )
         self.figure = splots.ci_heatmaps({self.module: ci}, n_show=min(ci.shape[1], max(2 * ci.shape[0], 10)),
                                          title=f"one-hot causal importances, coefficient {c:.1e}, p={p}")
-        plt.close(self.figure)  # shown through the Output widget only, not again by the inline backend
-        self.output.clear_output(wait=True)
-        with self.output:
-            display(self.figure)
+        show_figure(self.output, self.figure)
 
     def _ipython_display_(self) -> None:
         display(self.widget)
