@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from mechnb._checks import check_choice, check_positive_float, check_positive_int, resolve_device
 
-__all__ = ["TrainConfig", "TrainResult", "train", "seed_everything", "mse_loss", "cross_entropy_loss"]
+__all__ = ["TrainConfig", "TrainResult", "train", "make_optimizer", "seed_everything", "mse_loss", "cross_entropy_loss"]
 
 
 @dataclass
@@ -125,7 +125,12 @@ def _lr_factor(step: int, cfg: TrainConfig) -> float:
     return 1.0 - frac
 
 
-def _make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: list[nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
+    """The optimizer ``cfg.optimizer`` (``"adamw"``, ``"adam"`` or ``"sgd"``) over ``params``.
+
+    ``cfg`` is any config with the fields ``optimizer``, ``lr``, ``weight_decay``, ``betas`` and
+    ``momentum`` (:class:`TrainConfig`, :class:`mechnb.circuits.TuneConfig`).
+    """
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
     if cfg.optimizer == "adam":
@@ -172,7 +177,7 @@ def train(
     param_list = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not param_list:
         raise ValueError("params: expected at least one parameter that requires grad, got none")
-    opt = _make_optimizer(param_list, config)
+    opt = make_optimizer(param_list, config)
     l1_params = [p for p in param_list if p.ndim >= 2] if config.l1 > 0 else []
     losses: list[float] = []
     evals: list[dict[str, float]] = []

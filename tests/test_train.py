@@ -238,3 +238,16 @@ def test_seed_everything():
     seed_everything(5)
     assert torch.equal(torch.rand(3), a)
     assert torch.equal(torch.rand(3, generator=torch.Generator().manual_seed(5)), b)
+
+
+def test_make_optimizer_follows_the_config():
+    from mechnb.circuits import TuneConfig
+    from mechnb.train import make_optimizer
+
+    p = [torch.nn.Parameter(torch.zeros(3))]
+    opt = make_optimizer(p, TrainConfig(optimizer="sgd", lr=0.5, momentum=0.9))
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.9 and opt.defaults["lr"] == 0.5
+    opt = make_optimizer(p, TrainConfig(optimizer="adamw", weight_decay=0.1, betas=(0.8, 0.95)))
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.8, 0.95)
+    opt = make_optimizer(p, TuneConfig(optimizer="adam", lr=1e-3))
+    assert type(opt) is torch.optim.Adam and opt.defaults["lr"] == 1e-3

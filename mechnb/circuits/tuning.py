@@ -38,6 +38,7 @@ from mechnb.circuits.attribution import Circuit, EdgeScores, attribute
 from mechnb.circuits.graph import Graph
 from mechnb.circuits.tasks import TuneTask
 from mechnb.models import TinyTransformer
+from mechnb.train import make_optimizer
 
 __all__ = [
     "parameter_mask",
@@ -225,14 +226,6 @@ class TuneResult:
 # --------------------------------------------------------------------------------------
 # Training loop
 # --------------------------------------------------------------------------------------
-def _make_optimizer(params: list[nn.Parameter], cfg: TuneConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-
-
 def _check_inputs(model: Any, task: Any, config: Any) -> None:
     if not isinstance(model, TinyTransformer):
         raise TypeError(f"model: expected a mechnb.models.TinyTransformer, got {type(model).__name__}")
@@ -273,7 +266,7 @@ def _run(
     """The loop shared by circuit-tuning and the baselines."""
     result = TuneResult(mode, task.name, task.primary, cfg.to_dict())
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = _make_optimizer(train_params, cfg)
+    opt = make_optimizer(train_params, cfg)
     named = dict(model.named_parameters())
     name_of = {id(p): n for n, p in named.items()}
     device = next(model.parameters()).device
