@@ -159,7 +159,9 @@ def worker_profile(threads: int | None, steps: int) -> dict[str, Any]:
     phases = {e.key: e.cpu_time_total / 1e3 / steps for e in ka if e.key.startswith("spd/")}
     total = sum(phases.values())
     ops = sorted((e for e in ka if e.key.startswith("aten::")), key=lambda e: -e.self_cpu_time_total)[:10]
-    ci_bwd = sum(e.cpu_time_total for e in ka if "ChunkedCIMLPBackward" in e.key) / 1e3 / steps
+    # the profiler records each autograd node twice (the node, and "autograd::engine::evaluate_function:
+    # <node>" wrapping it): count the node once
+    ci_bwd = sum(e.cpu_time_total for e in ka if e.key.lstrip("_") == "ChunkedCIMLPBackward") / 1e3 / steps
     return {
         "steps": steps, "batch_size": cfg.batch_size,
         "ci_mlp_forward_plus_backward_ms_per_step": phases.get("spd/causal_importances", 0.0) + ci_bwd,
