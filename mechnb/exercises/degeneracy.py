@@ -1,24 +1,157 @@
 """Check functions for notebook 01 (degeneracy, the learning coefficient, the Interaction Basis).
 
-Known answers come from mechnb's own implementation (:mod:`mechnb.degeneracy`) on networks with
-planted degeneracy, and from the LLC estimator's definition (Lau et al. 2023, Eq. 9).
+Exercises, in notebook order:
+
+* 1.1 the behavioural Gauss-Newton matrix ``(1/n) Σ_x J_w(x)ᵀ J_w(x)`` (2405.10927): known
+  answers from a closed form (one linear layer) and from the Hessian of the squared error at a
+  zero-residual point, ``2 G``, computed by :func:`mechnb.degeneracy.hessian.hessian_matvec`;
+* 1.2 the nullity of a layer's Gram matrix: known answers from :mod:`mechnb.degeneracy` on
+  networks with planted degeneracy;
+* 1.3 one SGLD step of the LLC sampler (Lau et al. 2023): known answers from the update rule on
+  seeded inputs, with the Langevin noise passed in as an argument so the step is deterministic;
+* 1.4 the LLC estimate from the SGLD losses (Lau et al. 2023, Eq. 9).
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch import nn
 
-from mechnb.exercises._core import Case, CheckResult, exercise, run_cases
+from mechnb.exercises._core import Case, CheckResult, compare, exercise, run_cases
 
-__all__ = ["check_gram_nullity", "check_llc_estimate"]
+__all__ = ["check_gauss_newton", "check_gram_nullity", "check_sgld_step", "check_llc_estimate"]
 
 NOTEBOOK = "01_degeneracy_and_the_interaction_basis"
 
 
-@exercise("1.1", "Gram-matrix nullity", notebook=NOTEBOOK)
+# --------------------------------------------------------------------------------------------
+# 1.1 the behavioural Gauss-Newton matrix
+# --------------------------------------------------------------------------------------------
+
+
+def linear_gauss_newton(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Closed form of ``G`` for one ``nn.Linear`` (weight ``(d_out, d_in)``, then bias ``(d_out,)``).
+
+    Output ``k`` is ``W[k] · x + b[k]``, so its parameter gradient is ``x̃ = [x, 1]`` on ``W[k], b[k]``
+    and zero elsewhere: ``G`` holds one copy of ``(1/n) Σ_x x̃ x̃ᵀ`` per output, on the entries
+    of ``W[k]`` (flattened row-major, indices ``k d_in + j``) and ``b[k]`` (index ``d_out d_in + k``).
+    """
+    d_out, d_in = weight.shape
+    x = x.to(torch.float64)
+    n = x.shape[0]
+    xt = torch.cat([x, torch.ones(n, 1, dtype=torch.float64)], dim=1)
+    gram = xt.T @ xt / n  # (d_in + 1, d_in + 1)
+    P = d_out * d_in + d_out
+    G = torch.zeros(P, P, dtype=torch.float64)
+    for k in range(d_out):
+        idx = torch.tensor(list(range(k * d_in, (k + 1) * d_in)) + [d_out * d_in + k])
+        G[idx.unsqueeze(1), idx.unsqueeze(0)] = gram
+    return G
+
+
+def gauss_newton_from_hessian(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``G = H / 2``: the Hessian of ``L(w) = (1/n) Σ_x |f(x; w) - f(x; w*)|²`` at ``w = w*``.
+
+    At ``w*`` the residuals are exactly zero (the targets come from the same float64 model), so the
+    Hessian of the squared error is its Gauss-Newton term ``(2/n) Σ_x J_wᵀ J_w``. Built column by
+    column from :func:`mechnb.degeneracy.hessian.hessian_matvec`, in float64.
+    """
+    from mechnb.degeneracy.hessian import hessian_matvec
+    from mechnb.degeneracy.llc import sse_loss
+
+    m64 = copy.deepcopy(model).to(torch.float64)
+    x64 = x.detach().to(torch.float64)
+    with torch.no_grad():
+        y = m64(x64)
+    mv = hessian_matvec(m64, sse_loss, x64, y)
+    P = sum(p.numel() for p in m64.parameters())
+    H = np.stack([mv(e) for e in np.eye(P)], axis=1)
+    return torch.from_numpy(0.5 * (H + H.T) / 2.0)
+
+
+def _nullity(G: np.ndarray) -> int:
+    from mechnb.degeneracy import spectrum_nullity
+
+    G = 0.5 * (G + G.T)
+    return spectrum_nullity(np.linalg.eigvalsh(G)[::-1])
+
+
+def _compare_gauss_newton(expected: torch.Tensor, got: object) -> str | None:
+    """Entry-wise comparison, then the number of zero eigenvalues (what the notebook uses G for)."""
+    scale = float(expected.abs().max())
+    problem = compare(expected, got, atol=1e-6 * scale, rtol=1e-4)
+    if problem:
+        return problem
+    got_np = np.asarray(got.detach().cpu().numpy() if isinstance(got, torch.Tensor) else got, dtype=np.float64)
+    n_exp, n_got = _nullity(expected.numpy()), _nullity(got_np)
+    if n_exp != n_got:
+        return (f"the entries match, but the number of zero eigenvalues (the free directions) differs: expected "
+                f"{n_exp}, got {n_got} — float32 round-off (~1e-7 relative) hides the null space; work in float64")
+    return None
+
+
+@exercise("1.1", "behavioural Gauss-Newton matrix", notebook=NOTEBOOK)
+def check_gauss_newton(fn: Callable[..., torch.Tensor]) -> CheckResult:
+    """Check ``fn(model, x) -> Tensor (P, P)``: ``G = (1/n) Σ_x J_w(x)ᵀ J_w(x)``, ``J_w(x) = ∂f(x; w)/∂w``.
+
+    ``J_w(x)`` is ``(d_out, P)``: the derivatives of the ``d_out`` outputs for input ``x`` with
+    respect to all ``P`` parameters, in ``model.parameters()`` order, each parameter flattened
+    (row-major); ``n`` is the number of inputs. Known answers: the closed form
+    :func:`linear_gauss_newton` for one linear layer, and half the Hessian of the squared error at
+    a zero-residual point (:func:`gauss_newton_from_hessian`) for ReLU networks from
+    :func:`mechnb.degeneracy.planted_mlp`. The returned matrix must also have the right number of
+    zero eigenvalues (``sqrt(λ / λ_max) <= 1e-6``), which needs float64.
+    """
+    from mechnb.degeneracy import planted_mlp
+    from mechnb.models import MLP
+
+    g = torch.Generator().manual_seed(0)
+    lin = nn.Linear(3, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(2, 3, generator=g))
+        lin.bias.copy_(torch.randn(2, generator=g))
+    x_lin = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    lin = lin.double()
+
+    torch.manual_seed(0)  # MLP's default initialisation, then overwritten below
+    deep = MLP([2, 4, 4, 2])
+    with torch.no_grad():
+        for name, p in deep.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.3 if name.endswith("bias") else 1.0))
+    x_deep = torch.randn(40, 2, generator=g)
+
+    generic, x_pl = planted_mlp(seed=0)
+    copies, _ = planted_mlp(seed=0, duplicated=2)
+
+    hint_n = "divide by n, the number of inputs (rows of x) — not by n * d_out and without a factor 2"
+    cases = [
+        Case((lin, x_lin), linear_gauss_newton(lin.weight.detach(), x_lin), compare=_compare_gauss_newton,
+             label="nn.Linear(3, 2) (float64) on 5 inputs (closed form: one block (1/n) Σ [x,1][x,1]ᵀ per output)",
+             hint=hint_n + "; parameters in model.parameters() order: the weight (row-major), then the bias"),
+        Case((generic, x_pl), gauss_newton_from_hessian(generic, x_pl), compare=_compare_gauss_newton,
+             label="planted_mlp(seed=0): 4 -> 6 ReLUs -> 3 (float32 model), 256 inputs",
+             hint=hint_n + "; sum J(x)ᵀ J(x) over every input and every output"),
+        Case((copies, x_pl), gauss_newton_from_hessian(copies, x_pl), compare=_compare_gauss_newton,
+             label="planted_mlp(seed=0, duplicated=2): 14 free directions",
+             hint="compute in float64 (a float64 copy of the model and of x), or the zero eigenvalues are lost"),
+        Case((deep, x_deep), gauss_newton_from_hessian(deep, x_deep), compare=_compare_gauss_newton,
+             label="MLP([2, 4, 4, 2]) (two hidden layers, 2 outputs), 40 inputs",
+             hint="include every parameter of every layer, in model.parameters() order"),
+    ]
+    return run_cases(fn, cases)
+
+
+# --------------------------------------------------------------------------------------------
+# 1.2 the Gram-matrix nullity
+# --------------------------------------------------------------------------------------------
+
+
+@exercise("1.2", "Gram-matrix nullity", notebook=NOTEBOOK)
 def check_gram_nullity(fn: Callable[..., int]) -> CheckResult:
     """Check ``fn(acts, rtol=1e-6) -> int``: nullity of ``G = (1/n) sum_x f f^T`` with a constant 1 appended.
 
@@ -50,7 +183,65 @@ def check_gram_nullity(fn: Callable[..., int]) -> CheckResult:
     return run_cases(fn, cases)
 
 
-@exercise("1.2", "LLC estimate from SGLD losses", notebook=NOTEBOOK)
+# --------------------------------------------------------------------------------------------
+# 1.3 one SGLD step
+# --------------------------------------------------------------------------------------------
+
+
+def sgld_reference(w: torch.Tensor, w_star: torch.Tensor, grad: torch.Tensor, noise: torch.Tensor, *, lr: float,
+                   nbeta: float, localization: float) -> torch.Tensor:
+    """``w - (ε/2) (nβ ∇L_m(w) + γ (w - w*)) + sqrt(ε) ξ`` with ``ε = lr``, ``γ = localization``, ``ξ = noise``.
+
+    The update :func:`mechnb.degeneracy.estimate_llc` applies to every chain at every step; ``ξ``
+    is standard normal, so ``sqrt(ε) ξ`` is the ``N(0, ε)`` Langevin noise.
+    """
+    w, w_star, grad, noise = (torch.as_tensor(t, dtype=torch.float64) for t in (w, w_star, grad, noise))
+    return w - 0.5 * lr * (nbeta * grad + localization * (w - w_star)) + math.sqrt(lr) * noise
+
+
+@exercise("1.3", "one SGLD step", notebook=NOTEBOOK)
+def check_sgld_step(fn: Callable[..., torch.Tensor]) -> CheckResult:
+    """Check ``fn(w, w_star, grad, noise, *, lr, nbeta, localization) -> Tensor``: one SGLD step.
+
+    ``Δw = -(ε/2) (nβ ∇L_m(w) + γ (w - w*)) + N(0, ε)`` (the sampler of Lau et al. 2023 that
+    :func:`mechnb.degeneracy.estimate_llc` runs), with the standard-normal ``noise`` passed in, so
+    the new ``w = w + Δw`` is determined. ``w``, ``grad`` and ``noise`` share a shape (``(P,)``,
+    or ``(C, P)`` for ``C`` chains); ``w_star`` is ``(P,)``. Known answers from
+    :func:`sgld_reference` on inputs that switch the three terms on one at a time, then all at once.
+    """
+    g = torch.Generator().manual_seed(0)
+
+    def rnd(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    w, w_star, grad, noise = rnd(5), rnd(5), rnd(5), rnd(5)
+    zero = torch.zeros(5, dtype=torch.float64)
+    W, Wst, Gr, Nz = rnd(4, 6), rnd(6), rnd(4, 6), rnd(4, 6)
+    settings = [
+        ((w, w_star, grad, zero), dict(lr=0.01, nbeta=10.0, localization=0.0),
+         "gradient only: noise = 0, localization = 0, lr 0.01, nbeta 10",
+         "the drift is -(lr/2) * nbeta * grad: mind the 1/2 and the nbeta"),
+        ((w, w, zero, noise), dict(lr=0.04, nbeta=10.0, localization=5.0),
+         "noise only: w = w_star, grad = 0, lr 0.04",
+         "N(0, ε) has standard deviation sqrt(ε): add sqrt(lr) * noise, not lr * noise"),
+        ((w, w_star, zero, zero), dict(lr=1e-3, nbeta=10.0, localization=100.0),
+         "localization only: grad = 0, noise = 0, gamma 100, lr 1e-3",
+         "gamma * (w - w_star) pulls w back towards w_star: it enters the drift with the gradient, times -lr/2"),
+        ((W, Wst, Gr, Nz), dict(lr=1e-4, nbeta=500.0, localization=1.0),
+         "all terms, 4 chains x 6 parameters (w_star (6,) shared), lr 1e-4, nbeta 500, gamma 1",
+         "if cases 1-3 pass, this is about shapes: w (4, 6) and w_star (6,) broadcast; keep the chains apart"),
+    ]
+    cases = [Case(args, sgld_reference(*args, **kw), kwargs=kw, label=label, hint=hint)
+             for args, kw, label, hint in settings]
+    return run_cases(fn, cases, atol=1e-9, rtol=1e-7)
+
+
+# --------------------------------------------------------------------------------------------
+# 1.4 the LLC estimate
+# --------------------------------------------------------------------------------------------
+
+
+@exercise("1.4", "LLC estimate from SGLD losses", notebook=NOTEBOOK)
 def check_llc_estimate(fn: Callable[..., float]) -> CheckResult:
     """Check ``fn(losses, init_loss, nbeta) -> float``: ``nbeta * (mean(losses) - init_loss)`` (Lau et al. Eq. 9).
 
@@ -64,7 +255,8 @@ def check_llc_estimate(fn: Callable[..., float]) -> CheckResult:
         Case((traces, 0.5, 100.0), float(100.0 * (traces.mean() - 0.5)), label="losses (4, 50), init 0.5, nbeta 100",
              hint="average over every chain and every draw, then subtract L_n(w*)"),
         Case((uneven, 0.1, 10.0), float(10.0 * (uneven.mean() - 0.1)),
-             label="two chains at 0.2 and 0.4, init 0.1, nbeta 10"),
+             label="two chains at 0.2 and 0.4, init 0.1, nbeta 10",
+             hint="both chains count: the mean is over the chains and the draws"),
         Case((np.full((3, 5), 1.0), 1.0, 50.0), 0.0, label="chains that never leave L_n(w*)"),
         Case((torch.from_numpy(traces), 0.49, 30.0), float(30.0 * (traces.mean() - 0.49)),
              label="the same losses as a torch tensor, init 0.49, nbeta 30"),
