@@ -1,7 +1,10 @@
-"""Check functions for notebook 04 (circuit discovery and circuit-tuning).
+"""Check functions for notebook 04 (circuit discovery and circuit-tuning, arXiv:2502.06106).
 
-Known answers come from mechnb's own implementation (:mod:`mechnb.circuits`) on the zoo model
-``tiny-lm`` and its agreement prompts.
+Exercises, in notebook order: 4.1 logit difference, 4.2 EAP score of one edge (Syed et al. 2023),
+4.3 faithfulness of a circuit, 4.4 the parameters a circuit's nodes own (the update mask of
+circuit-tuning). Known answers come from closed forms (toy metrics whose dependence on the
+patched edges is known) and from mechnb's own implementation (:mod:`mechnb.circuits`) on the zoo
+model ``tiny-lm`` and its agreement prompts.
 """
 
 from __future__ import annotations
@@ -10,11 +13,12 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
-from mechnb.exercises._core import Case, CheckResult, exercise, run_cases
+from mechnb.exercises._core import Case, CheckResult, compare, exercise, run_cases
 
-__all__ = ["check_logit_diff", "check_eap_edge_score"]
+__all__ = ["check_logit_diff", "check_eap_edge_score", "check_faithfulness", "check_parameter_mask"]
 
 NOTEBOOK = "04_circuit_tuning"
 
@@ -35,9 +39,9 @@ def _tiny_lm_setup() -> dict[str, Any]:
     out_clean, grads, _ = reader_gradients(model, graph, pairs.clean, lambda lg: logit_diff(lg, pairs))
     with torch.no_grad():
         logits = model(pairs.clean)
-    scores = attribute(model, graph, pairs, method="eap").scores
-    return {"graph": graph, "pairs": pairs, "logits": logits, "out_clean": out_clean.detach(),
-            "out_corr": corr.out, "grads": grads.detach(), "scores": scores}
+    eap = attribute(model, graph, pairs, method="eap")
+    return {"model": model, "graph": graph, "pairs": pairs, "logits": logits, "out_clean": out_clean.detach(),
+            "out_corr": corr.out, "grads": grads.detach(), "scores": eap.scores, "eap": eap}
 
 
 @exercise("4.1", "logit difference", notebook=NOTEBOOK)
@@ -90,3 +94,162 @@ def check_eap_edge_score(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor]
         cases.append(Case((s["out_clean"][w], s["out_corr"][w], s["grads"][r]), float(scores[w, r]),
                           label=f"tiny-lm edge {name}", hint="sum over batch, positions and d_model"))
     return run_cases(fn, cases, atol=1e-5, rtol=1e-3)
+
+
+# --------------------------------------------------------------------------------------------
+# 4.3 faithfulness of a circuit
+# --------------------------------------------------------------------------------------------
+
+
+def _toy_valid() -> torch.Tensor:
+    """A 3-writer, 4-reader edge pattern like a graph's ``valid``: writer i feeds readers j with i < n_up[j]."""
+    return torch.arange(3)[:, None] < torch.tensor([1, 2, 3, 3])[None, :]
+
+
+def _mask(valid: torch.Tensor, entries: list[tuple[int, int]]) -> torch.Tensor:
+    m = torch.zeros_like(valid)
+    for i, j in entries:
+        m[i, j] = True
+    return m
+
+
+def _faithfulness_cases() -> list[Case]:
+    """The cases of :func:`check_faithfulness` (a test checks their known answers independently)."""
+    from mechnb.circuits import faithfulness, logit_diff, patched_forward
+
+    valid = _toy_valid()  # 9 edges
+    E = torch.tensor([[0.5, 1.0, -0.2, 2.0],
+                      [0.0, 0.3, 0.8, 0.4],
+                      [0.0, 0.0, 0.6, 1.6]], dtype=torch.float64)  # effect of patching each edge
+
+    def linear_metric(alpha: torch.Tensor) -> float:
+        """m = 2 - sum over patched edges of their effect: patching edge e lowers m by E[e]."""
+        a = torch.as_tensor(alpha).to(torch.float64)
+        return float(2.0 - (a * E * valid).sum())
+
+    def saturating_metric(alpha: torch.Tensor) -> float:
+        """m = exp(-sum over patched edges of |E|): the edges interact (not additive)."""
+        a = torch.as_tensor(alpha).to(torch.float64)
+        return float(torch.exp(-(a * E.abs() * valid).sum()))
+
+    s_all = float((E * valid).sum())
+    s_abs = float((E.abs() * valid).sum())
+    circ = _mask(valid, [(0, 1), (0, 3), (2, 3)])  # the three big edges
+    s_in = float((E * circ).sum())
+    s_abs_out = s_abs - float((E.abs() * circ).sum())
+    f_sat = (np.exp(-s_abs_out) - np.exp(-s_abs)) / (1.0 - np.exp(-s_abs))
+    complement_hint = ("patch every edge OUTSIDE the circuit (alpha = 1 where valid and not in the circuit), "
+                       "keep the circuit's edges clean (alpha = 0)")
+    norm_hint = ("F = (m(circuit) - m(empty)) / (m(full) - m(empty)): m(full) with alpha = 0, "
+                 "m(empty) with every valid edge patched")
+    cases = [
+        Case((linear_metric, circ, valid), s_in / s_all,
+             label="toy linear metric m = 2 - sum(alpha * E), a circuit of 3 of the 9 edges", hint=complement_hint),
+        Case((linear_metric, torch.zeros_like(valid), valid), 0.0, label="toy linear metric, empty circuit",
+             hint="F(empty) is 0: with no edge in the circuit, every edge is patched"),
+        Case((linear_metric, valid.clone(), valid), 1.0, label="toy linear metric, the full graph as circuit",
+             hint="F(full graph) is 1: nothing is patched, so m(circuit) = m(full)"),
+        Case((saturating_metric, circ, valid), float(f_sat),
+             label="toy saturating metric m = exp(-sum(alpha * |E|)), the same circuit", hint=norm_hint),
+    ]
+
+    s = _tiny_lm_setup()
+    model, graph, pairs, eap = s["model"], s["graph"], s["pairs"], s["eap"]
+    ref = s["out_corr"]
+
+    def agreement_metric(alpha: torch.Tensor) -> float:
+        """The logit difference of tiny-lm on 8 agreement prompts with edges patched by alpha (1 = corrupted)."""
+        a = torch.as_tensor(alpha).to(torch.float32)
+        with torch.no_grad():
+            return float(logit_diff(patched_forward(model, graph, pairs.clean, ref, a), pairs))
+
+    for circuit in (eap.top_n(20), eap.top_n(10, fill=True)):  # 19 and 11 edges after pruning
+        cases.append(Case((agreement_metric, circuit.mask.clone(), graph.valid.clone()),
+                          faithfulness(model, circuit, pairs),
+                          label=f"tiny-lm agreement circuit of {circuit.n_edges} edges (EAP, pruned)",
+                          hint=complement_hint))
+    return cases
+
+
+@exercise("4.3", "faithfulness of a circuit", notebook=NOTEBOOK)
+def check_faithfulness(fn: Callable[[Callable[[torch.Tensor], float], torch.Tensor, torch.Tensor], Any]) -> CheckResult:
+    """Check ``fn(metric_of_alpha, circuit_mask, valid) -> float``: the faithfulness of a circuit.
+
+    ``metric_of_alpha(alpha) -> float`` runs the model with edges patched by ``alpha
+    [n_writers, n_readers]`` (float; 1 = the reader sees the corrupted value of that edge, 0 =
+    the clean one); ``circuit_mask`` and ``valid`` are bool ``[n_writers, n_readers]`` (the
+    circuit's edges, and which entries are edges at all). The answer is
+    ``(m(circuit) - m(empty)) / (m(full) - m(empty))`` where ``m(circuit)`` patches every valid
+    edge *outside* the circuit, ``m(empty)`` patches every valid edge and ``m(full)`` none.
+    Known answers: closed forms for toy metrics (linear: the circuit's share of the summed edge
+    effects; saturating: exponentials) and :func:`mechnb.circuits.faithfulness` on ``tiny-lm``.
+    """
+    return run_cases(fn, _faithfulness_cases(), atol=1e-5, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------
+# 4.4 which parameters a circuit owns (the update mask of circuit-tuning)
+# --------------------------------------------------------------------------------------------
+
+
+def _compare_masks(expected: Any, got: Any) -> str | None:
+    """:func:`compare`, with a plainer message when the returned dict misses parameters."""
+    if isinstance(got, dict) and set(got) != set(expected):
+        missing = sorted(set(expected) - set(got))
+        extra = sorted(set(got) - set(expected))
+        return (f"expected a mask for each of the {len(expected)} parameters, got {len(got)} keys"
+                + (f"; missing {missing[:4]}{' ...' if len(missing) > 4 else ''}" if missing else "")
+                + (f"; unexpected {extra[:4]}" if extra else ""))
+    return compare(expected, got)
+
+
+def _parameter_mask_cases() -> list[Case]:
+    """The cases of :func:`check_parameter_mask` (a test checks their known answers by hand)."""
+    from mechnb.circuits import Circuit, parameter_mask
+
+    s = _tiny_lm_setup()
+    model, graph, eap = s["model"], s["graph"], s["eap"]
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def case(circuit: Circuit, label: str, hint: str | None = None) -> Case:
+        return Case((graph, circuit.mask.clone(), params), parameter_mask(model, circuit), label=label, hint=hint,
+                    compare=_compare_masks)
+
+    def edges(*names: str) -> Circuit:
+        return Circuit.from_edges(graph, list(names), prune=False)
+
+    return [
+        case(Circuit.empty(graph), "the empty circuit",
+             hint="return a bool mask for every parameter; with no edge nothing is trainable"),
+        case(edges("input->a0.h1<q>"), "one edge input -> a0.h1<q>",
+             hint="a head read through <q> owns only its own slice W_Q[h], b_Q[h] of its layer (not W_K, W_V, "
+                  "not the other heads); `input` owns no parameter"),
+        case(edges("a0.h2->a1.h3<v>"), "one edge a0.h2 -> a1.h3<v>",
+             hint="a head that writes into the circuit owns its slice W_O[h] (not b_O, which all heads share); "
+                  "a head read through <v> owns W_V[h], b_V[h]"),
+        case(edges("input->m0"), "one edge input -> m0",
+             hint="an MLP that reads from the circuit owns its block's ln2 (w, b), W_in and b_in; "
+                  "W_out and b_out only if it also writes into the circuit"),
+        case(edges("m1->logits"), "one edge m1 -> logits",
+             hint="an MLP that writes into the circuit owns W_out and b_out; `logits` (ln_final, unembed) "
+                  "owns no parameter"),
+        case(eap.top_n(20), "the tiny-lm agreement circuit (EAP, top 20 edges)"),
+        case(Circuit.full(graph), "every edge of the graph",
+             hint="even with every edge, the embeddings, ln1, b_O, ln_final and the unembedding belong to no node"),
+    ]
+
+
+@exercise("4.4", "parameters a circuit owns", notebook=NOTEBOOK)
+def check_parameter_mask(fn: Callable[[Any, torch.Tensor, dict[str, torch.Tensor]], Any]) -> CheckResult:
+    """Check ``fn(graph, circuit_mask, params) -> {name: bool tensor}``: the update mask of circuit-tuning.
+
+    ``graph`` is the :class:`~mechnb.circuits.Graph` of ``tiny-lm`` (``graph.writers``: writer
+    names, ``graph.readers``: ``(node, letter)`` pairs); ``circuit_mask`` bool ``[n_writers,
+    n_readers]``; ``params`` ``{name: tensor}`` (``dict(model.named_parameters())``). The answer
+    has one bool tensor of each parameter's shape: a head ``a{l}.h{h}`` owns ``W_Q[h], b_Q[h]``
+    (likewise K, V) of ``blocks.{l}.attn`` if its query (key, value) input has an incoming circuit
+    edge and ``W_O[h]`` if it has an outgoing one; an MLP ``m{l}`` owns ``ln2``, ``W_in``,
+    ``b_in`` if it has an incoming edge and ``W_out``, ``b_out`` if it has an outgoing one;
+    nothing else is owned. Expected values from :func:`mechnb.circuits.parameter_mask`.
+    """
+    return run_cases(fn, _parameter_mask_cases())
