@@ -202,7 +202,7 @@ def test_sgld_reference_is_the_update_of_estimate_llc() -> None:
 def test_sgld_reference_samples_the_posterior_and_the_llc_of_a_quartic() -> None:
     """L(w) = w1² + w2⁴ (w3 free): E[nβ L] = 1/2 + 1/4 + 0 under exp(-nβ L), the learning coefficient."""
     g = torch.Generator().manual_seed(0)
-    C, steps, burn, nbeta, lr = 400, 3000, 1000, 1000.0, 2e-5
+    C, steps, burn, nbeta, lr = 400, 3000, 1000, 1000.0, 5e-5
     w_star = torch.zeros(3, dtype=torch.float64)
     w = w_star.repeat(C, 1)
     losses = []
@@ -214,4 +214,4 @@ def test_sgld_reference_samples_the_posterior_and_the_llc_of_a_quartic() -> None
         w = ex.sgld_reference(w, w_star, grad, torch.randn(C, 3, generator=g, dtype=torch.float64), lr=lr,
                               nbeta=nbeta, localization=0.0)
     lam = llc_estimate(torch.stack(losses, 1).numpy(), 0.0, nbeta)
-    assert abs(lam - 0.75) < 0.05, lam
+    assert abs(lam - 0.75) < 0.03, lam

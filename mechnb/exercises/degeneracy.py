@@ -190,7 +190,7 @@ def check_gram_nullity(fn: Callable[..., int]) -> CheckResult:
 
 def sgld_reference(w: torch.Tensor, w_star: torch.Tensor, grad: torch.Tensor, noise: torch.Tensor, *, lr: float,
                    nbeta: float, localization: float) -> torch.Tensor:
-    """``w - (ε/2) (nβ ∇L_m(w) + γ (w - w*)) + sqrt(ε) ξ`` with ``ε = lr``, ``γ = localization``, ``ξ = noise``.
+    """``w - (ε/2) (nβ ∇L_m(w) + γ (w - w*)) + sqrt(ε) ξ``; ``ε = lr``, ``γ = localization``, ``ξ = noise``.
 
     The update :func:`mechnb.degeneracy.estimate_llc` applies to every chain at every step; ``ξ``
     is standard normal, so ``sqrt(ε) ξ`` is the ``N(0, ε)`` Langevin noise.
