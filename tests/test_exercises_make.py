@@ -466,9 +466,9 @@ def test_learner_and_facilitator_versions_in_a_kernel(tmp_path: Path, monkeypatc
         return ["".join(o.get("text", "")) for o in outs if o.output_type == "stream"]
 
     facilitator = run(src)
-    assert facilitator == ["✔ Exercise 3.1 (GW between two-point spaces): correct on all 5 cases.\n"]
+    assert facilitator == ["✔ Exercise 3.2 (GW between two-point spaces): correct on all 5 cases.\n"]
     learner = run(tmp_path / "out" / src.name)
-    assert len(learner) == 1 and learner[0].startswith("✎ Exercise 3.1 (GW between two-point spaces): not implemented")
+    assert len(learner) == 1 and learner[0].startswith("✎ Exercise 3.2 (GW between two-point spaces): not implemented")
     assert "Traceback" not in learner[0]
 
 
