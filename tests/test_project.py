@@ -300,3 +300,18 @@ def test_make_lab_brings_jupyterlab_up(tmp_path):
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+
+
+def test_root_conftest_lengthens_nbval_output_timeout():
+    """nbval's fixed 5 s wait for a finished cell's output messages fails long progress-bar cells on a busy machine."""
+    import importlib.util
+
+    nbval_plugin = pytest.importorskip("nbval.plugin")
+    spec = importlib.util.spec_from_file_location("root_conftest", ROOT / "conftest.py")
+    root_conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(root_conftest)
+    item = nbval_plugin.IPyNbCell.__new__(nbval_plugin.IPyNbCell)
+    item.output_timeout = 5
+    other = type("OtherItem", (), {"output_timeout": 5})()
+    root_conftest.pytest_collection_modifyitems(None, [item, other])
+    assert item.output_timeout == root_conftest.NBVAL_OUTPUT_TIMEOUT >= 30 and other.output_timeout == 5
