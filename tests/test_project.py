@@ -315,3 +315,55 @@ def test_root_conftest_lengthens_nbval_output_timeout():
     other = type("OtherItem", (), {"output_timeout": 5})()
     root_conftest.pytest_collection_modifyitems(None, [item, other])
     assert item.output_timeout == root_conftest.NBVAL_OUTPUT_TIMEOUT >= 30 and other.output_timeout == 5
+
+
+def test_every_checked_notebook_cell_has_a_current_reference():
+    """``# NBVAL_CHECK_OUTPUT`` cells are compared with tests/notebook_outputs.json (stored notebooks are stripped)."""
+    nbformat = pytest.importorskip("nbformat")
+    import notebook_reference as ref
+
+    refs = ref.load()
+    missing, stale, empty = [], [], []
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        for cell in ref.checked_cells(nb):
+            entry = refs.get(path.name, {}).get(cell.get("id"))
+            where = f"{path.name} cell {cell.get('id')}: {cell.source.splitlines()[1][:60] if cell.source.count(chr(10)) else ''}"
+            if entry is None:
+                missing.append(where)
+            elif entry["source_sha"] != ref.source_hash(cell.source):
+                stale.append(where)
+            elif not entry["outputs"]:
+                empty.append(where)
+    hint = "\nrecord them: MECHNB_FAST=1 OMP_NUM_THREADS=1 .venv/bin/python tests/notebook_reference.py --update"
+    assert not missing, "checked cells without a reference output:\n" + "\n".join(missing) + hint
+    assert not stale, "checked cells changed since their reference was recorded:\n" + "\n".join(stale) + hint
+    assert not empty, "checked cells that print nothing (nothing to compare):\n" + "\n".join(empty)
+
+
+def test_conftest_hands_the_references_to_nbval():
+    """Collecting a notebook gives its checked cells their reference outputs, so nbval compares them."""
+    pytest.importorskip("nbval")
+    import notebook_reference as ref
+
+    path = next(p for p in NOTEBOOKS if p.name.startswith("02_"))
+    script = (
+        "import json, sys, pytest\n"
+        "seen = {}\n"
+        "class Spy:\n"
+        "    @pytest.hookimpl(trylast=True)\n"
+        "    def pytest_collection_modifyitems(self, items):\n"
+        "        for item in items:\n"
+        "            if getattr(item, 'options', {}).get('check'):\n"
+        "                seen[item.cell.get('id')] = [item.cell.execution_count, len(item.cell.outputs)]\n"
+        "rc = pytest.main(['--nbval-lax', '--collect-only', '-q', '-p', 'no:cacheprovider', sys.argv[1]], plugins=[Spy()])\n"
+        "print('SEEN', json.dumps(seen))\n"
+        "sys.exit(rc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    seen = json.loads(proc.stdout.split("SEEN ", 1)[1].splitlines()[0])
+    expected = ref.load()[path.name]
+    assert seen and set(seen) == set(expected)
+    assert all(count == 1 and n == len(expected[cid]["outputs"]) for cid, (count, n) in seen.items()), seen
