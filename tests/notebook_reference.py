@@ -59,8 +59,6 @@ def _clean(output: dict[str, Any]) -> dict[str, Any] | None:
         return {"output_type": "stream", "name": output["name"], "text": output["text"]}
     if kind in ("execute_result", "display_data"):
         data = {k: v for k, v in output.get("data", {}).items() if k in _KEEP_DATA}
-        if "application/vnd.jupyter.widget-view+json" in output.get("data", {}):
-            data["application/vnd.jupyter.widget-view+json"] = {}  # ignored by nbval, keeps the count
         return {"output_type": kind, "data": data, "metadata": {}}
     return None  # errors never belong in a reference
 

@@ -201,17 +201,5 @@ def test_sgld_reference_is_the_update_of_estimate_llc() -> None:
 
 def test_sgld_reference_samples_the_posterior_and_the_llc_of_a_quartic() -> None:
     """L(w) = w1² + w2⁴ (w3 free): E[nβ L] = 1/2 + 1/4 + 0 under exp(-nβ L), the learning coefficient."""
-    g = torch.Generator().manual_seed(0)
-    C, steps, burn, nbeta, lr = 400, 3000, 1000, 1000.0, 5e-5
-    w_star = torch.zeros(3, dtype=torch.float64)
-    w = w_star.repeat(C, 1)
-    losses = []
-    for t in range(steps):
-        L = w[:, 0] ** 2 + w[:, 1] ** 4
-        if t >= burn:
-            losses.append(L)
-        grad = torch.stack([2 * w[:, 0], 4 * w[:, 1] ** 3, torch.zeros(C, dtype=torch.float64)], dim=1)
-        w = ex.sgld_reference(w, w_star, grad, torch.randn(C, 3, generator=g, dtype=torch.float64), lr=lr,
-                              nbeta=nbeta, localization=0.0)
-    lam = llc_estimate(torch.stack(losses, 1).numpy(), 0.0, nbeta)
+    lam = ex.quartic_toy_llc(ex.sgld_reference, llc_estimate, lr=5e-5, nbeta=1000.0, localization=0.0)
     assert abs(lam - 0.75) < 0.03, lam

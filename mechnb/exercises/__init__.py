@@ -25,6 +25,7 @@ import pkgutil
 from types import ModuleType
 from typing import Any
 
+from mechnb.exercises import _core
 from mechnb.exercises._core import (
     Case,
     CheckResult,
@@ -37,18 +38,7 @@ from mechnb.exercises._core import (
     strict_mode,
 )
 
-__all__ = [
-    "Case",
-    "CheckResult",
-    "Exercise",
-    "ExerciseFailed",
-    "compare",
-    "exercise",
-    "registry",
-    "run_cases",
-    "strict_mode",
-    "topic_modules",
-]
+__all__ = [*_core.__all__, "topic_modules"]
 
 _NOT_TOPICS = {"make"}
 

@@ -199,6 +199,34 @@ def sgld_reference(w: torch.Tensor, w_star: torch.Tensor, grad: torch.Tensor, no
     return w - 0.5 * lr * (nbeta * grad + localization * (w - w_star)) + math.sqrt(lr) * noise
 
 
+
+def quartic_toy_llc(step_fn: Callable[..., torch.Tensor], estimate_fn: Callable[..., float], *, lr: float = 5e-5,
+                    nbeta: float = 1000.0, localization: float = 1.0, chains: int = 400, steps: int = 3000,
+                    burn_in: int = 1000, seed: int = 0) -> float:
+    """Estimate the LLC of ``L(w) = w1² + w2⁴`` on ``R³`` (exact ``λ = 1/2 + 1/4 + 0 = 3/4``) with given pieces.
+
+    Runs ``chains`` SGLD chains from ``w* = 0`` at once, each step
+    ``w = step_fn(w, w_star, grad, noise, lr=lr, nbeta=nbeta, localization=localization)`` with
+    ``w (chains, 3)``, the exact gradient and standard-normal ``noise`` from a generator seeded
+    with ``seed``; keeps ``L(w)`` after ``burn_in`` steps and returns
+    ``estimate_fn(losses (chains, steps - burn_in), 0.0, nbeta)``. Notebook 01 runs it with the
+    learner's solutions of Exercises 1.3 and 1.4; ``sgld_reference`` and the mean-loss estimate
+    recover 3/4 within 0.03.
+    """
+    if steps <= burn_in:
+        raise ValueError(f"steps: expected more than burn_in={burn_in} steps, got {steps}")
+    gen = torch.Generator().manual_seed(seed)
+    w_star = torch.zeros(3, dtype=torch.float64)
+    w = w_star.repeat(chains, 1)
+    kept = []
+    for step in range(steps):
+        if step >= burn_in:
+            kept.append(w[:, 0] ** 2 + w[:, 1] ** 4)
+        grad = torch.stack([2 * w[:, 0], 4 * w[:, 1] ** 3, torch.zeros(chains, dtype=torch.float64)], dim=1)
+        noise = torch.randn(chains, 3, generator=gen, dtype=torch.float64)
+        w = step_fn(w, w_star, grad, noise, lr=lr, nbeta=nbeta, localization=localization)
+    return float(estimate_fn(torch.stack(kept, dim=1), 0.0, nbeta))
+
 @exercise("1.3", "one SGLD step", notebook=NOTEBOOK)
 def check_sgld_step(fn: Callable[..., torch.Tensor]) -> CheckResult:
     """Check ``fn(w, w_star, grad, noise, *, lr, nbeta, localization) -> Tensor``: one SGLD step.

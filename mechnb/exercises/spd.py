@@ -44,6 +44,15 @@ def _inputs() -> list[tuple[torch.Tensor, str]]:
     ]
 
 
+def _check_hard_sigmoid(fn: Callable[..., torch.Tensor], ref: Callable[..., torch.Tensor], hint: str) -> CheckResult:
+    """Run ``fn`` against the hard sigmoid ``ref`` on :func:`_inputs` and on a non-default ``alpha``."""
+    cases = [Case((x,), ref(x), label=label, hint=hint) for x, label in _inputs()]
+    x = torch.linspace(-3.0, 3.0, 7)
+    cases.append(Case((x,), ref(x, alpha=0.1), kwargs={"alpha": 0.1}, label="x = linspace(-3, 3, 7), alpha=0.1",
+                      hint="use the alpha argument, not a hard-coded 0.01"))
+    return run_cases(fn, cases, atol=1e-6, rtol=1e-5)
+
+
 @exercise("2.1", "lower-leaky hard sigmoid", notebook=NOTEBOOK)
 def check_lower_leaky_hard_sigmoid(fn: Callable[..., torch.Tensor]) -> CheckResult:
     """Check ``fn(x, alpha=0.01) -> Tensor``: ``alpha * x`` below 0, ``x`` on [0, 1], ``1`` above.
@@ -54,11 +63,7 @@ def check_lower_leaky_hard_sigmoid(fn: Callable[..., torch.Tensor]) -> CheckResu
     from mechnb.spd import lower_leaky_hard_sigmoid as ref
 
     hint = "below 0 the lower-leaky version returns alpha * x (a small negative number); above 1 exactly 1"
-    cases = [Case((x,), ref(x), label=label, hint=hint) for x, label in _inputs()]
-    x = torch.linspace(-3.0, 3.0, 7)
-    cases.append(Case((x,), ref(x, alpha=0.1), kwargs={"alpha": 0.1}, label="x = linspace(-3, 3, 7), alpha=0.1",
-                      hint="use the alpha argument, not a hard-coded 0.01"))
-    return run_cases(fn, cases, atol=1e-6, rtol=1e-5)
+    return _check_hard_sigmoid(fn, ref, hint)
 
 
 @exercise("2.2", "upper-leaky hard sigmoid", notebook=NOTEBOOK)
@@ -70,11 +75,7 @@ def check_upper_leaky_hard_sigmoid(fn: Callable[..., torch.Tensor]) -> CheckResu
     from mechnb.spd import upper_leaky_hard_sigmoid as ref
 
     hint = "below 0 the upper-leaky version is exactly 0; above 1 it keeps rising with slope alpha"
-    cases = [Case((x,), ref(x), label=label, hint=hint) for x, label in _inputs()]
-    x = torch.linspace(-3.0, 3.0, 7)
-    cases.append(Case((x,), ref(x, alpha=0.1), kwargs={"alpha": 0.1}, label="x = linspace(-3, 3, 7), alpha=0.1",
-                      hint="use the alpha argument, not a hard-coded 0.01"))
-    return run_cases(fn, cases, atol=1e-6, rtol=1e-5)
+    return _check_hard_sigmoid(fn, ref, hint)
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,12 +22,8 @@ __all__ = ["SPDConfig"]
 _PAPER: dict[str, dict[str, Any]] = {
     "tms-5-2": dict(C=20, steps=40_000, batch_size=4096, lr=1e-3, lr_schedule="cosine",
                     importance_minimality=3e-3, p=1.0),
-    "tms-5-2-id": dict(C=20, steps=40_000, batch_size=4096, lr=1e-3, lr_schedule="cosine",
-                       importance_minimality=3e-3, p=1.0),
     "tms-40-10": dict(C=200, steps=40_000, batch_size=4096, lr=1e-3, lr_schedule="cosine",
                       importance_minimality=1e-4, p=2.0),
-    "tms-40-10-id": dict(C=200, steps=40_000, batch_size=4096, lr=1e-3, lr_schedule="cosine",
-                         importance_minimality=1e-4, p=2.0),
     "resid-mlp-1": dict(C=100, steps=30_000, batch_size=2048, lr=2e-3, lr_schedule="constant",
                         importance_minimality=1e-5, p=2.0),
 }
@@ -51,19 +47,20 @@ _FAST: dict[str, dict[str, Any]] = {
     "tms-5-2": dict(C=20, steps=2_000, batch_size=4096, lr=5e-3, lr_schedule="cosine",
                     importance_minimality=3e-3, p=2.0, p_anneal_final=1.0, p_anneal_end_frac=0.5,
                     faithfulness_warmup_steps=200),
-    "tms-5-2-id": dict(C=20, steps=2_000, batch_size=4096, lr=5e-3, lr_schedule="cosine",
-                       importance_minimality=3e-3, p=2.0, p_anneal_final=1.0, p_anneal_end_frac=0.5,
-                       faithfulness_warmup_steps=200),
     "tms-40-10": dict(C=200, steps=2_000, batch_size=1024, lr=1e-2, lr_schedule="cosine",
                       importance_minimality=1e-4, p=2.0, p_anneal_final=1.0, p_anneal_end_frac=0.5,
                       faithfulness_warmup_steps=200),
-    "tms-40-10-id": dict(C=200, steps=2_000, batch_size=1024, lr=1e-2, lr_schedule="cosine",
-                         importance_minimality=1e-4, p=2.0, p_anneal_final=1.0, p_anneal_end_frac=0.5,
-                         faithfulness_warmup_steps=200),
     "resid-mlp-1": dict(C=100, steps=4_000, batch_size=512, lr=5e-3, lr_schedule="cosine",
                         importance_minimality=1e-5, p=2.0, p_anneal_final=1.0, p_anneal_end_frac=0.5,
                         faithfulness_warmup_steps=200),
 }
+
+
+# The identity-hidden-layer variants (``-id``) use the settings of the model they extend.
+for _table in (_PAPER, _FAST):
+    _table["tms-5-2-id"] = _table["tms-5-2"]
+    _table["tms-40-10-id"] = _table["tms-40-10"]
+del _table
 
 
 @dataclass
