@@ -5,11 +5,11 @@ Method modules (one concept each): :mod:`mechnb.degeneracy`, :mod:`mechnb.spd`, 
 :mod:`mechnb.zoo`. Faces: :mod:`mechnb.plots`, :mod:`mechnb.widgets`, :mod:`mechnb.exercises`.
 """
 
-import os
-
 __version__ = "0.1.0"
 
 
 def fast_mode() -> bool:
     """True when ``MECHNB_FAST=1`` (set by ``make test`` / CI): notebooks shrink their budgets."""
-    return os.environ.get("MECHNB_FAST", "0").strip().lower() not in ("", "0", "false", "no")
+    from mechnb._torch import env_flag
+
+    return env_flag("MECHNB_FAST")

@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from mechnb._torch import env_flag
+
 __all__ = [
     "Case",
     "CheckResult",
@@ -70,7 +72,7 @@ class ExerciseFailed(AssertionError):
 
 def strict_mode() -> bool:
     """True when ``MECHNB_STRICT_CHECKS`` is set to a true value (facilitator notebooks under nbval)."""
-    return os.environ.get("MECHNB_STRICT_CHECKS", "0").strip().lower() not in ("", "0", "false", "no")
+    return env_flag("MECHNB_STRICT_CHECKS")
 
 
 # --------------------------------------------------------------------------------------------
