@@ -1,0 +1,15 @@
+"""The notebooks' experiments: planted networks, training-strategy variants, sweeps, toy data.
+
+One module per notebook topic. Experiments may use the methods, the zoo and :mod:`mechnb.train`;
+the method packages never import this package (see ``ARCHITECTURE.md``).
+
+* :mod:`mechnb.experiments.degeneracy` — planted MLPs / deep linear networks with known
+  degeneracies, the toy quartic loss for the LLC exercises (notebook 01).
+* :mod:`mechnb.experiments.spd` — sweeps over SPD's importance-minimality coefficient (notebook 02).
+* :mod:`mechnb.experiments.gw` — toy point clouds and the training-strategy variants compared
+  layer by layer with Gromov-Wasserstein (notebook 03).
+"""
+
+from mechnb.experiments import degeneracy, gw, spd
+
+__all__ = ["degeneracy", "gw", "spd"]
