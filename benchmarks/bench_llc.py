@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from mechnb.degeneracy import dln_learning_coefficient, estimate_llc, planted_dln
+from mechnb.degeneracy import dln_learning_coefficient, estimate_llc
 from mechnb.degeneracy import sse_loss as sum_mse
+from mechnb.experiments.degeneracy import planted_dln
 from mechnb.models import MLP
 
 RESULTS = Path(__file__).resolve().parent / "results" / "llc.json"

@@ -18,9 +18,10 @@ import pytest
 import torch
 from torch import nn
 
-from mechnb import degeneracy as dg
+from mechnb import degeneracy
 from mechnb.exercises import degeneracy as ex
 from mechnb.exercises import registry
+from mechnb.experiments.degeneracy import planted_mlp, quartic_toy_llc
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +86,8 @@ WRONG = {
         "weights only, no biases": lambda m, x: gauss_newton(m, x)[:-1, :-1],
     },
     "check_gram_nullity": {
-        "no constant-1 feature": lambda a, rtol=1e-6: dg.spectrum_nullity(dg.gram_spectrum(a, with_bias=False)),
+        "no constant-1 feature":
+            lambda a, rtol=1e-6: degeneracy.spectrum_nullity(degeneracy.gram_spectrum(a, with_bias=False)),
     },
     "check_sgld_step": {
         "noise times lr": lambda w, w_star, grad, noise, *, lr, nbeta, localization:
@@ -148,7 +150,7 @@ def test_gauss_newton_known_answers_agree() -> None:
     x = torch.randn(9, 4, generator=g, dtype=torch.float64)
     closed = ex.linear_gauss_newton(lin.weight.detach(), x)
     via_hessian = ex.gauss_newton_from_hessian(lin, x)
-    J = dg.measures._output_param_jacobian(lin, x, [k for k, _ in lin.named_parameters()])
+    J = degeneracy.measures._output_param_jacobian(lin, x, [k for k, _ in lin.named_parameters()])
     torch.testing.assert_close(closed, via_hessian, atol=1e-12, rtol=1e-10)
     torch.testing.assert_close(closed, J.T @ J / x.shape[0], atol=1e-12, rtol=1e-10)
     # one block (1/n) Σ [x,1][x,1]ᵀ per output: rank 3 * 5, no free direction with 9 generic inputs
@@ -158,12 +160,12 @@ def test_gauss_newton_known_answers_agree() -> None:
 @pytest.mark.parametrize("planted, free", [({}, 6), ({"duplicated": 2}, 6 + 2 * (3 + 1)),
                                            ({"dead": 1}, 6 + (4 + 1 + 3)), ({"unread": 1}, 6 + (4 + 1))])
 def test_gauss_newton_from_hessian_has_the_planted_free_directions(planted: dict, free: int) -> None:
-    model, x = dg.planted_mlp(seed=0, **planted)
+    model, x = planted_mlp(seed=0, **planted)
     G = ex.gauss_newton_from_hessian(model, x)
     names = [k for k, _ in model.named_parameters()]
-    J = dg.measures._output_param_jacobian(model, x, names)
+    J = degeneracy.measures._output_param_jacobian(model, x, names)
     torch.testing.assert_close(G, J.T @ J / x.shape[0], atol=1e-10, rtol=1e-8)
-    assert ex._nullity(G.numpy()) == free == dg.effective_parameter_count(model, x).nullity
+    assert ex._nullity(G.numpy()) == free == degeneracy.effective_parameter_count(model, x).nullity
 
 
 def test_sgld_reference_is_the_update_of_estimate_llc() -> None:
@@ -180,8 +182,8 @@ def test_sgld_reference_is_the_update_of_estimate_llc() -> None:
         model.weight.copy_(torch.randn(2, 3, generator=g))
     x, y = torch.randn(20, 3, generator=g), torch.randn(20, 2, generator=g)  # targets off the model: ∇L ≠ 0
     C, lr, nbeta, gamma, seed = 3, 1e-3, 10.0, 5.0, 3
-    res = dg.estimate_llc(model, dg.sse_loss, (x, y), num_chains=C, num_draws=3, lr=lr, localization=gamma,
-                          nbeta=nbeta, seed=seed, progress=False)
+    res = degeneracy.estimate_llc(model, degeneracy.sse_loss, (x, y), num_chains=C, num_draws=3, lr=lr,
+                                  localization=gamma, nbeta=nbeta, seed=seed, progress=False)
 
     def loss_and_grad(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w = w.detach().requires_grad_(True)
@@ -201,5 +203,5 @@ def test_sgld_reference_is_the_update_of_estimate_llc() -> None:
 
 def test_sgld_reference_samples_the_posterior_and_the_llc_of_a_quartic() -> None:
     """L(w) = w1² + w2⁴ (w3 free): E[nβ L] = 1/2 + 1/4 + 0 under exp(-nβ L), the learning coefficient."""
-    lam = ex.quartic_toy_llc(ex.sgld_reference, llc_estimate, lr=5e-5, nbeta=1000.0, localization=0.0)
+    lam = quartic_toy_llc(ex.sgld_reference, llc_estimate, lr=5e-5, nbeta=1000.0, localization=0.0)
     assert abs(lam - 0.75) < 0.03, lam

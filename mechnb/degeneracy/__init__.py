@@ -11,7 +11,9 @@ Layer indices for :class:`mechnb.models.MLP` (everywhere in this package): ``0``
 the model output; ``model.layers[l]`` maps layer ``l`` to layer ``l + 1``.
 
 Submodules: :mod:`.measures` (Gram / Jacobian nullity, synchronised ReLUs, effective parameter
-count, the degeneracy report), :mod:`.hessian`, :mod:`.llc`, :mod:`.interaction`.
+count, the degeneracy report), :mod:`.hessian`, :mod:`.llc`, :mod:`.interaction`. Networks with
+planted degeneracies (``planted_mlp``, ``planted_dln``) are experiments, in
+:mod:`mechnb.experiments.degeneracy`.
 """
 
 from mechnb.degeneracy.hessian import hessian_spectrum
@@ -28,7 +30,6 @@ from mechnb.degeneracy.llc import (
     default_nbeta,
     dln_learning_coefficient,
     estimate_llc,
-    planted_dln,
     sse_loss,
 )
 from mechnb.degeneracy.measures import (
@@ -39,7 +40,6 @@ from mechnb.degeneracy.measures import (
     effective_parameter_count,
     gram_spectrum,
     jacobian_gram,
-    planted_mlp,
     relu_synchrony,
     spectrum_nullity,
 )
@@ -54,13 +54,11 @@ __all__ = [
     "degeneracy_report",
     "DegeneracyReport",
     "LayerDegeneracy",
-    "planted_mlp",
     "hessian_spectrum",
     "estimate_llc",
     "LLCResult",
     "default_nbeta",
     "dln_learning_coefficient",
-    "planted_dln",
     "sse_loss",
     "interaction_basis",
     "InteractionBasis",

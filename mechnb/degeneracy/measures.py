@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mechnb._checks import check_array, check_positive_float, check_positive_int, check_tensor
+from mechnb._checks import check_array, check_positive_float, check_tensor
 from mechnb.degeneracy._mlp import (
     check_inputs,
     check_layer,
@@ -52,7 +52,6 @@ __all__ = [
     "LayerDegeneracy",
     "DegeneracyReport",
     "degeneracy_report",
-    "planted_mlp",
 ]
 
 DEFAULT_RTOL = 1e-6
@@ -445,98 +444,3 @@ def degeneracy_report(model: nn.Module, inputs: torch.Tensor, rtol: float = DEFA
                                     sync_groups=groups,
                                     free_sync=free_sync, rescalings=rescale, measured_block_nullity=block_null))
     return DegeneracyReport(layers=rows, gauss_newton=gn)
-
-
-# --------------------------------------------------------------------------------------
-# Planted degeneracies (ground truth for tests, notebook and widget)
-# --------------------------------------------------------------------------------------
-def planted_mlp(d_in: int = 4, d_hidden: int = 6, d_out: int = 3, *, n_samples: int = 256, duplicated: int = 0,
-                dead: int = 0, unread: int = 0, synchronised: int = 0, seed: int = 0):  # -> tuple[MLP, torch.Tensor]
-    """A one-hidden-layer ReLU MLP with planted degeneracies, and data on which they hold.
-
-    Inputs: ``x_0 = ±(1 + U[0, 1])`` (bounded away from 0), the other coordinates ``U[-1, 1]``.
-    Hidden neurons, in order:
-
-    * ``d_hidden`` generic neurons: random weights, each hyperplane through a random data point
-      (so each neuron is on for part of the data and the firing patterns differ);
-    * ``duplicated`` exact copies of generic neuron 0 (same incoming weights and bias; the count
-      below needs ``duplicated + 1 <= d_out``, otherwise the copies' outgoing weights are also
-      linearly dependent and the kinds overlap);
-    * ``dead`` neurons whose bias keeps them off on every input;
-    * ``unread`` neurons: generic, but with zero outgoing weights (a pure Jacobian degeneracy);
-    * ``synchronised`` neurons ``a_j x_0 + v_j · x_rest`` with ``|v_j|_1 < a_j`` and no bias:
-      all on exactly when ``x_0 > 0``, yet linearly independent (needs ``synchronised <= d_in``
-      and ``<= d_out``, so that neither their activations nor their Jacobians are degenerate too).
-
-    Generic neurons are redrawn until no two of them (nor the ``x_0 > 0`` split) share or
-    complement a firing pattern, so the only degeneracies are the planted ones.
-
-    Expected Gauss-Newton nullity (2405.10927 Sec. 3): ``d_hidden`` rescalings, plus
-    ``duplicated · (d_out + 1)``, plus ``dead · (d_in + 1 + d_out)``, plus ``unread · (d_in + 1)``,
-    plus ``synchronised²``.
-
-    Returns:
-        ``(model, inputs)`` with ``model`` a float32 :class:`mechnb.models.MLP` and ``inputs``
-        ``(n_samples, d_in)``.
-    """
-    from mechnb.models import MLP
-
-    d_in = check_positive_int("d_in", d_in, minimum=2)
-    d_hidden = check_positive_int("d_hidden", d_hidden, minimum=0)
-    d_out = check_positive_int("d_out", d_out)
-    n_samples = check_positive_int("n_samples", n_samples, minimum=2)
-    duplicated = check_positive_int("duplicated", duplicated, minimum=0)
-    dead = check_positive_int("dead", dead, minimum=0)
-    unread = check_positive_int("unread", unread, minimum=0)
-    synchronised = check_positive_int("synchronised", synchronised, minimum=0)
-    if synchronised > min(d_in, d_out):
-        raise ValueError(f"synchronised: expected at most min(d_in, d_out)={min(d_in, d_out)} (more would also "
-                         f"make their activations or their Jacobians linearly dependent), got {synchronised}")
-    if duplicated and d_hidden == 0:
-        raise ValueError("duplicated: needs d_hidden >= 1 (copies are made of generic neuron 0)")
-    g = torch.Generator().manual_seed(int(seed))
-    sign = torch.where(torch.rand(n_samples, generator=g) < 0.5, -1.0, 1.0)
-    x = torch.empty(n_samples, d_in, dtype=torch.float64)
-    x[:, 0] = sign * (1 + torch.rand(n_samples, generator=g, dtype=torch.float64))
-    x[:, 1:] = 2 * torch.rand(n_samples, d_in - 1, generator=g, dtype=torch.float64) - 1
-
-    W_rows, b_rows = [], []
-    half = x[:, 0] > 0
-    taken = [half, ~half]  # firing patterns a generic neuron must neither equal nor complement
-    while len(W_rows) < d_hidden + unread:
-        w = torch.randn(d_in, generator=g, dtype=torch.float64)
-        w[0] *= 0.25  # keep generic hyperplanes away from the x_0 = 0 split used by the synchronised group
-        c = x[int(torch.randint(n_samples, (1,), generator=g))] * 0.8
-        b = -(w @ c)
-        on = x @ w + b > 0
-        if on.all() or (~on).all() or any(bool((on == t).all() or (on != t).all()) for t in taken):
-            continue  # always on/off, synchronised with or complementary to another pattern: redraw
-        taken.append(on)
-        W_rows.append(w)
-        b_rows.append(b)
-    unread_rows = list(range(d_hidden, d_hidden + unread))  # generic neurons whose outgoing weights are zeroed
-    for _ in range(duplicated):
-        W_rows.append(W_rows[0].clone())
-        b_rows.append(b_rows[0].clone())
-    for _ in range(dead):
-        w = torch.randn(d_in, generator=g, dtype=torch.float64)
-        W_rows.append(w)
-        b_rows.append(-(2 * w.abs().sum() + 1))
-    for _ in range(synchronised):
-        a = 1 + torch.rand((), generator=g, dtype=torch.float64)
-        v = torch.randn(d_in - 1, generator=g, dtype=torch.float64)
-        v = v / v.abs().sum() * a * 0.9 * torch.rand((), generator=g, dtype=torch.float64).clamp_min(0.2)
-        W_rows.append(torch.cat([a.reshape(1), v]))
-        b_rows.append(torch.zeros((), dtype=torch.float64))
-    h = len(W_rows)
-    if h == 0:
-        raise ValueError("d_hidden, duplicated, dead, unread, synchronised: expected at least one hidden neuron in total")
-    model = MLP([d_in, h, d_out], activation="relu", bias=True)
-    with torch.no_grad():
-        model.layers[0].weight.copy_(torch.stack(W_rows).float())
-        model.layers[0].bias.copy_(torch.stack(b_rows).float())
-        W_out = torch.randn(d_out, h, generator=g, dtype=torch.float64) / h**0.5
-        W_out[:, unread_rows] = 0.0
-        model.layers[1].weight.copy_(W_out.float())
-        model.layers[1].bias.copy_(torch.randn(d_out, generator=g, dtype=torch.float64).float() * 0.1)
-    return model, x.float()

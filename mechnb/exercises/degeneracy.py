@@ -104,10 +104,10 @@ def check_gauss_newton(fn: Callable[..., torch.Tensor]) -> CheckResult:
     (row-major); ``n`` is the number of inputs. Known answers: the closed form
     :func:`linear_gauss_newton` for one linear layer, and half the Hessian of the squared error at
     a zero-residual point (:func:`gauss_newton_from_hessian`) for ReLU networks from
-    :func:`mechnb.degeneracy.planted_mlp`. The returned matrix must also have the right number of
-    zero eigenvalues (``sqrt(λ / λ_max) <= 1e-6``), which needs float64.
+    :func:`mechnb.experiments.degeneracy.planted_mlp`. The returned matrix must also have the right
+    number of zero eigenvalues (``sqrt(λ / λ_max) <= 1e-6``), which needs float64.
     """
-    from mechnb.degeneracy import planted_mlp
+    from mechnb.experiments.degeneracy import planted_mlp
     from mechnb.models import MLP
 
     g = torch.Generator().manual_seed(0)
@@ -157,14 +157,15 @@ def check_gram_nullity(fn: Callable[..., int]) -> CheckResult:
 
     ``acts`` is ``(n, d)`` (float64); ``G`` is ``(d + 1, d + 1)`` (2405.10927 Sec. 3.1). An
     eigenvalue counts as zero when ``sqrt(lambda / lambda_max) <= rtol``. The cases are hidden
-    activations of :func:`mechnb.degeneracy.planted_mlp` networks (duplicated, dead neurons) and a
-    low-rank matrix; expected values from :func:`~mechnb.degeneracy.gram_spectrum` +
+    activations of :func:`mechnb.experiments.degeneracy.planted_mlp` networks (duplicated, dead
+    neurons) and a low-rank matrix; expected values from :func:`~mechnb.degeneracy.gram_spectrum` +
     :func:`~mechnb.degeneracy.spectrum_nullity`.
     """
-    from mechnb import degeneracy as dg
+    from mechnb import degeneracy
+    from mechnb.experiments.degeneracy import planted_mlp
 
     def hidden(**planted: int) -> torch.Tensor:
-        model, x = dg.planted_mlp(seed=0, **planted)
+        model, x = planted_mlp(seed=0, **planted)
         with torch.no_grad():
             return model(x, return_activations=True)[1][0].double()  # output of layers[0] after the ReLU
 
@@ -178,7 +179,7 @@ def check_gram_nullity(fn: Callable[..., int]) -> CheckResult:
                         ("6 generic + 3 dead ReLUs", hidden(dead=3)),
                         ("(200, 7) activations of rank 3", low_rank),
                         ("one-hot codes (their sum is the constant 1)", one_hot)]:
-        expected = dg.spectrum_nullity(dg.gram_spectrum(acts, with_bias=True))
+        expected = degeneracy.spectrum_nullity(degeneracy.gram_spectrum(acts, with_bias=True))
         cases.append(Case((acts,), int(expected), label=f"acts = {label} {tuple(acts.shape)}", hint=hint))
     return run_cases(fn, cases)
 
@@ -198,34 +199,6 @@ def sgld_reference(w: torch.Tensor, w_star: torch.Tensor, grad: torch.Tensor, no
     w, w_star, grad, noise = (torch.as_tensor(t, dtype=torch.float64) for t in (w, w_star, grad, noise))
     return w - 0.5 * lr * (nbeta * grad + localization * (w - w_star)) + math.sqrt(lr) * noise
 
-
-
-def quartic_toy_llc(step_fn: Callable[..., torch.Tensor], estimate_fn: Callable[..., float], *, lr: float = 5e-5,
-                    nbeta: float = 1000.0, localization: float = 1.0, chains: int = 400, steps: int = 3000,
-                    burn_in: int = 1000, seed: int = 0) -> float:
-    """Estimate the LLC of ``L(w) = w1² + w2⁴`` on ``R³`` (exact ``λ = 1/2 + 1/4 + 0 = 3/4``) with given pieces.
-
-    Runs ``chains`` SGLD chains from ``w* = 0`` at once, each step
-    ``w = step_fn(w, w_star, grad, noise, lr=lr, nbeta=nbeta, localization=localization)`` with
-    ``w (chains, 3)``, the exact gradient and standard-normal ``noise`` from a generator seeded
-    with ``seed``; keeps ``L(w)`` after ``burn_in`` steps and returns
-    ``estimate_fn(losses (chains, steps - burn_in), 0.0, nbeta)``. Notebook 01 runs it with the
-    learner's solutions of Exercises 1.3 and 1.4; ``sgld_reference`` and the mean-loss estimate
-    recover 3/4 within 0.03.
-    """
-    if steps <= burn_in:
-        raise ValueError(f"steps: expected more than burn_in={burn_in} steps, got {steps}")
-    gen = torch.Generator().manual_seed(seed)
-    w_star = torch.zeros(3, dtype=torch.float64)
-    w = w_star.repeat(chains, 1)
-    kept = []
-    for step in range(steps):
-        if step >= burn_in:
-            kept.append(w[:, 0] ** 2 + w[:, 1] ** 4)
-        grad = torch.stack([2 * w[:, 0], 4 * w[:, 1] ** 3, torch.zeros(chains, dtype=torch.float64)], dim=1)
-        noise = torch.randn(chains, 3, generator=gen, dtype=torch.float64)
-        w = step_fn(w, w_star, grad, noise, lr=lr, nbeta=nbeta, localization=localization)
-    return float(estimate_fn(torch.stack(kept, dim=1), 0.0, nbeta))
 
 @exercise("1.3", "one SGLD step", notebook=NOTEBOOK)
 def check_sgld_step(fn: Callable[..., torch.Tensor]) -> CheckResult:

@@ -14,13 +14,12 @@ Public API::
 
 Modules: :mod:`.config` (settings), :mod:`.components` (subcomponents, CI MLPs, hard
 sigmoids), :mod:`.decompose` (losses, training loop, result), :mod:`.analysis` (metrics).
+Sweeps over the coefficients (notebook 02) are experiments: :mod:`mechnb.experiments.spd`.
 """
 
 from mechnb.spd.analysis import (
-    SweepPoint,
     feature_matches,
     identity_ci_error,
-    importance_minimality_sweep,
     keep_only_output,
     match_columns,
     mmcs_ml2r,
@@ -53,8 +52,6 @@ __all__ = [
     "one_hot_causal_importances",
     "match_columns",
     "identity_ci_error",
-    "importance_minimality_sweep",
-    "SweepPoint",
     "keep_only_output",
     "summarize",
     "SPDComponents",

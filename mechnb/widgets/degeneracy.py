@@ -13,8 +13,9 @@ import ipywidgets as widgets
 from IPython.display import display
 from matplotlib.figure import Figure
 
-from mechnb.degeneracy import Modules, degeneracy_report, find_modules, planted_mlp
+from mechnb.degeneracy import Modules, degeneracy_report, find_modules
 from mechnb.degeneracy.interaction import InteractionEdges
+from mechnb.experiments.degeneracy import planted_mlp
 from mechnb.plots import degeneracy as dplots
 from mechnb.widgets._common import show_figure
 
@@ -36,8 +37,8 @@ class DegeneracyPanel:
     ``text`` (HTML: the per-layer report and predicted vs measured nullity) and ``figure``
     (measured vs predicted nullity over every ``k``, the current one marked).
 
-    The network is :func:`mechnb.degeneracy.planted_mlp` with ``d_hidden`` generic neurons;
-    the measured value is the rank deficit of the behavioural Gauss-Newton matrix.
+    The network is :func:`mechnb.experiments.degeneracy.planted_mlp` with ``d_hidden`` generic
+    neurons; the measured value is the rank deficit of the behavioural Gauss-Newton matrix.
     """
 
     def __init__(self, d_in: int = 4, d_hidden: int = 6, d_out: int = 7, max_k: int = 6, seed: int = 0,

@@ -21,10 +21,10 @@ import torch
 from IPython.display import display
 from matplotlib.figure import Figure
 
+from mechnb.experiments.spd import SweepPoint
 from mechnb.plots import spd as splots
 from mechnb.spd import (
     SPDResult,
-    SweepPoint,
     keep_only_output,
     match_columns,
     one_hot_causal_importances,
@@ -118,7 +118,7 @@ class SubcomponentBrowser:
 
 
 class SweepExplorer:
-    """Step through an importance-minimality sweep (see :func:`mechnb.spd.importance_minimality_sweep`).
+    """Step through an importance-minimality sweep (:func:`mechnb.experiments.spd.importance_minimality_sweep`).
 
     Controls: ``coefficient`` (selection slider) and ``p`` (toggle buttons over the exponent
     schedules in the sweep, e.g. ``"2"`` constant or ``"2→1"`` annealed). Outputs: ``text``

@@ -1,0 +1,47 @@
+"""Tests for mechnb.experiments.spd: the importance-minimality sweep of notebook 02.
+
+The sweep's widget (``SweepExplorer``) is tested with the other SPD widgets in ``tests/test_spd.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mechnb.experiments.spd import importance_minimality_sweep
+from mechnb.models import TMS
+from mechnb.spd import SPDConfig
+from mechnb.tasks import sparse_features
+
+torch.set_num_threads(1)
+
+
+def pentagon_tms() -> TMS:
+    """A hand-built TMS 5-2 solution: features on a regular pentagon, norm 1.13, bias -0.25."""
+    torch.manual_seed(0)
+    m = TMS(5, 2)
+    ang = torch.arange(5) * 2 * math.pi / 5
+    with torch.no_grad():
+        m.linear1.weight.copy_(1.13 * torch.stack([ang.cos(), ang.sin()]))
+        m.linear2.bias.fill_(-0.25)
+    return m.eval()
+
+
+def sampler(n_features: int, p: float = 0.05):
+    return lambda b, g: sparse_features(b, n_features, p, g, value_range=(0.0, 1.0))
+
+
+def test_sweep_runs_every_pair():
+    cfg = SPDConfig(C=4, steps=3, batch_size=32, n_eval_batches=1)
+    pts = importance_minimality_sweep(pentagon_tms(), ["linear1", "linear2"], sampler(5), cfg, [1e-3, 1e-1],
+                                      ps=[1.0, 2.0], progress=False)
+    assert [(p.coefficient, p.p) for p in pts] == [(1e-3, 1.0), (1e-1, 1.0), (1e-3, 2.0), (1e-1, 2.0)]
+    assert pts[3].result.config.importance_minimality == 1e-1 and pts[3].result.config.p == 2.0
+    assert [p.p_label for p in pts] == ["1", "1", "2", "2"]
+    annealed = importance_minimality_sweep(pentagon_tms(), ["linear1"], sampler(5), cfg.replace(p=2.0, p_anneal_final=1.0),
+                                           [1e-3], progress=False)
+    assert annealed[0].p == 1.0 and annealed[0].p_label == "2→1"
+    with pytest.raises(ValueError, match="coefficients"):
+        importance_minimality_sweep(pentagon_tms(), ["linear1"], sampler(5), cfg, [])
