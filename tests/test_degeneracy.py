@@ -22,14 +22,13 @@ from mechnb.degeneracy import (
     interaction_basis,
     interaction_edges,
     jacobian_gram,
-    planted_dln,
-    planted_mlp,
     relu_synchrony,
     sse_loss,
     spectrum_nullity,
 )
 from mechnb.degeneracy._mlp import block_weight, ext_block_jacobian, mlp_forward, output_jacobian
-from mechnb.degeneracy.llc import _make_step_fn
+from mechnb.degeneracy.samplers import FlatParams, batched_grad_fns
+from mechnb.experiments.degeneracy import planted_dln, planted_mlp
 from mechnb.models import MLP
 from mechnb.tasks import ModularArithmetic
 from mechnb.train import TrainConfig, train
@@ -268,18 +267,6 @@ def make_dln(widths, rank=None, n=100, seed=0):
     return planted_dln(widths, rank=rank, n_samples=n, seed=seed)
 
 
-def test_planted_dln_is_well_conditioned_and_noiseless():
-    m, x, y = make_dln((5, 4, 3, 6))
-    prod = m.layers[2].weight @ m.layers[1].weight @ m.layers[0].weight
-    torch.testing.assert_close(torch.linalg.svdvals(prod.detach())[:3], torch.ones(3))
-    torch.testing.assert_close(m(x), y)
-    m2, _, _ = make_dln((6, 4, 4, 5), rank=2)
-    for layer in m2.layers:
-        assert int(torch.linalg.matrix_rank(layer.weight.detach())) == 2
-    with pytest.raises(ValueError, match="rank"):
-        planted_dln((3, 2), rank=3)
-
-
 DLN_SETTINGS = dict(num_chains=8, nbeta=500.0, lr=3e-5, localization=1.0)
 
 
@@ -351,18 +338,7 @@ def test_llc_unused_parameter_leaves_the_estimate_unchanged():
 def test_batched_chain_steps_agree_with_one_chain_at_a_time(full_batch):
     torch.manual_seed(0)
     m = MLP([4, 6, 3])  # ReLU, biases: the hand-batched fast path
-    names = [k for k, _ in m.named_parameters()]
-    shapes = [p.shape for _, p in m.named_parameters()]
-    sizes = [p.numel() for _, p in m.named_parameters()]
-
-    def loss_single(flat, xb, yb):
-        params, off = {}, 0
-        for k, shp, sz in zip(names, shapes, sizes):
-            params[k] = flat[off : off + sz].view(shp)
-            off += sz
-        return F.cross_entropy(torch.func.functional_call(m, params, (xb,)), yb)
-
-    cands = dict(_make_step_fn(m, F.cross_entropy, loss_single, names, shapes, sizes, {}, {}, full_batch))
+    cands = dict(batched_grad_fns(m, F.cross_entropy, FlatParams.of(m), full_batch))
     assert list(cands) == ["mlp", "vmap", "loop"]
     theta = torch.cat([p.detach().reshape(-1) for p in m.parameters()]).repeat(5, 1) + 0.1 * torch.randn(5, 51)
     x, y = (torch.randn(20, 4), torch.randint(0, 3, (20,))) if full_batch else (torch.randn(5, 20, 4),
@@ -629,8 +605,6 @@ def test_bad_inputs_name_the_argument():
         degeneracy_report(model, x, rtol=-1.0)
     with pytest.raises(ValueError, match="k: Lanczos"):
         hessian_spectrum(model, sum_mse, x, torch.zeros(x.shape[0], 3), k=10_000)
-    with pytest.raises(ValueError, match="synchronised"):
-        planted_mlp(d_out=2, synchronised=3)
     basis = interaction_basis(model, x, layers=[1, 2])
     assert basis.layers == [1, 2] and set(basis.C) == {1, 2}
     with pytest.raises(ValueError, match="layer"):
