@@ -19,6 +19,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from mechnb.experiments.spd import importance_minimality_sweep
 from mechnb.models import TMS, ResidualMLP
 from mechnb.spd import (
     CausalImportanceMLPs,
@@ -31,7 +32,6 @@ from mechnb.spd import (
     feature_matches,
     identity_ci_error,
     importance_minimality_loss,
-    importance_minimality_sweep,
     keep_only_output,
     lower_leaky_hard_sigmoid,
     match_columns,
@@ -462,20 +462,6 @@ def test_one_hot_ci_keep_only_and_summary(short_result):
         keep_only_output(r, x, "linear1", 99)
     with pytest.raises(ValueError, match="magnitude"):
         one_hot_causal_importances(r, magnitude=0)
-
-
-def test_sweep_runs_every_pair():
-    cfg = SPDConfig(C=4, steps=3, batch_size=32, n_eval_batches=1)
-    pts = importance_minimality_sweep(pentagon_tms(), ["linear1", "linear2"], sampler(5), cfg, [1e-3, 1e-1],
-                                      ps=[1.0, 2.0], progress=False)
-    assert [(p.coefficient, p.p) for p in pts] == [(1e-3, 1.0), (1e-1, 1.0), (1e-3, 2.0), (1e-1, 2.0)]
-    assert pts[3].result.config.importance_minimality == 1e-1 and pts[3].result.config.p == 2.0
-    assert [p.p_label for p in pts] == ["1", "1", "2", "2"]
-    annealed = importance_minimality_sweep(pentagon_tms(), ["linear1"], sampler(5), cfg.replace(p=2.0, p_anneal_final=1.0),
-                                           [1e-3], progress=False)
-    assert annealed[0].p == 1.0 and annealed[0].p_label == "2→1"
-    with pytest.raises(ValueError, match="coefficients"):
-        importance_minimality_sweep(pentagon_tms(), ["linear1"], sampler(5), cfg, [])
 
 
 # --------------------------------------------------------------------------------------
