@@ -1,7 +1,7 @@
 """Benchmark: ``mechnb.gw.layer_gw_matrix`` against the naive all-ordered-pairs POT loop.
 
 Model: the zoo's ``modadd-mlp`` recipe (six hidden ReLU layers, so 8 representations: input,
-hidden layers, logits) trained by :func:`mechnb.gw.train_variants` (``"scratch"``: plain AdamW,
+hidden layers, logits) trained by :func:`mechnb.experiments.gw.train_variants` (``"scratch"``: plain AdamW,
 full batch, until it fits the training pairs) on ``a + b mod P`` with ``P = 37``, so that there
 are ``P^2 = 1369`` distinct inputs, of which ``n = 1000`` (a seeded subset) are fed through the
 network. The naive loop gets the eight max-normalised Euclidean distance matrices prebuilt
@@ -41,8 +41,8 @@ import ot
 import torch
 from scipy.stats import spearmanr
 
-from mechnb.gw import (cluster_layers, distance_matrix, layer_groups, layer_gw_matrix, layer_representations,
-                       train_variants)
+from mechnb.experiments.gw import train_variants
+from mechnb.gw import cluster_layers, distance_matrix, layer_groups, layer_gw_matrix, layer_representations
 from mechnb.tasks import ModularArithmetic
 
 RESULTS = Path(__file__).resolve().parent / "results"

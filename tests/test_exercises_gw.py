@@ -17,7 +17,7 @@ import ot
 import pytest
 import torch
 
-from mechnb import gw
+from mechnb import experiments, gw
 from mechnb.exercises import gw as gw_ex
 from mechnb.exercises import registry
 
@@ -149,7 +149,7 @@ def test_gw_loss_closed_forms_by_hand() -> None:
 
 
 def test_gw_loss_at_the_solver_coupling_is_the_solver_value() -> None:
-    shapes = gw.toy_shapes()
+    shapes = experiments.gw.toy_shapes()
     C1 = gw.distance_matrix(torch.from_numpy(shapes["L"]))
     C2 = gw.distance_matrix(torch.from_numpy(shapes["L stretched"]))
     sol = gw.gw_solve(C1, C2)
