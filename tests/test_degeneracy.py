@@ -27,7 +27,7 @@ from mechnb.degeneracy import (
     spectrum_nullity,
 )
 from mechnb.degeneracy._mlp import block_weight, ext_block_jacobian, mlp_forward, output_jacobian
-from mechnb.degeneracy.samplers import FlatParams, batched_grad_fns
+from mechnb.degeneracy.samplers import FlatParams, NoiseStreams, SGLDSampler, batched_grad_fns
 from mechnb.experiments.degeneracy import planted_dln, planted_mlp
 from mechnb.models import MLP
 from mechnb.tasks import ModularArithmetic
@@ -348,6 +348,31 @@ def test_batched_chain_steps_agree_with_one_chain_at_a_time(full_batch):
         g, l = cands[name](theta, x, y)
         torch.testing.assert_close(g, g_ref, atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(l, l_ref, atol=1e-6, rtol=1e-5)
+
+
+def test_sgld_sampler_step_is_the_localised_langevin_update():
+    """One step is Δw = -(ε/2)(nβ ∇L_m(w) + γ(w - w*)) + √ε ξ (Lau et al. 2023), ξ the chains' own noise."""
+    g = torch.Generator().manual_seed(0)
+    w0 = torch.randn(5, generator=g, dtype=torch.float64)
+    noise = NoiseStreams(["a", "b"], [2, 3], seed=7, device=torch.device("cpu"), dtype=torch.float64)
+    sgld = SGLDSampler(w0, 3, lr=0.01, localization=2.0, nbeta=50.0, noise=noise)
+    sgld.theta += torch.randn(3, 5, generator=g, dtype=torch.float64)
+    theta, grads = sgld.theta.clone(), torch.randn(3, 5, generator=g, dtype=torch.float64)
+    xi = NoiseStreams(["a", "b"], [2, 3], seed=7, device=torch.device("cpu"), dtype=torch.float64).draw(3)
+    sgld.step(grads.clone())
+    expected = theta - 0.005 * (50.0 * grads + 2.0 * (theta - w0)) + 0.1 * xi
+    torch.testing.assert_close(sgld.theta, expected, rtol=1e-12, atol=1e-12)
+    # each parameter tensor has its own stream: dropping "a" leaves "b"'s noise unchanged
+    only_b = NoiseStreams(["b"], [3], seed=7, device=torch.device("cpu"), dtype=torch.float64).draw(3)
+    torch.testing.assert_close(only_b, xi[:, 2:], rtol=0, atol=0)
+
+
+def test_llc_burn_in_and_thinning_pick_the_recorded_steps():
+    from mechnb.degeneracy.llc import _check_settings
+
+    s = _check_settings(100, 2, 4, 1e-4, 1.0, None, None, 3, 2, 0)
+    assert s.total_steps == 11 and [t for t in range(s.total_steps) if s.is_draw(t)] == [4, 6, 8, 10]
+    assert s.nbeta == pytest.approx(100 / math.log(100)) and s.batch_size == 100
 
 
 def test_estimate_llc_bad_inputs():
