@@ -5,6 +5,13 @@
    expected outputs are kept in ``tests/notebook_outputs.json`` (see ``tests/notebook_reference.py``)
    and handed to nbval here, so every marked cell is really compared. A marked cell without a
    current reference is reported by ``tests/test_project.py``.
+   The comparison is number-aware: the numbers of a checked output are compared within the
+   tolerance its marker line declares (``# NBVAL_CHECK_OUTPUT rtol=1e-3 atol=1e-6``; default:
+   floats essentially exact, integers exact), the text around them exactly. nbval itself only
+   knows the bare marker, so a cell whose marker carries options is switched to "check" here;
+   ``compare_outputs`` of each injected cell first reconciles the outputs that agree within the
+   tolerance with their reference (``notebook_reference.reconcile_outputs``) and lets nbval's
+   exact comparison judge the rest, adding which number differs by how much to its report.
 2. **Output wait.** nbval waits a fixed 5 s for each output message of a cell after the cell has
    finished. A cell that streams many progress-bar updates (a live SPD decomposition sends ~20
    per second) can leave a backlog that a busy 2-core machine does not drain within that
@@ -15,8 +22,10 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -27,6 +36,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
 import notebook_reference  # noqa: E402  (tests/notebook_reference.py)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Also declared in pyproject.toml (as are tests/conftest.py's markers).
+    config.addinivalue_line("markers", "numerics: numerically sensitive tests, rerun by make test under other "
+                                       "CPU kernel families and thread counts")
+
+
+def _tolerant(item: Any, tol: notebook_reference.Tolerance) -> Callable[..., bool]:
+    """``item.compare_outputs`` made number-aware within ``tol`` (see the module docstring)."""
+    exact = item.compare_outputs
+    where = f"{Path(str(item.fspath)).name} cell {item.cell.get('id')}"
+
+    def compare_outputs(test: list[Any], ref: list[Any], skip_compare: Any = None) -> bool:
+        test = copy.deepcopy(test)  # keep what the cell really printed in item.test_outputs
+        problems = notebook_reference.reconcile_outputs(test, ref, tol, sanitize=item.sanitize)
+        if exact(test, ref, skip_compare):
+            return True
+        if problems:
+            item.comparison_traceback[:0] = [f"{where}: outputs differ beyond the tolerance ({tol}):",
+                                             *problems, ""]
+        return False
+
+    return compare_outputs
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     references = None
     for item in items:
@@ -34,8 +67,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         item.output_timeout = NBVAL_OUTPUT_TIMEOUT
         cell = getattr(item, "cell", None)
-        if cell is None or not item.options.get("check") or not notebook_reference.MARKER.search(cell.source):
+        if cell is None or not hasattr(item, "options"):
             continue
+        try:
+            tol = notebook_reference.cell_tolerance(cell.source)
+        except ValueError as err:
+            raise pytest.UsageError(f"{item.fspath} cell {cell.get('id')}: {err}") from None
+        if tol is None:
+            continue
+        item.options["check"] = True  # nbval recognises only the bare marker, not one with options
         if references is None:
             references = notebook_reference.load()
         entry = references.get(Path(str(item.fspath)).name, {}).get(cell.get("id"))
@@ -44,10 +84,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
             cell.outputs = [nbformat.from_dict(o) for o in entry["outputs"]]
             cell.execution_count = 1  # nbval compares only cells whose reference ran
+            item.compare_outputs = _tolerant(item, tol)
 
 
-def pytest_report_header(config: pytest.Config) -> str | None:
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    import os
+
+    import torch
+
+    # The numeric configuration this run computes under (make test reruns the suite under several).
+    env = " ".join(f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+                   if k in os.environ)
+    lines = [f"torch {torch.__version__}: CPU kernels {torch.backends.cpu.get_cpu_capability()}, "
+             f"{torch.get_num_threads()} threads" + (f" ({env})" if env else "")]
     if config.pluginmanager.hasplugin("nbval"):
-        return (f"nbval: reference outputs of # NBVAL_CHECK_OUTPUT cells from tests/notebook_outputs.json; "
-                f"output-message timeout {NBVAL_OUTPUT_TIMEOUT} s (conftest.py)")
-    return None
+        lines.append(f"nbval: reference outputs of # NBVAL_CHECK_OUTPUT cells from tests/notebook_outputs.json, "
+                     f"numbers within each cell's tolerance; output-message timeout {NBVAL_OUTPUT_TIMEOUT} s "
+                     f"(conftest.py)")
+    return lines

@@ -15,6 +15,26 @@ After changing a checked cell (or what it prints), record the references again::
     MECHNB_FAST=1 OMP_NUM_THREADS=1 .venv/bin/python tests/notebook_reference.py --update [NN ...]
 
 and review ``git diff tests/notebook_outputs.json`` before committing.
+
+**Number-aware comparison.** A checked cell's output is compared with its reference line by
+line: the text between the numbers exactly (except for spaces and tabs: those next to a number
+are ignored and other runs of them count as one space, so a column that widens by a digit or
+a sign still lines up), every number within the tolerance the marker
+line declares::
+
+    # NBVAL_CHECK_OUTPUT                          floats essentially exact (rtol=1e-6, atol=1e-9), integers exact
+    # NBVAL_CHECK_OUTPUT rtol=1e-3                floats within 0.1 %
+    # NBVAL_CHECK_OUTPUT rtol=1e-2 atol=1e-6      floats within 1 % or 1e-6
+    # NBVAL_CHECK_OUTPUT atol=1                   integers (counts) may also move by 1
+
+A number passes when ``|got - expected| <= atol + rtol * |expected|`` (``numpy.isclose``'s
+rule, the reference on the right). Integers (no decimal point, no exponent) compare exactly
+unless the cell declares ``atol >= 1``, and an integer never matches a float (``3`` vs ``3.0`` is a
+change of format). A number is a token like ``-12``, ``0.25``, ``.5``, ``1e-3`` or
+``4.4e-16`` standing on its own: digits glued to a word (``avx512``, ``tms-5-2``, ``linear1``,
+``10k``, ``0x1f``) and dotted versions (``2.13.0``) are text and compare exactly; ``nan``/``inf`` are
+text too. The options are part of the cell's source, so changing a tolerance makes the
+reference stale like any other edit of the cell.
 """
 
 from __future__ import annotations
@@ -25,13 +45,16 @@ import json
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 REFERENCE = Path(__file__).resolve().with_name("notebook_outputs.json")
-MARKER = re.compile(r"^\s*#\s*NBVAL_CHECK_OUTPUT\s*$", re.M)
+#: The marker line of a checked cell, with optional tolerance options: ``# NBVAL_CHECK_OUTPUT rtol=1e-3 atol=1e-6``.
+#: Whatever follows the marker on its line is its options (``key=value`` words), then an optional ``# comment``.
+MARKER = re.compile(r"^[ \t]*#[ \t]*NBVAL_CHECK_OUTPUT(?=[ \t]|$)(?P<options>[^\n]*)$", re.M)
 #: Output keys kept in the reference (nbval's lax mode ignores metadata, counts and images).
 _KEEP_DATA = ("text/plain",)
 
@@ -39,6 +62,187 @@ _KEEP_DATA = ("text/plain",)
 def source_hash(source: str) -> str:
     """A short hash of a cell's source: the reference is stale once the source changes."""
     return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------
+# Tolerances and the number-aware comparison
+# --------------------------------------------------------------------------------------
+#: Float tolerance of a checked cell that declares none: essentially exact (a printed float
+#: rarely carries 7 significant digits), so a cell must opt in to a looser one.
+DEFAULT_RTOL = 1e-6
+DEFAULT_ATOL = 1e-9
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How closely the numbers of a checked cell's output must match its reference.
+
+    A number passes when ``|got - expected| <= atol + rtol * |expected|``; integers only when
+    they are equal, unless ``atol >= 1`` (then by the same rule).
+    """
+
+    rtol: float = DEFAULT_RTOL
+    atol: float = DEFAULT_ATOL
+
+    def __str__(self) -> str:
+        ints = "integers within atol" if self.atol >= 1 else "integers exact"
+        return f"rtol={self.rtol:g} atol={self.atol:g}, {ints}"
+
+
+def parse_options(options: str) -> Tolerance:
+    """The :class:`Tolerance` declared by the text after ``NBVAL_CHECK_OUTPUT`` on the marker line.
+
+    ``options`` holds whitespace-separated ``rtol=<float>`` / ``atol=<float>`` words (each at most
+    once, non-negative, finite), optionally followed by a ``# comment``. Anything else raises
+    ``ValueError`` naming the word, so a typo never silently leaves a cell exact or unchecked.
+    """
+    if not isinstance(options, str):
+        raise TypeError(f"options must be a str, got {type(options).__name__}")
+    words = options.split("#", 1)[0].split()
+    values: dict[str, float] = {}
+    for word in words:
+        key, sep, raw = word.partition("=")
+        if not sep or key not in ("rtol", "atol"):
+            raise ValueError(f"NBVAL_CHECK_OUTPUT options: expected rtol=<float> or atol=<float>, got {word!r}")
+        if key in values:
+            raise ValueError(f"NBVAL_CHECK_OUTPUT options: {key} given twice in {options.strip()!r}")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"NBVAL_CHECK_OUTPUT options: {key} must be a number, got {raw!r}") from None
+        if not (value >= 0 and value != float("inf")):
+            raise ValueError(f"NBVAL_CHECK_OUTPUT options: {key} must be finite and >= 0, got {raw!r}")
+        values[key] = value
+    return Tolerance(**values)
+
+
+def cell_tolerance(source: str) -> Tolerance | None:
+    """The tolerance a cell's ``# NBVAL_CHECK_OUTPUT`` line declares; ``None`` for an unchecked cell."""
+    match = MARKER.search(source)
+    return None if match is None else parse_options(match.group("options"))
+
+
+#: A word: a letter or ``_`` then word characters, with ``-``-joined parts (``avx512``, ``tms-5-2``,
+#: ``float64``). Its digits are text. Tried before a number at every position.
+_WORD = r"[^\W\d]\w*(?:-\w+)*"
+#: A number standing on its own: not glued to a word or to another number's dot on either side.
+_NUMBER = r"(?<!\w)(?<!\w\.)[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(?!\w|\.\w)"
+_TOKEN = re.compile(rf"(?P<word>{_WORD})|(?P<number>{_NUMBER})")
+_SPACE = re.compile(r"[ \t]+")
+_SPACE_AT_NUMBER = re.compile(r" ?\x00 ?")
+
+
+def split_numbers(line: str) -> tuple[str, list[str]]:
+    """``(skeleton, numbers)``: the line with each number replaced by ``\\x00`` (spaces and tabs
+    next to a number dropped, other runs of them made one space), and the numbers' texts in order.
+
+    ``split_numbers("avx512: GW = -0.25  (n=3)")`` is ``("avx512: GW =\\x00(n=\\x00)", ["-0.25", "3"])``.
+    """
+    numbers: list[str] = []
+    parts: list[str] = []
+    last = 0
+    for m in _TOKEN.finditer(line):
+        if m.group("number") is None:
+            continue
+        parts.append(line[last:m.start()])
+        parts.append("\x00")
+        numbers.append(m.group())
+        last = m.end()
+    parts.append(line[last:])
+    return _SPACE_AT_NUMBER.sub("\x00", _SPACE.sub(" ", "".join(parts))), numbers
+
+
+def _is_integer(text: str) -> bool:
+    return not any(c in text for c in ".eE")
+
+
+def compare_numbers(expected: str, got: str, tol: Tolerance) -> str | None:
+    """``None`` if the number ``got`` matches ``expected`` within ``tol``, else why not."""
+    if _is_integer(expected) != _is_integer(got):
+        kinds = ("an integer", "a float") if _is_integer(expected) else ("a float", "an integer")
+        return f"{expected} -> {got}: {kinds[0]} became {kinds[1]} (a change of format)"
+    if _is_integer(expected) and tol.atol < 1:
+        e, g = int(expected), int(got)
+        return None if e == g else f"{expected} -> {got}: integers differ by {g - e:+d} (exact unless atol>=1)"
+    e, g = float(expected), float(got)
+    allowed = tol.atol + tol.rtol * abs(e)
+    diff = abs(g - e)
+    if diff <= allowed:
+        return None
+    rel = f"{diff / abs(e):.2g}" if e else "inf"
+    return f"{expected} -> {got}: differs by {diff:.3g} (relative {rel}), allowed {allowed:.3g} ({tol})"
+
+
+def compare_text(expected: str, got: str, tol: Tolerance) -> list[str]:
+    """Why ``got`` does not match ``expected`` (an empty list if it does), line by line.
+
+    The text between numbers must be equal (up to spaces, see :func:`split_numbers`), each
+    line must hold as many numbers, and each number must pass :func:`compare_numbers`. Every
+    problem names the line, the expected and the got line, and (for numbers) which one
+    differs by how much.
+    """
+    exp_lines, got_lines = expected.splitlines(), got.splitlines()
+    problems: list[str] = []
+    if len(exp_lines) != len(got_lines):
+        problems.append(f"{len(exp_lines)} lines expected, {len(got_lines)} got")
+    for i, (e_line, g_line) in enumerate(zip(exp_lines, got_lines), start=1):
+        if e_line == g_line:
+            continue
+        (e_skel, e_nums), (g_skel, g_nums) = split_numbers(e_line), split_numbers(g_line)
+        where = f"line {i}:\n    expected {e_line!r}\n    got      {g_line!r}\n    "
+        if len(e_nums) != len(g_nums):
+            problems.append(where + f"{len(e_nums)} numbers expected, {len(g_nums)} got")
+        elif e_skel != g_skel:
+            problems.append(where + "the text around the numbers differs")
+        else:
+            bad = [(k, why) for k, (a, b) in enumerate(zip(e_nums, g_nums), start=1)
+                   if (why := compare_numbers(a, b, tol)) is not None]
+            problems.extend(where + f"number {k} of {len(e_nums)}: {why}" for k, why in bad)
+    if len(exp_lines) != len(got_lines):
+        extra = exp_lines[len(got_lines):] or got_lines[len(exp_lines):]
+        side = "missing" if len(exp_lines) > len(got_lines) else "unexpected"
+        problems.append(f"first {side} line: {extra[0]!r}")
+    return problems
+
+
+def _output_texts(outputs: Iterable[Any]) -> list[tuple[str, Any, str]]:
+    """``(key, container, field)`` of every text value nbval compares: streams by name, data by MIME type."""
+    slots = []
+    for out in outputs:
+        if out.get("output_type") == "stream" and isinstance(out.get("text"), str):
+            slots.append((f"stream {out.get('name')}", out, "text"))
+        for mime, value in (out.get("data") or {}).items():
+            if mime.startswith("text/") and isinstance(value, str):
+                slots.append((mime, out["data"], mime))
+    return slots
+
+
+def reconcile_outputs(test: list[Any], ref: list[Any], tol: Tolerance,
+                      sanitize: Callable[[str], str] = lambda s: s) -> list[str]:
+    """Number-aware matching of a cell's outputs ``test`` against its reference ``ref``.
+
+    Pairs the text values as nbval does (the n-th ``stdout`` stream with the n-th, the n-th
+    ``text/plain`` with the n-th, ...). A value that matches its reference within ``tol``
+    (after ``sanitize``, nbval's normalisation) is replaced in ``test`` by the reference's text,
+    so nbval's exact comparison that follows passes on it; the others are left as they are
+    (nbval then reports them) and the returned list says why each differs.
+    """
+    refs: dict[str, list[str]] = {}
+    for key, box, field in _output_texts(ref):
+        refs.setdefault(key, []).append(box[field])
+    seen: dict[str, int] = {}
+    problems = []
+    for key, box, field in _output_texts(test):
+        n = seen[key] = seen.get(key, -1) + 1
+        if n >= len(refs.get(key, ())):
+            continue  # an output the reference lacks: nbval reports it
+        expected = refs[key][n]
+        why = compare_text(sanitize(expected), sanitize(box[field]), tol)
+        if why:
+            problems.append(f"{key} (output {n + 1}):\n  " + "\n  ".join(why))
+        else:
+            box[field] = expected
+    return problems
 
 
 def checked_cells(nb: Any) -> list[Any]:
