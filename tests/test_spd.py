@@ -185,26 +185,23 @@ def test_compress_zero_rows_weights_and_exactness():
 def test_zero_row_compression_gives_the_full_batch_losses_and_gradients():
     """Importance minimality is identical and the zero rows' reconstruction error is exactly
     zero for bias-free layers (TMS), so the compressed loss equals the full-batch loss."""
-    from mechnb.spd.decompose import _causal_importances, _hooked, _HookState, _weighted_mse
+    from mechnb.spd.hooks import HookedTarget, causal_importances
+    from mechnb.spd.losses import weighted_mse
 
     model = pentagon_tms()
     comps = SPDComponents({"linear1": (2, 5), "linear2": (5, 2)}, C=6, ci_hidden=4, tied={"linear2": "linear1"},
                           generator=torch.Generator().manual_seed(0))
     x = sparse_features(512, 5, 0.05, torch.Generator().manual_seed(1))
-    modules = {"linear1": model.linear1, "linear2": model.linear2}
+    target = HookedTarget(model, {"linear1": model.linear1, "linear2": model.linear2}, comps)
 
     def loss(xb, w):
-        st = _HookState()
-        with _hooked(modules, comps, st):
-            st.capture = {}
+        with target.hooks():
             with torch.no_grad():
-                tgt = model(xb)
-            acts, st.capture = st.capture, None
-            lo, up = _causal_importances(comps, acts, 0.01)
+                tgt, acts = target.capture(xb)
+            lo, up = causal_importances(comps, acts, 0.01)
             m = stochastic_masks(lo, torch.Generator().manual_seed(3))
             # deterministic per-row masks for the nonzero rows so both batches see the same masks
-            st.replace = {"linear1": lo[:, 0], "linear2": m[:, 1] * 0 + lo[:, 1]}
-            rec = _weighted_mse(model(xb), tgt, w)
+            rec = weighted_mse(target.masked(xb, {"linear1": lo[:, 0], "linear2": m[:, 1] * 0 + lo[:, 1]}), tgt, w)
         return rec + 0.1 * importance_minimality_loss(up, 1.0, w)
 
     full = loss(x, torch.full((512,), 1 / 512))
@@ -220,13 +217,61 @@ def test_zero_row_compression_gives_the_full_batch_losses_and_gradients():
 
 def test_ci_input_is_not_detached():
     """The CI MLPs read V^T a, so the importance loss sends gradient into V (paper, method section)."""
-    from mechnb.spd.decompose import _causal_importances
+    from mechnb.spd.hooks import causal_importances
 
     comps = SPDComponents({"l": (2, 5)}, C=4, ci_hidden=3, generator=torch.Generator().manual_seed(0))
     a = torch.rand(16, 5)
-    _, up = _causal_importances(comps, {"l": a}, 0.01)
+    _, up = causal_importances(comps, {"l": a}, 0.01)
     up.sum().backward()
     assert comps.V("l").grad is not None and comps.V("l").grad.abs().sum() > 0
+
+
+def test_reconstruction_losses_and_weighted_total_closed_form():
+    """Full and layerwise stochastic reconstruction on a known masked forward; the total is
+    sum_k coefficient_k * L_k with the SPDConfig field of each loss's name."""
+    from mechnb.spd.losses import SPDLosses, stochastic_recon_layerwise_loss, stochastic_recon_loss, total_loss
+
+    masks = torch.tensor([[[1.0], [2.0]], [[3.0], [4.0]]])  # (N=2, L=2, C=1): row 0 a=1 b=2, row 1 a=3 b=4
+    w = torch.tensor([0.25, 0.75])
+    out0 = torch.zeros(2, 1)
+
+    def masked_forward(replace):  # output = sum of the replaced layers' masks
+        return sum(m[:, :1] for m in replace.values())
+
+    rec = stochastic_recon_loss(masked_forward, ["a", "b"], out0, masks, w)
+    lw = stochastic_recon_layerwise_loss(masked_forward, ["a", "b"], out0, masks, w)
+    assert rec.item() == pytest.approx(0.25 * 3**2 + 0.75 * 7**2)  # 39
+    assert lw.item() == pytest.approx(((0.25 * 1 + 0.75 * 9) + (0.25 * 4 + 0.75 * 16)) / 2)  # 10
+    cfg = SPDConfig(faithfulness=2.0, stochastic_recon=0.5, stochastic_recon_layerwise=0.0, importance_minimality=0.1)
+    terms = SPDLosses(*(torch.tensor(v) for v in (1.0, 2.0, 3.0, 4.0)))
+    assert total_loss(terms, cfg).item() == pytest.approx(2.0 * 1 + 0.5 * 2 + 0.0 * 3 + 0.1 * 4)
+
+
+def test_step_on_an_exact_decomposition_with_all_ones_masks():
+    """U V^T = W and causal importances saturated at 1 (masks m = 1 whatever r): faithfulness and
+    both reconstruction losses vanish, importance minimality is L * C * (1 + alpha (x - 1))^p."""
+    from mechnb.spd.decompose import spd_step
+    from mechnb.spd.hooks import HookedTarget
+
+    model = pentagon_tms()
+    W = model.linear1.weight.detach()  # (2, 5)
+    comps = SPDComponents({"linear1": (2, 5), "linear2": (5, 2)}, C=5, ci_hidden=3, tied={"linear2": "linear1"},
+                          generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        comps.U("linear1").copy_(W)
+        comps.V("linear1").copy_(torch.eye(5))
+        comps.ci.W_out.zero_()
+        comps.ci.b_out.fill_(10.0)  # pre-activation 10: lower-leaky CI 1, upper-leaky 1 + 0.01 * 9
+    targets = {"linear1": W, "linear2": W.T}
+    cfg = SPDConfig(C=5, ci_hidden=3, n_mask_samples=2, p=2.0)
+    x = torch.rand(16, 5)
+    target = HookedTarget(model, {"linear1": model.linear1, "linear2": model.linear2}, comps)
+    with target.hooks():
+        losses = spd_step(target, targets, x, torch.full((16,), 1 / 16), cfg, cfg.p, torch.Generator().manual_seed(0))
+    assert losses.faithfulness.item() == pytest.approx(0.0, abs=1e-12)
+    assert losses.stochastic_recon.item() == pytest.approx(0.0, abs=1e-10)
+    assert losses.stochastic_recon_layerwise.item() == pytest.approx(0.0, abs=1e-10)
+    assert losses.importance_minimality.item() == pytest.approx(2 * 5 * 1.09**2, rel=1e-5)
 
 
 # --------------------------------------------------------------------------------------

@@ -1,27 +1,24 @@
-"""Stochastic Parameter Decomposition: the losses, the training loop and :class:`SPDResult`.
+"""Stochastic Parameter Decomposition: the training loop, its step function and :class:`SPDResult`.
 
 Bushnaq, Braun & Sharkey (2025), *Stochastic Parameter Decomposition*,
 https://arxiv.org/abs/2506.20790. Notation: decomposed layers ``l``, subcomponents ``c``,
 ``W_l ~= U_l V_l^T``, causal importances ``g_{l,c}(x) = sigma_H(Gamma_{l,c}(V_{l,c}^T a_l))``
 stochastic masks ``m = g + (1 - g) r`` with ``r ~ U(0, 1)``.
 
-Losses (paper, method section), summed with the coefficients of :class:`SPDConfig`:
-
-* faithfulness ``sum_l ||W_l - U_l V_l^T||_F^2 / N_params``;
-* stochastic reconstruction: MSE between the target output and the output with *every*
-  decomposed layer replaced by its masked components ``U_l (m_l * V_l^T a)``;
-* stochastic layerwise reconstruction: the same with one layer replaced at a time,
-  averaged over layers;
-* importance minimality ``sum_l sum_c |g^upper_{l,c}(x)|^p`` averaged over the batch.
-
-Biases are never decomposed: a replaced layer keeps the target's bias.
+:func:`decompose` reads as its named steps: resolve the layers and initialise the components,
+optionally warm up on faithfulness (:func:`_faithfulness_warmup`), then per main-phase step
+draw a batch (:func:`_draw_batch`), compute the four loss terms (:func:`spd_step`, returning
+:class:`~mechnb.spd.losses.SPDLosses`), sum them with the config's coefficients
+(:func:`~mechnb.spd.losses.total_loss`), backward, AdamW step, log (:class:`_History`,
+:func:`_report`); finally record each subcomponent's largest causal importance
+(:func:`_ci_max`). The losses are pure functions in :mod:`mechnb.spd.losses`; the hooks that
+read and rewire the target are in :mod:`mechnb.spd.hooks`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,13 +28,25 @@ from torch.profiler import record_function
 from tqdm.auto import tqdm
 
 from mechnb._checks import check_finite, check_positive_float, check_tensor, resolve_device
-from mechnb.models import TiedLinear
-from mechnb.spd.components import SPDComponents, lower_leaky_hard_sigmoid, upper_leaky_hard_sigmoid
+from mechnb._torch import eval_mode
+from mechnb.spd.components import SPDComponents
 from mechnb.spd.config import SPDConfig
+from mechnb.spd.hooks import HookedTarget, causal_importances, frozen_parameters, resolve_target_modules
+from mechnb.spd.losses import (
+    LOSS_NAMES,
+    SPDLosses,
+    faithfulness_loss,
+    importance_minimality_loss,
+    stochastic_masks,
+    stochastic_recon_layerwise_loss,
+    stochastic_recon_loss,
+    total_loss,
+)
 
 __all__ = [
     "SPDResult",
     "decompose",
+    "spd_step",
     "faithfulness_loss",
     "importance_minimality_loss",
     "stochastic_masks",
@@ -45,38 +54,12 @@ __all__ = [
     "LOSS_NAMES",
 ]
 
-LOSS_NAMES = ("faithfulness", "stochastic_recon", "stochastic_recon_layerwise", "importance_minimality")
-_EPS = 1e-12
+Sampler = Callable[[int, torch.Generator], torch.Tensor]
 
 
 # --------------------------------------------------------------------------------------
-# Loss pieces (pure functions, unit-tested against closed forms)
+# Batches
 # --------------------------------------------------------------------------------------
-def faithfulness_loss(components: SPDComponents, targets: dict[str, torch.Tensor]) -> torch.Tensor:
-    """``sum_l ||W_l - U_l V_l^T||_F^2 / sum_l numel(W_l)`` (paper, method section)."""
-    total = sum(((targets[n] - components.weight(n)) ** 2).sum() for n in components.names)
-    n_params = sum(targets[n].numel() for n in components.names)
-    return total / n_params
-
-
-def importance_minimality_loss(ci_upper: torch.Tensor, p: float, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """``E_x sum_{l,c} |g^upper_{l,c}(x)|^p`` (the importance-minimality loss).
-
-    Args:
-        ci_upper: upper-leaky causal importances ``(N, L, C)`` (non-negative).
-        p: the exponent.
-        weights: per-row weights ``(N,)`` summing to 1 (default: uniform mean).
-    """
-    per_row = (ci_upper + _EPS).pow(p).sum(dim=(1, 2))
-    return per_row.mean() if weights is None else (per_row * weights).sum()
-
-
-def stochastic_masks(ci: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``m = g + (1 - g) r`` with a fresh ``r ~ U(0, 1)`` per entry; ``ci (N, L, C)``."""
-    r = torch.rand(ci.shape, generator=generator, device=ci.device, dtype=ci.dtype)
-    return ci + (1.0 - ci) * r
-
-
 def compress_zero_rows(x: torch.Tensor, multiple: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge the all-zero rows of a batch into a single row carrying their total weight.
 
@@ -103,97 +86,239 @@ def compress_zero_rows(x: torch.Tensor, multiple: int = 64) -> tuple[torch.Tenso
     return kept, weights
 
 
-def _weighted_mse(out: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    per_row = ((out - target) ** 2).reshape(out.shape[0], -1).mean(dim=1)
-    return (per_row * weights).sum()
+def _draw_batch(sample_inputs: Sampler, config: SPDConfig, generator: torch.Generator, device: torch.device,
+                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x (N, ...), weights (N,))``: ``config.batch_size`` inputs, zero rows compressed if configured."""
+    x = sample_inputs(config.batch_size, generator)
+    x = check_tensor("sample_inputs(...)", x)
+    if x.ndim < 1 or x.shape[0] != config.batch_size:
+        raise ValueError(
+            f"sample_inputs: expected a batch of {config.batch_size} rows, got shape {tuple(x.shape)}"
+        )
+    x = x.to(device)
+    if config.compress_zero_rows and x.is_floating_point():
+        return compress_zero_rows(x)
+    return x, torch.full((x.shape[0],), 1.0 / x.shape[0], device=device, dtype=dtype)
 
 
 # --------------------------------------------------------------------------------------
-# Hooking the target model
+# One step: the loss terms
 # --------------------------------------------------------------------------------------
-class _HookState:
-    """What the forward hooks do on the next forward pass: capture inputs and/or replace layers."""
+def spd_step(target: HookedTarget, targets: dict[str, torch.Tensor], x: torch.Tensor, weights: torch.Tensor,
+             config: SPDConfig, p: float, mask_generator: torch.Generator) -> SPDLosses:
+    """The four SPD loss terms on one batch (paper, method section); the hooks must be installed.
+
+    Runs the target once to record the layer inputs ``a_l`` and the output ``f(x)`` to
+    reconstruct, computes the causal importances ``(N, L, C)``, then faithfulness, importance
+    minimality (exponent ``p``) and, for each of ``config.n_mask_samples`` fresh mask samples,
+    the stochastic reconstruction (all layers masked) and layerwise reconstruction (one layer
+    at a time) losses, averaged over the samples. A reconstruction term whose coefficient is 0
+    is not computed (returned as 0).
+
+    Args:
+        target: the hooked target model (its components are the ones being trained).
+        targets: ``{layer: W_l (d_out, d_in)}`` the target weights.
+        x: the batch ``(N, ...)``; weights: per-row weights ``(N,)`` summing to 1.
+        config: the coefficients, ``n_mask_samples`` and ``leaky_alpha``.
+        p: the importance-minimality exponent at this step.
+        mask_generator: the stream of the masks' uniform noise ``r``.
+    """
+    components = target.components
+    names = components.names
+    W = next(iter(targets.values()))
+    with record_function("spd/target_forward"), torch.no_grad():
+        target_out, acts = target.capture(x)
+    with record_function("spd/causal_importances"):
+        ci_lower, ci_upper = causal_importances(components, acts, config.leaky_alpha)
+    with record_function("spd/faithfulness_and_minimality"):
+        loss_faith = faithfulness_loss(components, targets)
+        loss_imp = importance_minimality_loss(ci_upper, p, weights)
+
+    def masked_forward(replace: dict[str, torch.Tensor]) -> torch.Tensor:
+        return target.masked(x, replace)
+
+    loss_rec = torch.zeros((), device=W.device, dtype=W.dtype)
+    loss_lw = torch.zeros((), device=W.device, dtype=W.dtype)
+    for _ in range(config.n_mask_samples):
+        if config.stochastic_recon > 0:
+            with record_function("spd/stochastic_recon"):
+                masks = stochastic_masks(ci_lower, mask_generator)
+                loss_rec = loss_rec + stochastic_recon_loss(masked_forward, names, target_out, masks, weights)
+        if config.stochastic_recon_layerwise > 0:
+            with record_function("spd/stochastic_recon_layerwise"):
+                masks = stochastic_masks(ci_lower, mask_generator)
+                loss_lw = loss_lw + stochastic_recon_layerwise_loss(masked_forward, names, target_out, masks, weights)
+    return SPDLosses(
+        faithfulness=loss_faith,
+        stochastic_recon=loss_rec / config.n_mask_samples,
+        stochastic_recon_layerwise=loss_lw / config.n_mask_samples,
+        importance_minimality=loss_imp,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# The other phases: faithfulness warm-up, logging, evaluation statistics
+# --------------------------------------------------------------------------------------
+def _faithfulness_warmup(components: SPDComponents, targets: dict[str, torch.Tensor], config: SPDConfig) -> None:
+    """``config.faithfulness_warmup_steps`` AdamW steps on faithfulness alone: ``U V^T := W`` before the main phase."""
+    uv = list(components.U_params.parameters()) + list(components.V_params.parameters())
+    opt = torch.optim.AdamW(uv, lr=config.faithfulness_warmup_lr, weight_decay=0.0)
+    for _ in range(config.faithfulness_warmup_steps):
+        opt.zero_grad(set_to_none=True)
+        faithfulness_loss(components, targets).backward()
+        opt.step()
+
+
+class _History:
+    """Per-step ``(total, *LOSS_NAMES)`` rows, kept on the device until read."""
 
     def __init__(self) -> None:
-        self.capture: dict[str, torch.Tensor] | None = None
-        self.replace: dict[str, torch.Tensor | None] = {}
+        self.rows: list[torch.Tensor] = []
+
+    def append(self, total: torch.Tensor, losses: SPDLosses) -> None:
+        self.rows.append(torch.stack([total, *losses.values()]).detach())
+
+    def last(self) -> torch.Tensor:
+        """The latest row on the CPU, ``(1 + len(LOSS_NAMES),)``."""
+        return self.rows[-1].cpu()
+
+    def as_dict(self, config: SPDConfig, n: int) -> dict[str, list[float]]:
+        """``{"total", *LOSS_NAMES, "lr", "p": list over the first n steps}`` (:attr:`SPDResult.history`)."""
+        if not self.rows:
+            return {k: [] for k in ("total", *LOSS_NAMES, "lr", "p")}
+        cols = list(zip(*torch.stack(self.rows).cpu().tolist()))
+        hist = {"total": list(cols[0])}
+        for k, col in zip(LOSS_NAMES, cols[1:]):
+            hist[k] = list(col)
+        hist["lr"] = [config.lr_at(s) for s in range(n)]
+        hist["p"] = [config.p_at(s) for s in range(n)]
+        return hist
 
 
-@contextlib.contextmanager
-def _hooked(
-    modules: dict[str, nn.Module], components: SPDComponents, state: _HookState
-) -> Iterator[_HookState]:
-    """Install forward hooks on the decomposed layers for the duration of the block.
+def _report(step: int, history: _History, bar: Any, progress: bool, result: SPDResult,
+            callback: Callable[[int, SPDResult], bool | None] | None) -> bool:
+    """Every ``log_every`` steps: reject a non-finite loss, refresh the bar, call ``callback``; True stops."""
+    config = result.config
+    if (step + 1) % config.log_every != 0 and step != config.steps - 1:
+        return False
+    last = history.last()
+    if not torch.isfinite(last).all():
+        raise FloatingPointError(f"decompose: loss became non-finite at step {step}; lower config.lr")
+    if progress:
+        bar.set_postfix(total=f"{last[0]:.3g}", recon=f"{last[2]:.3g}", imp=f"{last[4]:.3g}")
+    if callback is not None:
+        result.history = history.as_dict(config, step + 1)
+        return bool(callback(step + 1, result))
+    return False
 
-    A hooked layer records its input in ``state.capture`` (if not None) and, when its name is
-    in ``state.replace``, returns ``U (m * V^T a) + b`` instead of ``W a + b`` (``m`` the mask
-    in ``state.replace[name]``, ``None`` meaning all ones). Biases are the target's, detached.
+
+@torch.no_grad()
+def _ci_max(target: HookedTarget, sample_inputs: Sampler, config: SPDConfig) -> dict[str, torch.Tensor]:
+    """``{layer: (C,)}`` each subcomponent's largest lower-leaky CI over ``config.n_eval_batches`` fresh batches."""
+    components = target.components
+    W = components.U(components.names[0])
+    generator = torch.Generator().manual_seed(config.seed + 3)
+    mx = torch.full((len(components.names), config.C), -float("inf"), device=W.device, dtype=W.dtype)
+    for _ in range(config.n_eval_batches):
+        x, _ = _draw_batch(sample_inputs, config, generator, W.device, W.dtype)
+        _, acts = target.capture(x)
+        lower, _ = causal_importances(components, acts, config.leaky_alpha)
+        mx = torch.maximum(mx, lower.amax(dim=0))
+    return {n: mx[i].detach() for i, n in enumerate(components.names)}
+
+
+# --------------------------------------------------------------------------------------
+# The optimisation
+# --------------------------------------------------------------------------------------
+def decompose(
+    model: nn.Module,
+    target_modules: list[str],
+    sample_inputs: Callable[[int, torch.Generator], torch.Tensor],
+    config: SPDConfig,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    callback: Callable[[int, SPDResult], bool | None] | None = None,
+) -> SPDResult:
+    """Decompose the weights of ``target_modules`` into rank-one subcomponents with SPD.
+
+    Args:
+        model: the trained target model (moved to ``device``; its parameters are not changed).
+        target_modules: names of the ``nn.Linear`` layers to decompose, e.g. ``["linear1",
+            "linear2"]``. A :class:`mechnb.models.TiedLinear` whose source layer is also
+            decomposed shares that layer's subcomponents, transposed (TMS with tied weights).
+        sample_inputs: ``sample_inputs(batch_size, generator) -> (batch_size, ...)`` model
+            inputs; ``generator`` is a CPU ``torch.Generator`` seeded from ``config.seed``.
+        config: an :class:`SPDConfig`.
+        device: ``"cpu"`` or ``"cuda"``.
+        progress: show a ``tqdm.auto`` progress bar.
+        callback: ``callback(step, result)`` every ``config.log_every`` steps with a live
+            :class:`SPDResult` (``ci_max`` empty); returning ``True`` stops training.
+
+    Returns:
+        An :class:`SPDResult`. A non-finite loss raises ``FloatingPointError`` naming the step.
+
+    Per main-phase step: draw a batch (zero rows compressed if ``config.compress_zero_rows``),
+    compute the four loss terms with :func:`spd_step` (each stochastic one with freshly drawn
+    masks), sum them with the config's coefficients and take one AdamW step.
     """
-    handles = []
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    if not callable(sample_inputs):
+        raise TypeError(f"sample_inputs: expected a callable (batch_size, generator) -> tensor, got {type(sample_inputs).__name__}")
+    if not isinstance(config, SPDConfig):
+        raise TypeError(f"config: expected an SPDConfig, got {type(config).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a callable or None, got {type(callback).__name__}")
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    model.to(dev)
+    modules, tied = resolve_target_modules(model, target_modules)
+    names = list(modules)
+    with torch.no_grad():
+        targets = {n: modules[n].weight.detach().clone() for n in names}
+    for n, W in targets.items():
+        check_finite(f"weight of {n!r}", W)
+    dtype = next(iter(targets.values())).dtype
 
-    def make(name: str, module: nn.Module) -> Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor | None]:
-        def hook(_m: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
-            a = inputs[0]
-            if state.capture is not None:
-                state.capture[name] = a
-            if name in state.replace:
-                bias = module.bias.detach() if getattr(module, "bias", None) is not None else None
-                return components.component_forward(name, a, state.replace[name], bias)
-            return None
+    init_gen = torch.Generator().manual_seed(config.seed)
+    comps = SPDComponents(
+        {n: tuple(targets[n].shape) for n in names}, config.C, config.ci_hidden, tied=tied, generator=init_gen
+    ).to(device=dev, dtype=dtype)
+    comps.init_from_targets(targets, generator=init_gen)
+    data_gen = torch.Generator().manual_seed(config.seed + 1)
+    mask_gen = torch.Generator(device=dev).manual_seed(config.seed + 2)
 
-        return hook
-
-    try:
-        for name, module in modules.items():
-            handles.append(module.register_forward_hook(make(name, module)))
-        yield state
-    finally:
-        for h in handles:
-            h.remove()
-
-
-@contextlib.contextmanager
-def _frozen(model: nn.Module) -> Iterator[None]:
-    """Temporarily stop gradients into the target model's own parameters."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, f in flags:
-            p.requires_grad_(f)
-
-
-def _resolve_modules(model: nn.Module, target_modules: Any) -> tuple[dict[str, nn.Module], dict[str, str]]:
-    if isinstance(target_modules, str) or not isinstance(target_modules, (list, tuple)) or not target_modules:
-        raise TypeError(
-            f"target_modules: expected a non-empty list of layer names like ['linear1', 'linear2'], "
-            f"got {target_modules!r}"
-        )
-    if len(set(target_modules)) != len(target_modules):
-        raise ValueError(f"target_modules: expected distinct names, got {list(target_modules)!r}")
-    linear_names = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, TiedLinear))]
-    modules: dict[str, nn.Module] = {}
-    for name in target_modules:
-        if not isinstance(name, str):
-            raise TypeError(f"target_modules: expected layer names (str), got {type(name).__name__} {name!r}")
-        try:
-            m = model.get_submodule(name)
-        except AttributeError:
-            raise ValueError(f"target_modules: {name!r} is not a submodule of the model; linear layers: {linear_names}")
-        if not isinstance(m, (nn.Linear, TiedLinear)):
-            raise ValueError(
-                f"target_modules: {name!r} is a {type(m).__name__}, expected an nn.Linear; linear layers: {linear_names}"
-            )
-        modules[name] = m
-    tied: dict[str, str] = {}
-    for name, m in modules.items():
-        if isinstance(m, TiedLinear):
-            for src_name, src in modules.items():
-                if src is m._source:
-                    tied[name] = src_name
-    return modules, tied
+    result = SPDResult(model=model, modules=names, components=comps, config=config, tied=tied)
+    target = HookedTarget(model, modules, comps)
+    history = _History()
+    with eval_mode(model), frozen_parameters(model), target.hooks():
+        if config.faithfulness_warmup_steps > 0:
+            _faithfulness_warmup(comps, targets, config)
+        opt = torch.optim.AdamW(comps.parameters(), lr=config.lr, weight_decay=0.0)
+        bar = tqdm(range(config.steps), desc="SPD", disable=not progress, leave=False)
+        step = -1
+        for step in bar:
+            for g in opt.param_groups:
+                g["lr"] = config.lr_at(step)
+            with record_function("spd/sample_inputs"):
+                x, w = _draw_batch(sample_inputs, config, data_gen, dev, dtype)
+            losses = spd_step(target, targets, x, w, config, config.p_at(step), mask_gen)
+            total = total_loss(losses, config)
+            with record_function("spd/backward"):
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+            with record_function("spd/optimizer"):
+                opt.step()
+            history.append(total, losses)
+            if _report(step, history, bar, progress, result, callback):
+                break
+        bar.close()
+        result.steps_run = step + 1
+        result.history = history.as_dict(config, result.steps_run)
+        if config.n_eval_batches > 0:
+            result.ci_max = _ci_max(target, sample_inputs, config)
+    result.seconds = time.perf_counter() - t0
+    return result
 
 
 # --------------------------------------------------------------------------------------
@@ -272,15 +397,16 @@ class SPDResult:
     def _modules_dict(self) -> dict[str, nn.Module]:
         return {n: self.model.get_submodule(n) for n in self.modules}
 
+    def _target(self) -> HookedTarget:
+        return HookedTarget(self.model, self._modules_dict(), self.components)
+
     def _acts_and_output(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        state = _HookState()
-        state.capture = {}
-        with _hooked(self._modules_dict(), self.components, state):
-            out = self.model(x)
-        return out, state.capture
+        target = self._target()
+        with target.hooks():
+            return target.capture(x)
 
     def _ci(self, acts: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return _causal_importances(self.components, acts, self.config.leaky_alpha)
+        return causal_importances(self.components, acts, self.config.leaky_alpha)
 
     @torch.no_grad()
     def causal_importances(self, x: torch.Tensor, kind: str = "lower") -> dict[str, torch.Tensor]:
@@ -326,10 +452,9 @@ class SPDResult:
                         f"masks[{n!r}]: expected shape ({x.shape[0]}, {self.C}) or ({self.C},), got {tuple(m.shape)}"
                     )
                 replace[n] = m.to(self._device())
-        state = _HookState()
-        state.replace = replace
-        with _hooked(self._modules_dict(), self.components, state):
-            return self.model(x)
+        target = self._target()
+        with target.hooks():
+            return target.masked(x, replace)
 
     @torch.no_grad()
     def alive(self, threshold: float = 0.1, x: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -360,213 +485,3 @@ class SPDResult:
             tail = v[-last:] if v else []
             out[k] = float(sum(tail) / len(tail)) if tail else float("nan")
         return out
-
-
-def _causal_importances(
-    components: SPDComponents, acts: dict[str, torch.Tensor], alpha: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lower- and upper-leaky causal importances ``(N, L, C)`` from the layer inputs ``acts``.
-
-    The CI MLPs read ``V_l^T a_l`` without detaching (as in the paper), so the importance and
-    reconstruction losses also shape ``V``.
-    """
-    inner = []
-    for n in components.names:
-        a = acts[n]
-        if a.ndim != 2:
-            raise ValueError(
-                f"target_modules: layer {n!r} receives inputs of shape {tuple(a.shape)}; "
-                "mechnb.spd decomposes layers whose inputs are (batch, d_in)"
-            )
-        inner.append(a @ components.V(n))
-    pre = components.ci(torch.stack(inner, dim=1))  # (N, L, C)
-    return lower_leaky_hard_sigmoid(pre, alpha), upper_leaky_hard_sigmoid(pre, alpha)
-
-
-# --------------------------------------------------------------------------------------
-# The optimisation
-# --------------------------------------------------------------------------------------
-def decompose(
-    model: nn.Module,
-    target_modules: list[str],
-    sample_inputs: Callable[[int, torch.Generator], torch.Tensor],
-    config: SPDConfig,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-    callback: Callable[[int, SPDResult], bool | None] | None = None,
-) -> SPDResult:
-    """Decompose the weights of ``target_modules`` into rank-one subcomponents with SPD.
-
-    Args:
-        model: the trained target model (moved to ``device``; its parameters are not changed).
-        target_modules: names of the ``nn.Linear`` layers to decompose, e.g. ``["linear1",
-            "linear2"]``. A :class:`mechnb.models.TiedLinear` whose source layer is also
-            decomposed shares that layer's subcomponents, transposed (TMS with tied weights).
-        sample_inputs: ``sample_inputs(batch_size, generator) -> (batch_size, ...)`` model
-            inputs; ``generator`` is a CPU ``torch.Generator`` seeded from ``config.seed``.
-        config: an :class:`SPDConfig`.
-        device: ``"cpu"`` or ``"cuda"``.
-        progress: show a ``tqdm.auto`` progress bar.
-        callback: ``callback(step, result)`` every ``config.log_every`` steps with a live
-            :class:`SPDResult` (``ci_max`` empty); returning ``True`` stops training.
-
-    Returns:
-        An :class:`SPDResult`. A non-finite loss raises ``FloatingPointError`` naming the step.
-
-    Per main-phase step: draw a batch (zero rows compressed if ``config.compress_zero_rows``),
-    run the target with its layer inputs recorded, compute the causal importances, then the
-    four losses, each stochastic one with freshly drawn masks, and take one AdamW step.
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    if not callable(sample_inputs):
-        raise TypeError(f"sample_inputs: expected a callable (batch_size, generator) -> tensor, got {type(sample_inputs).__name__}")
-    if not isinstance(config, SPDConfig):
-        raise TypeError(f"config: expected an SPDConfig, got {type(config).__name__}")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback: expected a callable or None, got {type(callback).__name__}")
-    dev = resolve_device(device)
-    t0 = time.perf_counter()
-    model.to(dev)
-    modules, tied = _resolve_modules(model, target_modules)
-    names = list(modules)
-    with torch.no_grad():
-        targets = {n: modules[n].weight.detach().clone() for n in names}
-    for n, W in targets.items():
-        check_finite(f"weight of {n!r}", W)
-    dtype = next(iter(targets.values())).dtype
-
-    init_gen = torch.Generator().manual_seed(config.seed)
-    comps = SPDComponents(
-        {n: tuple(targets[n].shape) for n in names}, config.C, config.ci_hidden, tied=tied, generator=init_gen
-    ).to(device=dev, dtype=dtype)
-    comps.init_from_targets(targets, generator=init_gen)
-    data_gen = torch.Generator().manual_seed(config.seed + 1)
-    mask_gen = torch.Generator(device=dev).manual_seed(config.seed + 2)
-
-    def draw() -> tuple[torch.Tensor, torch.Tensor]:
-        x = sample_inputs(config.batch_size, data_gen)
-        x = check_tensor("sample_inputs(...)", x)
-        if x.ndim < 1 or x.shape[0] != config.batch_size:
-            raise ValueError(
-                f"sample_inputs: expected a batch of {config.batch_size} rows, got shape {tuple(x.shape)}"
-            )
-        x = x.to(dev)
-        if config.compress_zero_rows and x.is_floating_point():
-            return compress_zero_rows(x)
-        return x, torch.full((x.shape[0],), 1.0 / x.shape[0], device=dev, dtype=dtype)
-
-    result = SPDResult(model=model, modules=names, components=comps, config=config, tied=tied)
-    state = _HookState()
-    was_training = model.training
-    model.eval()
-    history_rows: list[torch.Tensor] = []
-    L = len(names)
-    try:
-        with _frozen(model), _hooked(modules, comps, state):
-            # ---- optional faithfulness warm-up: U V^T := W before the stochastic losses start.
-            if config.faithfulness_warmup_steps > 0:
-                uv = list(comps.U_params.parameters()) + list(comps.V_params.parameters())
-                warm_opt = torch.optim.AdamW(uv, lr=config.faithfulness_warmup_lr, weight_decay=0.0)
-                for _ in range(config.faithfulness_warmup_steps):
-                    warm_opt.zero_grad(set_to_none=True)
-                    faithfulness_loss(comps, targets).backward()
-                    warm_opt.step()
-
-            opt = torch.optim.AdamW(comps.parameters(), lr=config.lr, weight_decay=0.0)
-            bar = tqdm(range(config.steps), desc="SPD", disable=not progress, leave=False)
-            step = -1
-            for step in bar:
-                lr = config.lr_at(step)
-                p = config.p_at(step)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                with record_function("spd/sample_inputs"):
-                    x, w = draw()
-                # target pass: record layer inputs a_l and the output to reconstruct
-                with record_function("spd/target_forward"), torch.no_grad():
-                    state.capture, state.replace = {}, {}
-                    target_out = model(x)
-                acts = state.capture
-                state.capture = None
-                with record_function("spd/causal_importances"):
-                    ci_lower, ci_upper = _causal_importances(comps, acts, config.leaky_alpha)
-                with record_function("spd/faithfulness_and_minimality"):
-                    loss_faith = faithfulness_loss(comps, targets)
-                    loss_imp = importance_minimality_loss(ci_upper, p, w)
-                loss_rec = torch.zeros((), device=dev, dtype=dtype)
-                loss_lw = torch.zeros((), device=dev, dtype=dtype)
-                for _ in range(config.n_mask_samples):
-                    if config.stochastic_recon > 0:
-                        with record_function("spd/stochastic_recon"):
-                            m = stochastic_masks(ci_lower, mask_gen)
-                            state.replace = {n: m[:, i] for i, n in enumerate(names)}
-                            loss_rec = loss_rec + _weighted_mse(model(x), target_out, w)
-                    if config.stochastic_recon_layerwise > 0:
-                        with record_function("spd/stochastic_recon_layerwise"):
-                            m = stochastic_masks(ci_lower, mask_gen)
-                            for i, n in enumerate(names):
-                                state.replace = {n: m[:, i]}
-                                loss_lw = loss_lw + _weighted_mse(model(x), target_out, w)
-                state.replace = {}
-                loss_rec = loss_rec / config.n_mask_samples
-                loss_lw = loss_lw / (config.n_mask_samples * L)
-                total = (
-                    config.faithfulness * loss_faith
-                    + config.stochastic_recon * loss_rec
-                    + config.stochastic_recon_layerwise * loss_lw
-                    + config.importance_minimality * loss_imp
-                )
-                with record_function("spd/backward"):
-                    opt.zero_grad(set_to_none=True)
-                    total.backward()
-                with record_function("spd/optimizer"):
-                    opt.step()
-                history_rows.append(torch.stack([total, loss_faith, loss_rec, loss_lw, loss_imp]).detach())
-
-                if (step + 1) % config.log_every == 0 or step == config.steps - 1:
-                    last = history_rows[-1].cpu()
-                    if not torch.isfinite(last).all():
-                        raise FloatingPointError(f"decompose: loss became non-finite at step {step}; lower config.lr")
-                    if progress:
-                        bar.set_postfix(total=f"{last[0]:.3g}", recon=f"{last[2]:.3g}", imp=f"{last[4]:.3g}")
-                    if callback is not None:
-                        result.history = _history(history_rows, config, step + 1)
-                        if callback(step + 1, result):
-                            break
-            bar.close()
-            result.steps_run = step + 1
-            result.history = _history(history_rows, config, result.steps_run)
-
-            # ---- evaluation statistics for alive(): largest CI of each subcomponent
-            if config.n_eval_batches > 0:
-                eval_gen = torch.Generator().manual_seed(config.seed + 3)
-                mx = torch.full((L, config.C), -float("inf"), device=dev, dtype=dtype)
-                with torch.no_grad():
-                    for _ in range(config.n_eval_batches):
-                        x = sample_inputs(config.batch_size, eval_gen).to(dev)
-                        if config.compress_zero_rows and x.is_floating_point():
-                            x, _ = compress_zero_rows(x)
-                        state.capture, state.replace = {}, {}
-                        model(x)
-                        lower, _ = _causal_importances(comps, state.capture, config.leaky_alpha)
-                        state.capture = None
-                        mx = torch.maximum(mx, lower.amax(dim=0))
-                result.ci_max = {n: mx[i].detach() for i, n in enumerate(names)}
-    finally:
-        model.train(was_training)
-    result.seconds = time.perf_counter() - t0
-    return result
-
-
-def _history(rows: list[torch.Tensor], config: SPDConfig, n: int) -> dict[str, list[float]]:
-    if not rows:
-        return {k: [] for k in ("total", *LOSS_NAMES, "lr", "p")}
-    arr = torch.stack(rows).cpu().tolist()
-    cols = list(zip(*arr))
-    hist = {"total": list(cols[0])}
-    for k, col in zip(LOSS_NAMES, cols[1:]):
-        hist[k] = list(col)
-    hist["lr"] = [config.lr_at(s) for s in range(n)]
-    hist["p"] = [config.p_at(s) for s in range(n)]
-    return hist

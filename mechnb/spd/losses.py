@@ -1,0 +1,137 @@
+"""The four SPD losses as pure functions, their named bundle and the weighted total.
+
+Bushnaq, Braun & Sharkey (2025), *Stochastic Parameter Decomposition*,
+https://arxiv.org/abs/2506.20790, method section. Notation: decomposed layers ``l = 1..L``,
+subcomponents ``c = 1..C``, ``W_l ~= U_l V_l^T``, causal importances ``g_{l,c}(x)`` and stochastic
+masks ``m = g + (1 - g) r`` with ``r ~ U(0, 1)``:
+
+* :func:`faithfulness_loss` ``sum_l ||W_l - U_l V_l^T||_F^2 / N_params``;
+* :func:`stochastic_recon_loss` - MSE between the target output and the output with *every*
+  decomposed layer replaced by its masked components ``U_l (m_l * V_l^T a_l)``;
+* :func:`stochastic_recon_layerwise_loss` - the same with one layer replaced at a time,
+  averaged over layers;
+* :func:`importance_minimality_loss` ``E_x sum_{l,c} |g^upper_{l,c}(x)|^p``.
+
+A batch may carry per-row weights ``(N,)`` summing to 1 (:func:`mechnb.spd.compress_zero_rows`
+merges the all-zero rows into one weighted row); every batch mean is a weighted sum. The
+reconstruction losses take a ``masked_forward(replace) -> output`` callable (the target model
+with the layers in ``replace`` swapped for their masked components, e.g.
+:meth:`mechnb.spd.hooks.HookedTarget.masked` bound to a batch), so they need no hooks of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from mechnb.spd.components import SPDComponents
+from mechnb.spd.config import SPDConfig
+
+__all__ = [
+    "LOSS_NAMES",
+    "SPDLosses",
+    "total_loss",
+    "faithfulness_loss",
+    "importance_minimality_loss",
+    "stochastic_masks",
+    "weighted_mse",
+    "stochastic_recon_loss",
+    "stochastic_recon_layerwise_loss",
+]
+
+LOSS_NAMES = ("faithfulness", "stochastic_recon", "stochastic_recon_layerwise", "importance_minimality")
+_EPS = 1e-12
+
+MaskedForward = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+"""``masked_forward({layer: mask (N, C)}) -> output (N, ...)``: the target on the step's batch with
+the named layers computing ``U_l (m * V_l^T a) + b`` and every other layer its target weight."""
+
+
+@dataclass
+class SPDLosses:
+    """The four loss terms of one SPD step (scalars, attached to the graph); names as :data:`LOSS_NAMES`."""
+
+    faithfulness: torch.Tensor
+    stochastic_recon: torch.Tensor
+    stochastic_recon_layerwise: torch.Tensor
+    importance_minimality: torch.Tensor
+
+    def values(self) -> list[torch.Tensor]:
+        """The terms in :data:`LOSS_NAMES` order."""
+        return [getattr(self, name) for name in LOSS_NAMES]
+
+
+def total_loss(losses: SPDLosses, config: SPDConfig) -> torch.Tensor:
+    """``sum_k coefficient_k * L_k`` with each coefficient the :class:`SPDConfig` field of the same name."""
+    total = None
+    for name, term in zip(LOSS_NAMES, losses.values()):
+        weighted = getattr(config, name) * term
+        total = weighted if total is None else total + weighted
+    return total
+
+
+# --------------------------------------------------------------------------------------
+# The losses
+# --------------------------------------------------------------------------------------
+def faithfulness_loss(components: SPDComponents, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``sum_l ||W_l - U_l V_l^T||_F^2 / sum_l numel(W_l)`` (paper, method section).
+
+    Args:
+        components: the subcomponents (``U_l (d_out, C)``, ``V_l (d_in, C)``).
+        targets: ``{layer: W_l (d_out, d_in)}`` for every decomposed layer.
+    """
+    total = sum(((targets[n] - components.weight(n)) ** 2).sum() for n in components.names)
+    n_params = sum(targets[n].numel() for n in components.names)
+    return total / n_params
+
+
+def importance_minimality_loss(ci_upper: torch.Tensor, p: float, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``E_x sum_{l,c} |g^upper_{l,c}(x)|^p`` (the importance-minimality loss).
+
+    Args:
+        ci_upper: upper-leaky causal importances ``(N, L, C)`` (non-negative).
+        p: the exponent.
+        weights: per-row weights ``(N,)`` summing to 1 (default: uniform mean).
+    """
+    per_row = (ci_upper + _EPS).pow(p).sum(dim=(1, 2))
+    return per_row.mean() if weights is None else (per_row * weights).sum()
+
+
+def stochastic_masks(ci: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``m = g + (1 - g) r`` with a fresh ``r ~ U(0, 1)`` per entry; ``ci (N, L, C)`` -> ``(N, L, C)``."""
+    r = torch.rand(ci.shape, generator=generator, device=ci.device, dtype=ci.dtype)
+    return ci + (1.0 - ci) * r
+
+
+def weighted_mse(out: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_i w_i mean_j (out_ij - target_ij)^2``: the per-row MSE of ``(N, ...)`` outputs, weighted by ``(N,)``."""
+    per_row = ((out - target) ** 2).reshape(out.shape[0], -1).mean(dim=1)
+    return (per_row * weights).sum()
+
+
+def stochastic_recon_loss(masked_forward: MaskedForward, names: Sequence[str], target_out: torch.Tensor,
+                          masks: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``MSE(f(x | every layer l masked by m_l), f(x))`` for one mask sample (paper, method section).
+
+    Args:
+        masked_forward: the target on the batch with the given layers masked (see :data:`MaskedForward`).
+        names: the decomposed layers, in the order of ``masks``' layer axis.
+        target_out: the target model's output ``f(x)`` on the batch ``(N, ...)``.
+        masks: one stochastic mask sample ``(N, L, C)`` (:func:`stochastic_masks`).
+        weights: per-row weights ``(N,)`` summing to 1.
+    """
+    out = masked_forward({n: masks[:, i] for i, n in enumerate(names)})
+    return weighted_mse(out, target_out, weights)
+
+
+def stochastic_recon_layerwise_loss(masked_forward: MaskedForward, names: Sequence[str], target_out: torch.Tensor,
+                                    masks: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``(1/L) sum_l MSE(f(x | only layer l masked by m_l), f(x))`` for one mask sample (paper, method section).
+
+    Same arguments as :func:`stochastic_recon_loss`; each layer is replaced on its own while the
+    others keep their target weights.
+    """
+    total = sum(weighted_mse(masked_forward({n: masks[:, i]}), target_out, weights) for i, n in enumerate(names))
+    return total / len(names)
