@@ -399,8 +399,19 @@ def ib_model(activation="relu", seed=0):
     return MLP([5, 8, 7, 4], activation=activation), torch.randn(300, 5)
 
 
+def assert_sign_convention(V: torch.Tensor) -> None:
+    """Every column's first entry of largest magnitude (ties within sqrt(eps)) is positive."""
+    for j in range(V.shape[1]):
+        a = V[:, j].abs()
+        first = int(torch.nonzero(a >= a.max() * (1 - 1.5e-8))[0])
+        assert V[first, j] > 0, (j, V[:, j])
+
+
+@pytest.mark.numerics
 @pytest.mark.parametrize("jacobian", ["next", "output"])
 def test_interaction_basis_identities(jacobian):
+    # holds on every kernel family (ATEN_CPU_CAPABILITY=default/avx2/avx512): the bases are
+    # compared after the sign convention, which interaction_basis applies to U and C
     model, x = ib_model()
     basis = interaction_basis(model, x, jacobian=jacobian)
     acts, pre = mlp_forward(model, x)
@@ -426,8 +437,16 @@ def test_interaction_basis_identities(jacobian):
             np.testing.assert_allclose(basis.M[l].numpy(), jacobian_gram(model, x, l, with_bias=True), atol=1e-12)
         Mhat = torch.einsum("nki,nkj->ij", J, J) / J.shape[0]
         torch.testing.assert_close(Mhat, torch.eye(Mhat.shape[0], dtype=torch.float64), atol=1e-8, rtol=0)
-    # the output layer's basis is its PCA basis
+    # the output layer's basis is its PCA basis, with the same signs (largest entry positive)
     torch.testing.assert_close(basis.C[L], basis.U[L])
+    for l in basis.layers:
+        assert_sign_convention(basis.C[l])
+        assert_sign_convention(basis.U[l])
+        # every cut-off is a clear decision here: the dims are not round-off-dependent
+        dec = basis.decisions[l]
+        assert dec["lambda"].rank == basis.dims()[l] and dec["pca"].rank == basis.U[l].shape[1]
+        assert not dec["pca"].thin and not dec["lambda"].thin, (l, dec)
+    assert basis.dim_labels()[L].startswith(f"{basis.dims()[L]} (gap ")
 
 
 def test_interaction_basis_modes_agree_on_linear_networks():

@@ -29,12 +29,20 @@ Edges (2405.10927 Eq. 21 / 2405.10928 Eq. 9):
 the plain PCA basis (``C = U``) for comparison.
 
 Rows are samples throughout: ``acts (n, d) @ C (d, d̂) = f̂ (n, d̂)``; ``C_pinv (d̂, d)`` maps back.
+
+Conventions (:mod:`mechnb._linalg`), so that the basis is the same on every machine and kernel:
+eigenvalues ``D`` and ``Λ`` in descending order; every column of ``U`` and of ``C`` has its
+largest-magnitude entry positive (ties within ``sqrt(eps)`` go to the first index; ``V`` and
+``C_pinv`` are flipped with ``C``). Directions of a repeated ``Λ`` are one valid basis of their
+eigenspace, not a unique one. Each cut-off is a :class:`mechnb._linalg.RankDecision` kept in
+``InteractionBasis.decisions``, so a caller can see how clear each ``d̂_l`` is
+(:meth:`InteractionBasis.dim_labels`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -42,6 +50,7 @@ import torch
 from torch import nn
 
 from mechnb._checks import check_array, check_positive_float, check_tensor
+from mechnb._linalg import RankDecision, canonical_signs, rank_decision, sym_eig
 from mechnb.degeneracy._mlp import (
     check_inputs,
     check_layer,
@@ -69,6 +78,13 @@ class InteractionBasis:
         with_bias: whether the layer was extended by the constant 1 (its last coordinate).
         jacobian: ``"next"`` or ``"output"``.
         n_layers: ``L`` of the model.
+        rtol: the relative eigenvalue cut-off used for ``D`` and ``Λ``.
+        layers: the layer indices of this basis, input first.
+        decisions: ``{l: {"pca": RankDecision, "lambda": RankDecision}}``, the two cut-offs at
+            each layer with their gaps (ratio of the smallest kept to the largest dropped eigenvalue).
+
+    Signs: every column of ``U[l]`` and ``C[l]`` has its largest-magnitude entry positive
+    (see the module docstring), so e.g. ``C[L] == U[L]`` at the output layer.
     """
 
     C: dict[int, torch.Tensor]
@@ -82,6 +98,7 @@ class InteractionBasis:
     n_layers: int
     rtol: float = 1e-10
     layers: list[int] = field(default_factory=list)
+    decisions: dict[int, dict[str, RankDecision]] = field(default_factory=dict)
 
     def extend(self, layer: int, acts: torch.Tensor) -> torch.Tensor:
         """Append the constant-1 column when the layer has its bias folded in; float64."""
@@ -110,13 +127,31 @@ class InteractionBasis:
         """Interaction-basis width ``d̂_l`` per layer."""
         return {k: int(self.C[k].shape[1]) for k in sorted(self.C)}
 
+    def dim_labels(self) -> dict[int, str]:
+        """``d̂_l`` per layer with the margin of the cut-offs behind it: ``"37 (gap 1e+09)"`` or,
+        when the PCA or the ``Λ`` cut-off had a gap below its ``min_gap``, ``"~37 (thin gap 4e+01)"``
+        (the smaller of the two gaps is shown)."""
+        out = {}
+        for k in sorted(self.C):
+            dec = self.decisions.get(k)
+            if not dec:
+                out[k] = str(self.dims()[k])
+                continue
+            pca, lam = dec["pca"], dec["lambda"]
+            worst = pca if pca.gap / pca.min_gap < lam.gap / lam.min_gap else lam
+            out[k] = replace(lam, gap=worst.gap, min_gap=worst.min_gap).label("rank")
+        return out
+
     def __repr__(self) -> str:
         return f"InteractionBasis(jacobian={self.jacobian!r}, dims={self.dims()})"
 
 
-def _sym_eig_desc(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    ev, vec = torch.linalg.eigh(0.5 * (M + M.T))
-    return ev.flip(0), vec.flip(1)
+def _keep(values: torch.Tensor, rtol: float) -> tuple[torch.Tensor, RankDecision]:
+    """Mask of the eigenvalues ``> rtol · max`` (none if the largest is not positive) and its decision."""
+    top = float(values[0]) if values.numel() else 0.0
+    dec = rank_decision(values.clamp_min(0.0).cpu().numpy(), rtol=rtol)
+    keep = values > rtol * top if top > 0 else torch.zeros_like(values, dtype=torch.bool)
+    return keep, dec
 
 
 def interaction_basis(model: nn.Module, inputs: torch.Tensor, layers: Sequence[int] | None = None, *,
@@ -131,11 +166,13 @@ def interaction_basis(model: nn.Module, inputs: torch.Tensor, layers: Sequence[i
         jacobian: ``"next"`` (Jacobian of the next layer's interaction-basis activations, the
             backward recursion of the paper) or ``"output"`` (Jacobian of the model output).
             They coincide for linear networks.
-        rtol: eigenvalues of ``G`` (and ``Λ``) below ``rtol`` times the largest are dropped.
+        rtol: eigenvalues of ``G`` (and ``Λ``) at or below ``rtol`` times the largest are dropped;
+            each cut-off's gap is reported in ``InteractionBasis.decisions``.
 
     Returns:
         An :class:`InteractionBasis` with per-layer ``C``, ``C_pinv``, ``Lambda`` and
-        ``transform(layer, acts)``.
+        ``transform(layer, acts)``; eigenvalues descending, the columns of ``U`` and ``C`` with
+        their largest-magnitude entry positive (same basis on every machine and kernel).
     """
     check_mlp(model)
     check_inputs(model, inputs)
@@ -157,14 +194,14 @@ def interaction_basis(model: nn.Module, inputs: torch.Tensor, layers: Sequence[i
     bias = bool(model.bias)
     ext = {l: (bias and l < L) for l in range(L + 1)}
     out: dict[str, dict[int, Any]] = {k: {} for k in ("C", "C_pinv", "Lambda", "U", "D", "M")}
+    decisions: dict[int, dict[str, RankDecision]] = {}
     for l in compute:
         f = acts[l]
         if ext[l]:
             f = torch.cat([f, torch.ones(n, 1, dtype=f.dtype, device=f.device)], dim=1)
         G = f.T @ f / n
-        D_all, U_all = _sym_eig_desc(G)
-        top = float(D_all[0]) if D_all.numel() else 0.0
-        keep = D_all > rtol * top if top > 0 else torch.zeros_like(D_all, dtype=torch.bool)
+        D_all, U_all = sym_eig(G)  # descending, canonical signs
+        keep, pca_dec = _keep(D_all, rtol)
         D, U = D_all[keep], U_all[:, keep]
         if l == L:
             Mp = torch.eye(f.shape[1], dtype=f.dtype, device=f.device)
@@ -179,18 +216,21 @@ def interaction_basis(model: nn.Module, inputs: torch.Tensor, layers: Sequence[i
         Mp = 0.5 * (Mp + Mp.T)
         sqD = D.sqrt()
         Mw = sqD[:, None] * (U.T @ Mp @ U) * sqD[None, :]
-        Lam_all, V_all = _sym_eig_desc(Mw)
-        ltop = float(Lam_all[0]) if Lam_all.numel() else 0.0
-        lkeep = Lam_all > rtol * ltop if ltop > 0 else torch.zeros_like(Lam_all, dtype=torch.bool)
+        Lam_all, V_all = sym_eig(Mw)
+        lkeep, lam_dec = _keep(Lam_all, rtol)
         Lam, V = Lam_all[lkeep], V_all[:, lkeep]
         C = (U / sqD[None, :]) @ V * Lam.sqrt()[None, :]
+        # the sign convention is applied to C itself (largest entry of each column positive); V follows
+        C, signs = canonical_signs(C, return_signs=True)
+        V = V * signs[None, :]
         C_pinv = (V / Lam.sqrt()[None, :]).T @ (sqD[:, None] * U.T)
         for k, v in (("C", C), ("C_pinv", C_pinv), ("Lambda", Lam), ("U", U), ("D", D), ("M", Mp)):
             out[k][l] = v
+        decisions[l] = {"pca": pca_dec, "lambda": lam_dec}
     sel = {k: {l: d[l] for l in wanted} for k, d in out.items()}  # requested layers, input first
     return InteractionBasis(C=sel["C"], C_pinv=sel["C_pinv"], Lambda=sel["Lambda"], U=sel["U"], D=sel["D"],
                             M=sel["M"], with_bias={l: ext[l] for l in wanted}, jacobian=jacobian, n_layers=L,
-                            rtol=rtol, layers=wanted)
+                            rtol=rtol, layers=wanted, decisions={l: decisions[l] for l in wanted})
 
 
 # --------------------------------------------------------------------------------------
