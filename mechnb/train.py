@@ -4,74 +4,186 @@
 computes ``loss_fn(model, batch)`` and steps an optimiser, with a ``tqdm.auto`` progress bar
 and a returned loss history. The zoo recipes (:mod:`mechnb.zoo`) and the notebooks' own
 small experiments all go through it, so "the same seed gives the same model" holds everywhere.
+
+:class:`OptimConfig` is the one optimiser config (name, learning rate, weight decay, momentum,
+betas, gradient clipping): :class:`TrainConfig` embeds it as ``optim``, and so does the
+circuit-tuning config :class:`mechnb.circuits.TuneConfig`; :func:`make_optimizer` builds the
+optimiser from it. Both configs also accept its fields as flat keywords (``TrainConfig(lr=1e-2)``).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from mechnb._checks import check_choice, check_positive_float, check_positive_int, resolve_device
+from mechnb._torch import eval_mode
 
-__all__ = ["TrainConfig", "TrainResult", "train", "make_optimizer", "seed_everything", "mse_loss", "cross_entropy_loss"]
+__all__ = [
+    "OptimConfig", "OPTIM_FIELDS", "OptimFields", "accepts_optim_keywords", "TrainConfig", "TrainResult", "train",
+    "make_optimizer", "seed_everything", "mse_loss", "cross_entropy_loss",
+]
 
 
+@dataclass(frozen=True)
+class OptimConfig:
+    """Which optimiser steps the parameters, and how: the one optimiser config of mechnb.
+
+    Embedded as ``optim`` in :class:`TrainConfig` and :class:`mechnb.circuits.TuneConfig`, and read
+    by :func:`make_optimizer`. Frozen, so one instance can be shared by many configs; derive a
+    variant with ``dataclasses.replace(optim, lr=...)``.
+
+    Attributes:
+        optimizer: ``"adamw"``, ``"adam"`` or ``"sgd"`` (with ``momentum``).
+        lr: (peak) learning rate.
+        weight_decay: decoupled weight decay (AdamW) or L2 (Adam, SGD).
+        momentum: SGD momentum (ignored by Adam/AdamW).
+        betas: Adam/AdamW moment decay rates ``(beta1, beta2)`` (ignored by SGD).
+        grad_clip: clip the global norm of the trained parameters' gradient to this value
+            before each step (``None``: no clipping).
+    """
+
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("optimizer", self.optimizer, ["adamw", "adam", "sgd"])
+        check_positive_float("lr", self.lr)
+        check_positive_float("weight_decay", self.weight_decay, allow_zero=True)
+        check_positive_float("momentum", self.momentum, allow_zero=True)
+        betas = tuple(self.betas) if isinstance(self.betas, (tuple, list)) else None
+        if betas is None or len(betas) != 2 or not all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas):
+            raise ValueError(f"betas: expected two numbers in [0, 1), got {self.betas!r}")
+        object.__setattr__(self, "betas", betas)
+        if self.grad_clip is not None:
+            check_positive_float("grad_clip", self.grad_clip)
+
+
+OPTIM_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(OptimConfig))
+"""The field names of :class:`OptimConfig` - the flat keywords a config with an ``optim`` accepts."""
+
+
+class OptimFields:
+    """Mixin for a config dataclass with an ``optim: OptimConfig`` field.
+
+    Reads the optimiser settings through to ``optim`` (``cfg.lr`` is ``cfg.optim.lr``) and
+    flattens :meth:`to_dict`, so ``type(cfg)(**cfg.to_dict()) == cfg``. Combine with
+    :func:`accepts_optim_keywords` so that the flat keywords are accepted on construction too.
+    """
+
+    optim: OptimConfig
+
+    @property
+    def optimizer(self) -> str:
+        return self.optim.optimizer
+
+    @property
+    def lr(self) -> float:
+        return self.optim.lr
+
+    @property
+    def weight_decay(self) -> float:
+        return self.optim.weight_decay
+
+    @property
+    def momentum(self) -> float:
+        return self.optim.momentum
+
+    @property
+    def betas(self) -> tuple[float, float]:
+        return self.optim.betas
+
+    @property
+    def grad_clip(self) -> float | None:
+        return self.optim.grad_clip
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting as one flat dict: the :class:`OptimConfig` fields, then the config's own."""
+        own = asdict(self)  # type: ignore[call-overload]
+        return {**own.pop("optim"), **own}
+
+
+_C = TypeVar("_C", bound=type)
+
+
+def accepts_optim_keywords(cls: _C) -> _C:
+    """Class decorator (after ``@dataclass``): ``cls(lr=..., optimizer=..., ...)`` fills ``optim``.
+
+    The flat keywords (:data:`OPTIM_FIELDS`) override the fields of ``optim`` (or of the
+    dataclass's default ``optim`` when it is not given), so ``TrainConfig(lr=1e-2)`` and
+    ``TrainConfig(optim=OptimConfig(lr=1e-2))`` are the same config.
+    """
+    init = cls.__init__
+    default = next(f.default for f in fields(cls) if f.name == "optim")
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, optim: OptimConfig | None = None, **kwargs: Any) -> None:
+        base = default if optim is None else optim
+        if not isinstance(base, OptimConfig):
+            raise TypeError(f"optim: expected an OptimConfig, got {type(base).__name__}")
+        flat = {k: kwargs.pop(k) for k in OPTIM_FIELDS if k in kwargs}
+        init(self, *args, optim=replace(base, **flat) if flat else base, **kwargs)
+
+    sig = inspect.signature(init)
+    flat_params = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=getattr(default, k))
+                   for k in OPTIM_FIELDS]
+    new_sig = sig.replace(parameters=[*sig.parameters.values(), *flat_params])
+    __init__.__signature__ = new_sig  # type: ignore[attr-defined]
+    cls.__init__ = __init__  # type: ignore[misc]
+    return cls
+
+
+@accepts_optim_keywords
 @dataclass
-class TrainConfig:
-    """Optimisation settings.
+class TrainConfig(OptimFields):
+    """Settings of :func:`train`: the optimiser (``optim``), the schedule, the penalty, the seed.
+
+    ``TrainConfig(steps=..., lr=..., optimizer=...)`` - the :class:`OptimConfig` fields are
+    accepted as flat keywords and read back as attributes (``cfg.lr``); ``to_dict`` is flat.
 
     Attributes:
         steps: number of optimiser steps.
-        lr: peak learning rate.
-        optimizer: ``"adamw"``, ``"adam"`` or ``"sgd"`` (with ``momentum``).
-        weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
+        optim: the :class:`OptimConfig` (default AdamW, ``lr=1e-3``, no clipping).
         l1: coefficient of an L1 penalty on every weight matrix (``ndim >= 2``), added to the loss.
         schedule: ``"constant"``, ``"cosine"`` (to 0), ``"linear"`` (to 0), or ``"wsd"``
             (warmup-stable-decay: constant, then linear to 0 over the last ``decay_frac`` of steps),
-            after ``warmup_steps``.
+            after ``warmup_steps``; it scales ``optim.lr`` at every step.
         decay_frac: the fraction of steps that ``"wsd"`` spends decaying.
-        grad_clip: clip the global gradient norm to this value (``None``: no clipping).
         seed: seeds the parameter init (if the caller re-inits) and the batch generator.
         log_every: record ``eval_fn`` every this many steps (and at the end).
     """
 
     steps: int = 1000
-    lr: float = 1e-3
-    optimizer: str = "adamw"
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    betas: tuple[float, float] = (0.9, 0.999)
+    optim: OptimConfig = OptimConfig()
     l1: float = 0.0
     schedule: str = "constant"
     warmup_steps: int = 0
     decay_frac: float = 0.2
-    grad_clip: float | None = None
     seed: int = 0
     log_every: int = 100
 
     def __post_init__(self) -> None:
         check_positive_int("steps", self.steps)
-        check_positive_float("lr", self.lr)
-        check_choice("optimizer", self.optimizer, ["adamw", "adam", "sgd"])
-        check_positive_float("weight_decay", self.weight_decay, allow_zero=True)
         check_positive_float("l1", self.l1, allow_zero=True)
         check_choice("schedule", self.schedule, ["constant", "cosine", "linear", "wsd"])
         if not 0 < self.decay_frac <= 1:
             raise ValueError(f"decay_frac: expected a fraction in (0, 1], got {self.decay_frac!r}")
         check_positive_int("warmup_steps", self.warmup_steps, minimum=0)
         check_positive_int("log_every", self.log_every)
-        if self.grad_clip is not None:
-            check_positive_float("grad_clip", self.grad_clip)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -125,17 +237,46 @@ def _lr_factor(step: int, cfg: TrainConfig) -> float:
     return 1.0 - frac
 
 
-def make_optimizer(params: list[nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
-    """The optimizer ``cfg.optimizer`` (``"adamw"``, ``"adam"`` or ``"sgd"``) over ``params``.
+def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The optimiser ``cfg.optimizer`` (``"adamw"``, ``"adam"`` or ``"sgd"``) over ``params``.
 
-    ``cfg`` is any config with the fields ``optimizer``, ``lr``, ``weight_decay``, ``betas`` and
-    ``momentum`` (:class:`TrainConfig`, :class:`mechnb.circuits.TuneConfig`).
+    ``cfg`` is an :class:`OptimConfig` (``TrainConfig.optim``, ``TuneConfig.optim``);
+    ``cfg.grad_clip`` is applied by the training loop, not by the optimiser.
     """
+    if not isinstance(cfg, OptimConfig):
+        raise TypeError(f"cfg: expected an OptimConfig (e.g. config.optim), got {type(cfg).__name__}")
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def _penalised_loss(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor], batch: Any,
+                    l1_params: list[nn.Parameter], l1: float, step: int) -> torch.Tensor:
+    """``loss_fn(model, batch) + l1 * sum |W|`` over ``l1_params``; a non-finite value raises, naming ``step``."""
+    loss = loss_fn(model, batch)
+    if l1_params:
+        loss = loss + l1 * sum(p.abs().sum() for p in l1_params)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"train: loss became {loss.item()} at step {step}; lower config.lr")
+    return loss
+
+
+def _optimiser_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list[nn.Parameter],
+                    grad_clip: float | None) -> None:
+    """Backpropagate ``loss``, clip the global gradient norm of ``params`` to ``grad_clip``, step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+
+
+def _eval_record(model: nn.Module, eval_fn: Callable[[nn.Module], dict[str, float]], step: int) -> dict[str, float]:
+    """``{"step": step, **eval_fn(model)}`` in eval mode without gradients (the caller's mode restored)."""
+    with eval_mode(model), torch.no_grad():
+        return {"step": step, **{k: float(v) for k, v in eval_fn(model).items()}}
 
 
 def train(
@@ -171,13 +312,12 @@ def train(
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
-    dev = resolve_device(device)
-    model.to(dev)
+    model.to(resolve_device(device))
     gen = torch.Generator().manual_seed(config.seed)
     param_list = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not param_list:
         raise ValueError("params: expected at least one parameter that requires grad, got none")
-    opt = make_optimizer(param_list, config)
+    opt = make_optimizer(param_list, config.optim)
     l1_params = [p for p in param_list if p.ndim >= 2] if config.l1 > 0 else []
     losses: list[float] = []
     evals: list[dict[str, float]] = []
@@ -186,28 +326,14 @@ def train(
     bar = tqdm(range(config.steps), desc=desc, disable=not progress, leave=False)
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = config.lr * _lr_factor(step, config)
-        batch = batch_fn(step, gen)
-        loss = loss_fn(model, batch)
-        if l1_params:
-            loss = loss + config.l1 * sum(p.abs().sum() for p in l1_params)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"train: loss became {loss.item()} at step {step}; lower config.lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip is not None:
-            nn.utils.clip_grad_norm_(param_list, config.grad_clip)
-        opt.step()
+            g["lr"] = config.optim.lr * _lr_factor(step, config)
+        loss = _penalised_loss(model, loss_fn, batch_fn(step, gen), l1_params, config.l1, step)
+        _optimiser_step(opt, loss, param_list, config.optim.grad_clip)
         losses.append(float(loss.detach()))
-        last = step == config.steps - 1
-        if eval_fn is not None and ((step + 1) % config.log_every == 0 or last):
-            model.eval()
-            with torch.no_grad():
-                rec = {"step": step + 1, **{k: float(v) for k, v in eval_fn(model).items()}}
-            model.train()
-            evals.append(rec)
+        if eval_fn is not None and ((step + 1) % config.log_every == 0 or step == config.steps - 1):
+            evals.append(_eval_record(model, eval_fn, step + 1))
             if progress:
-                bar.set_postfix({k: f"{v:.3g}" for k, v in rec.items() if k != "step"})
+                bar.set_postfix({k: f"{v:.3g}" for k, v in evals[-1].items() if k != "step"})
         elif progress and step % 50 == 0:
             bar.set_postfix(loss=f"{losses[-1]:.3g}")
     model.eval()

@@ -245,9 +245,41 @@ def test_make_optimizer_follows_the_config():
     from mechnb.train import make_optimizer
 
     p = [torch.nn.Parameter(torch.zeros(3))]
-    opt = make_optimizer(p, TrainConfig(optimizer="sgd", lr=0.5, momentum=0.9))
+    opt = make_optimizer(p, TrainConfig(optimizer="sgd", lr=0.5, momentum=0.9).optim)
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.9 and opt.defaults["lr"] == 0.5
-    opt = make_optimizer(p, TrainConfig(optimizer="adamw", weight_decay=0.1, betas=(0.8, 0.95)))
+    opt = make_optimizer(p, TrainConfig(optimizer="adamw", weight_decay=0.1, betas=(0.8, 0.95)).optim)
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.8, 0.95)
-    opt = make_optimizer(p, TuneConfig(optimizer="adam", lr=1e-3))
+    opt = make_optimizer(p, TuneConfig(optimizer="adam", lr=1e-3).optim)
     assert type(opt) is torch.optim.Adam and opt.defaults["lr"] == 1e-3
+    with pytest.raises(TypeError, match="OptimConfig"):
+        make_optimizer(p, TrainConfig())  # type: ignore[arg-type]
+
+
+def test_one_optimiser_config_embedded_in_both_configs():
+    import dataclasses
+
+    from mechnb.circuits import TuneConfig
+    from mechnb.train import OPTIM_FIELDS, OptimConfig
+
+    optim = OptimConfig(optimizer="sgd", lr=0.05, momentum=0.5, weight_decay=0.01, grad_clip=2.0)
+    flat = {k: getattr(optim, k) for k in OPTIM_FIELDS}
+    assert TrainConfig(steps=5, **flat) == TrainConfig(steps=5, optim=optim)
+    assert TuneConfig(steps=5, **flat) == TuneConfig(steps=5, optim=optim)
+    assert TrainConfig(optim=optim).lr == 0.05 and TuneConfig(optim=optim).momentum == 0.5
+    # flat keywords override the given (or default) optim field by field
+    assert TrainConfig(optim=optim, lr=0.2).optim == dataclasses.replace(optim, lr=0.2)
+    assert TrainConfig().optim == OptimConfig()  # AdamW, lr 1e-3, no clipping
+    assert TuneConfig().optim == OptimConfig(optimizer="sgd", lr=1e-2, momentum=0.9, grad_clip=1.0)
+    assert TuneConfig(grad_clip=None).optim.grad_clip is None
+    # flat dicts, as before the embedding, and they round-trip
+    cfg = TuneConfig(steps=3, lr=0.3, top_n=7)
+    assert cfg.to_dict()["lr"] == 0.3 and "optim" not in cfg.to_dict()
+    assert TuneConfig(**cfg.to_dict()) == cfg and dataclasses.replace(cfg, top_n=2).optim == cfg.optim
+    with pytest.raises(TypeError, match="optim"):
+        TrainConfig(optim={"lr": 0.1})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="betas"):
+        OptimConfig(betas=(0.9, 1.5))
+    with pytest.raises(ValueError, match="momentum"):
+        TrainConfig(momentum=-0.1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        optim.lr = 1.0  # type: ignore[misc]

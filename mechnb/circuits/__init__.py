@@ -5,8 +5,12 @@ Fine-tuning Neural Networks*, arXiv:2502.06106. Edge scores: EAP (Syed et al. 20
 arXiv:2310.10348) and EAP-IG (Hanna et al. 2024, arXiv:2403.17806).
 
 Submodules: :mod:`.graph` (nodes, edges, edge patching), :mod:`.attribution` (scores,
-circuits, faithfulness), :mod:`.tuning` (parameter masks, circuit-tuning, baselines, node
-redundancy), :mod:`.tasks` (the tuning tasks on :class:`~mechnb.tasks.SyntheticLanguage`).
+circuits, faithfulness), :mod:`.tuning_tasks` (the tuning tasks on
+:class:`~mechnb.tasks.SyntheticLanguage`) and the package :mod:`.tuning`: ``masks`` (which
+parameters a circuit owns), ``config`` (:class:`TuneConfig`, :class:`TuneResult`),
+``strategies`` (one object per method: :class:`CircuitTuning`, :class:`FullTuning`,
+:class:`NodeTuning`, :class:`LoRATuning`), ``loop`` (:func:`run_strategy`, :func:`circuit_tune`,
+:func:`finetune`), ``lora`` (:class:`LoRA`) and ``analysis`` (node redundancy, circuit history).
 """
 
 from mechnb.circuits.attribution import (
@@ -21,7 +25,7 @@ from mechnb.circuits.attribution import (
     rank_agreement,
 )
 from mechnb.circuits.graph import Edge, Graph, WriterCache, cache_writers, patched_forward, reader_gradients
-from mechnb.circuits.tasks import (
+from mechnb.circuits.tuning_tasks import (
     TrainBatch,
     TuneTask,
     debias_task,
@@ -33,18 +37,24 @@ from mechnb.circuits.tasks import (
 )
 from mechnb.circuits.tuning import (
     CircuitHistory,
-    circuit_history,
-    comparison_table,
+    CircuitTuning,
+    FullTuning,
     LoRA,
+    LoRATuning,
     NodeRedundancy,
+    NodeTuning,
     TuneConfig,
     TuneResult,
+    TuningStrategy,
+    circuit_history,
     circuit_tune,
+    comparison_table,
     discover,
     finetune,
     node_parameter_mask,
     node_redundancy,
     parameter_mask,
+    run_strategy,
     trainable_fraction,
 )
 
@@ -56,5 +66,6 @@ __all__ = [
     "debias_task", "flip_verb",
     "parameter_mask", "node_parameter_mask", "trainable_fraction", "TuneConfig", "TuneResult", "discover",
     "circuit_tune", "finetune", "LoRA", "NodeRedundancy", "node_redundancy",
+    "TuningStrategy", "CircuitTuning", "FullTuning", "NodeTuning", "LoRATuning", "run_strategy",
     "CircuitHistory", "circuit_history", "comparison_table",
 ]

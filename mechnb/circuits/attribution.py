@@ -34,8 +34,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mechnb import metrics
 from mechnb._checks import check_array, check_choice, check_positive_int, check_tensor
-from mechnb.circuits.graph import Edge, Graph, cache_writers, patched_forward, reader_gradients
+from mechnb._torch import eval_mode
+from mechnb.circuits.graph import Edge, Graph, WriterCache, cache_writers, patched_forward, reader_gradients
 from mechnb.models import TinyTransformer
 from mechnb.tasks import PromptPairs
 
@@ -58,16 +60,15 @@ def logit_diff(logits: torch.Tensor, batch: PromptPairs) -> torch.Tensor:
     """Mean logit difference ``logits[:, -1, answers[:, 0]] - logits[:, -1, answers[:, 1]]``.
 
     ``logits (batch, pos, d_vocab)``; ``batch`` a :class:`~mechnb.tasks.PromptPairs`. Positive
-    when the clean answer wins (the metric of Wang et al. 2023 / the issue's tasks).
+    when the clean answer wins (the patching metric of Wang et al. 2023, Sec. 3): the batch mean
+    of :func:`mechnb.metrics.logit_diff`, as a :data:`Metric` of prompt pairs.
     """
     check_tensor("logits", logits, ndim=3, dims="(batch, pos, d_vocab)", floating=True, finite=False)
     if not isinstance(batch, PromptPairs):
         raise TypeError(f"batch: expected a PromptPairs, got {type(batch).__name__}")
     if logits.shape[0] != len(batch):
         raise ValueError(f"logits: expected batch size {len(batch)} to match the prompts, got {logits.shape[0]}")
-    last = logits[:, -1]
-    a = batch.answers.to(last.device)
-    return (last.gather(1, a[:, :1]) - last.gather(1, a[:, 1:2])).mean()
+    return metrics.logit_diff(logits, batch.answers).mean()
 
 
 # --------------------------------------------------------------------------------------
@@ -294,46 +295,72 @@ def attribute(
     check_positive_int("ig_steps", ig_steps)
     clean_t, corr_t, batch = _resolve(clean, corrupted, model)
     assert corr_t is not None
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         corr = cache_writers(model, graph, corr_t)
         m_corr = float(metric(corr.logits, batch))
-        valid = graph.valid.to(corr.out.device)
-        if method == "eap":
-            out, G, m_clean = reader_gradients(model, graph, clean_t, lambda lg: metric(lg, batch))
-            scores = torch.einsum("wbpd,rbpd->wr", corr.out - out, G) * valid
-            m_clean_f = float(m_clean)
-        elif method == "eap-ig":
-            clean_cache = cache_writers(model, graph, clean_t)
-            e_clean, e_corr = clean_cache.embed, corr.embed
-            G_sum = None
-            steps = tqdm(range(1, ig_steps + 1), desc="EAP-IG", disable=not progress, leave=False)
-            for k in steps:
-                a = k / ig_steps
-
-                def interp(x: torch.Tensor, a: float = a) -> torch.Tensor:
-                    return e_corr + a * (e_clean - e_corr)
-
-                _, G, _ = reader_gradients(model, graph, clean_t, lambda lg: metric(lg, batch), interp)
-                G_sum = G if G_sum is None else G_sum + G
-            scores = torch.einsum("wbpd,rbpd->wr", corr.out - clean_cache.out, G_sum / ig_steps) * valid
-            m_clean_f = float(metric(clean_cache.logits, batch))
-        else:
-            with torch.no_grad():
-                m_clean_f = float(metric(model(clean_t), batch))
-                vals = torch.zeros(graph.n_edges, device=corr.out.device)
-                alpha = torch.zeros(graph.n_writers, graph.n_readers, device=corr.out.device, dtype=corr.out.dtype)
-                it = tqdm(graph.valid.nonzero().tolist(), desc="exact patching", disable=not progress, leave=False)
-                for k, (i, j) in enumerate(it):
-                    alpha.zero_()
-                    alpha[i, j] = 1.0
-                    vals[k] = metric(patched_forward(model, graph, clean_t, corr.out, alpha), batch) - m_clean_f
-            scores = graph.edge_matrix(vals)
-    finally:
-        model.train(was_training)
-    return EdgeScores(graph, scores.detach().float().cpu(), method, m_clean_f, m_corr,
+        score = _SCORERS[method]
+        scores, m_clean = score(model, graph, clean_t, corr, lambda lg: metric(lg, batch), ig_steps, progress)
+    return EdgeScores(graph, scores.detach().float().cpu(), method, m_clean, m_corr,
                       {"ig_steps": ig_steps} if method == "eap-ig" else {})
+
+
+_LogitsMetric = Callable[[torch.Tensor], torch.Tensor]  # the metric with its batch bound: m(logits) -> scalar
+_Scorer = Callable[[TinyTransformer, Graph, torch.Tensor, WriterCache, _LogitsMetric, int, bool],
+                   tuple[torch.Tensor, float]]
+
+
+def _eap_scores(model: TinyTransformer, graph: Graph, clean_t: torch.Tensor, corr: WriterCache,
+                m: _LogitsMetric, ig_steps: int, progress: bool) -> tuple[torch.Tensor, float]:
+    """EAP (Syed et al. 2023): ``(out_corr - out_clean) . dm/d input`` at the clean point, per edge.
+
+    Returns the scores ``[n_writers, n_readers]`` (0 off the graph) and ``m(clean)``; ``ig_steps``
+    and ``progress`` are unused (every scorer takes the same arguments).
+    """
+    out, G, m_clean = reader_gradients(model, graph, clean_t, m)
+    return torch.einsum("wbpd,rbpd->wr", corr.out - out, G) * graph.valid.to(corr.out.device), float(m_clean)
+
+
+def _eap_ig_scores(model: TinyTransformer, graph: Graph, clean_t: torch.Tensor, corr: WriterCache,
+                   m: _LogitsMetric, ig_steps: int, progress: bool) -> tuple[torch.Tensor, float]:
+    """EAP-IG (Hanna et al. 2024, Sec. 3): the clean gradient replaced by its mean at the
+    embeddings ``e_corr + (k / ig_steps)(e_clean - e_corr)``, ``k = 1..ig_steps`` (right Riemann sum).
+
+    Returns the scores ``[n_writers, n_readers]`` and ``m(clean)``.
+    """
+    clean_cache = cache_writers(model, graph, clean_t)
+    e_clean, e_corr = clean_cache.embed, corr.embed
+    G_sum = None
+    for k in tqdm(range(1, ig_steps + 1), desc="EAP-IG", disable=not progress, leave=False):
+        a = k / ig_steps
+
+        def interp(x: torch.Tensor, a: float = a) -> torch.Tensor:
+            return e_corr + a * (e_clean - e_corr)
+
+        _, G, _ = reader_gradients(model, graph, clean_t, m, interp)
+        G_sum = G if G_sum is None else G_sum + G
+    scores = torch.einsum("wbpd,rbpd->wr", corr.out - clean_cache.out, G_sum / ig_steps)
+    return scores * graph.valid.to(corr.out.device), float(m(clean_cache.logits))
+
+
+@torch.no_grad()
+def _exact_scores(model: TinyTransformer, graph: Graph, clean_t: torch.Tensor, corr: WriterCache,
+                  m: _LogitsMetric, ig_steps: int, progress: bool) -> tuple[torch.Tensor, float]:
+    """Exact patching: ``m(edge patched) - m(clean)`` with one patched forward pass per edge.
+
+    Returns the scores ``[n_writers, n_readers]`` and ``m(clean)``; ``ig_steps`` is unused.
+    """
+    m_clean = float(m(model(clean_t)))
+    vals = torch.zeros(graph.n_edges, device=corr.out.device)
+    alpha = torch.zeros(graph.n_writers, graph.n_readers, device=corr.out.device, dtype=corr.out.dtype)
+    it = tqdm(graph.valid.nonzero().tolist(), desc="exact patching", disable=not progress, leave=False)
+    for k, (i, j) in enumerate(it):
+        alpha.zero_()
+        alpha[i, j] = 1.0
+        vals[k] = m(patched_forward(model, graph, clean_t, corr.out, alpha)) - m_clean
+    return graph.edge_matrix(vals), m_clean
+
+
+_SCORERS: dict[str, _Scorer] = {"eap": _eap_scores, "eap-ig": _eap_ig_scores, "exact": _exact_scores}
 
 
 # --------------------------------------------------------------------------------------
@@ -373,23 +400,18 @@ def faithfulness(
 
 def _faithfulness_values(model: TinyTransformer, graph: Graph, clean_t: torch.Tensor, corr_t: torch.Tensor | None,
                          batch: Any, metric: Metric, ablation: str, masks: list[torch.Tensor]) -> list[float]:
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            ref = _reference(model, graph, clean_t, corr_t, ablation)
-            valid = graph.valid.to(ref.device, ref.dtype)
-            m_full = float(metric(model(clean_t), batch))
-            m_empty = float(metric(patched_forward(model, graph, clean_t, ref, valid), batch))
-            if m_full == m_empty:
-                raise ValueError(f"metric: equal on the full and empty circuits ({m_full}); faithfulness is undefined")
-            out = []
-            for mask in masks:
-                alpha = valid * (~mask.to(ref.device)).to(ref.dtype)
-                m = float(metric(patched_forward(model, graph, clean_t, ref, alpha), batch))
-                out.append((m - m_empty) / (m_full - m_empty))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        ref = _reference(model, graph, clean_t, corr_t, ablation)
+        valid = graph.valid.to(ref.device, ref.dtype)
+        m_full = float(metric(model(clean_t), batch))
+        m_empty = float(metric(patched_forward(model, graph, clean_t, ref, valid), batch))
+        if m_full == m_empty:
+            raise ValueError(f"metric: equal on the full and empty circuits ({m_full}); faithfulness is undefined")
+        out = []
+        for mask in masks:
+            alpha = valid * (~mask.to(ref.device)).to(ref.dtype)
+            m = float(metric(patched_forward(model, graph, clean_t, ref, alpha), batch))
+            out.append((m - m_empty) / (m_full - m_empty))
     return out
 
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mechnb import metrics
 from mechnb._checks import check_positive_float, check_positive_int, check_tensor, resolve_device
 from mechnb.circuits.attribution import Metric, logit_diff
 from mechnb.tasks import PromptPairs, SyntheticLanguage
@@ -128,9 +129,7 @@ def prejudice_risk(
 def _pair_accuracy(model: nn.Module, pairs: PromptPairs) -> tuple[float, float]:
     """``(accuracy, mean logit diff)`` of the clean answer over the other one at the last position."""
     dev = next(model.parameters()).device
-    logits = model(pairs.clean.to(dev))[:, -1]
-    a = pairs.answers.to(dev)
-    d = logits.gather(1, a[:, :1]) - logits.gather(1, a[:, 1:2])
+    d = metrics.logit_diff(model(pairs.clean.to(dev)), pairs.answers)
     return float((d > 0).float().mean()), float(d.mean())
 
 
