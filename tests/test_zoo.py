@@ -160,9 +160,10 @@ def test_interrupted_build_leaves_old_checkpoint_intact(zoo_copy, monkeypatch):
         f.write(b"partial checkpoint bytes")
         raise KeyboardInterrupt("simulated interruption")
 
-    monkeypatch.setattr(zoo.torch, "save", crash)
+    monkeypatch.setattr(torch, "save", crash)
     quick_model = zoo.load("tms-5-2")[0]
-    monkeypatch.setattr(zoo, "train_entry", lambda name, progress=True: (quick_model, TrainResult(losses=[0.0])))
+    monkeypatch.setattr(zoo.builder, "train_entry",
+                        lambda name, progress=True, steps=None: (quick_model, TrainResult(losses=[0.0])))
     with pytest.raises(KeyboardInterrupt):
         zoo.build(["tms-5-2"], progress=False, directory=zoo_copy)
     assert (zoo_copy / "tms-5-2.pt").read_bytes() == before
