@@ -119,7 +119,7 @@ def test_every_circuits_check_is_covered() -> None:
 @pytest.mark.parametrize("name", sorted(SOLUTIONS))
 def test_check_accepts_a_solution_and_catches_a_mistake(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     right, wrong = SOLUTIONS[name]
-    check = getattr(exercises, name)
+    check = getattr(exercises.circuits, name)
     ok = check(right)
     out = capsys.readouterr().out
     assert ok.passed, out
@@ -132,7 +132,7 @@ def test_check_accepts_a_solution_and_catches_a_mistake(name: str, capsys: pytes
 
 
 def test_parameter_mask_missing_keys_message(capsys: pytest.CaptureFixture[str]) -> None:
-    res = exercises.check_parameter_mask(lambda graph, mask, params: {})
+    res = exercises.circuits.check_parameter_mask(lambda graph, mask, params: {})
     out = capsys.readouterr().out
     assert not res.passed and "expected a mask for each of the 38 parameters, got 0 keys" in out, out
 
@@ -222,7 +222,7 @@ def test_notebook_exercises_in_order() -> None:
         elif "# SOLUTION" in c.source:
             assert c.source.startswith("# NBVAL_CHECK_OUTPUT\n")
             solutions += re.findall(r"# SOLUTION (4\.\d+)", c.source)
-            called = re.findall(r"^exercises\.(check_\w+)\(", c.source, re.M)
+            called = re.findall(r"^exercises\.circuits\.(check_\w+)\(", c.source, re.M)
             assert len(called) == 1, c.source
             calls.append(checks[called[0]].id)
     expected = [f"4.{i}" for i in range(1, len(boxes) + 1)]

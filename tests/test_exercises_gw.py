@@ -188,4 +188,4 @@ def test_notebook_exercises_in_order_and_checked() -> None:
     for ex_id in boxes:
         cell = next(s for s in code if f"# SOLUTION {ex_id}" in s)
         assert cell.startswith("# NBVAL_CHECK_OUTPUT"), ex_id
-        assert f"exercises.{by_id[ex_id]}(" in cell, ex_id
+        assert f"exercises.gw.{by_id[ex_id]}(" in cell, ex_id

@@ -249,7 +249,8 @@ def _stub(*args, **kwargs):
 def test_every_registered_check_handles_the_stub(capsys: pytest.CaptureFixture[str]) -> None:
     checks = registry()
     for name, ex in checks.items():
-        assert callable(getattr(exercises, name)), f"mechnb.exercises.{name} is not importable"
+        topic = getattr(exercises, ex.topic)
+        assert getattr(topic, name) is ex.check, f"{ex.call_name} is not importable"
         result = ex.check(_stub)  # must not raise
         out = capsys.readouterr().out
         assert isinstance(result, CheckResult) and not result.passed and result.not_implemented, name
@@ -444,13 +445,13 @@ def test_learner_and_facilitator_versions_in_a_kernel(tmp_path: Path, monkeypatc
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [
-        nbformat.v4.new_code_cell("from mechnb.exercises import check_gw_two_point"),
+        nbformat.v4.new_code_cell("from mechnb import exercises"),
         nbformat.v4.new_code_cell("def gw_two_point(a, b):\n"
                                   '    """GW between uniform two-point spaces at distances a and b."""\n'
                                   "    # SOLUTION\n"
                                   "    return (a - b) ** 2 / 2\n"
                                   "    # END SOLUTION"),
-        nbformat.v4.new_code_cell("check_gw_two_point(gw_two_point)"),
+        nbformat.v4.new_code_cell("exercises.gw.check_gw_two_point(gw_two_point)"),
     ]
     src = tmp_path / "src" / "03_synthetic.ipynb"
     src.parent.mkdir()

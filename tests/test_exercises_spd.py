@@ -226,8 +226,8 @@ def test_notebook_exercises_follow_the_checks() -> None:
         assert code.cell_type == "code" and code.source.startswith("# NBVAL_CHECK_OUTPUT\n"), f"cell {i + 1}"
         ex_id = m.group("id")
         assert f"# SOLUTION {ex_id}\n" in code.source and "# END SOLUTION" in code.source
-        call = re.search(r"^exercises\.(check_\w+)\((\w+)\)$", code.source, re.MULTILINE)
-        assert call, f"cell {i + 1}: no exercises.check_...(fn) call"
+        call = re.search(r"^exercises\.spd\.(check_\w+)\((\w+)\)$", code.source, re.MULTILINE)
+        assert call, f"cell {i + 1}: no exercises.spd.check_...(fn) call"
         assert registry()[call.group(1)].id == ex_id, f"cell {i + 1}: box {ex_id} calls {call.group(1)}"
         assert re.search(rf"^def {call.group(2)}\(", code.source, re.MULTILINE)
         # the solution shown in the box is the marked solution

@@ -1,4 +1,4 @@
-"""Issue 7: every method notebook (01–04) is built to teach, not only to show.
+"""Every method notebook (01–04) is built to teach, not only to show.
 
 Checked on the stored facilitator notebooks:
 
@@ -6,8 +6,8 @@ Checked on the stored facilitator notebooks:
   estimated time for full and fast mode, followed by learning objectives;
 * at least three exercises, each an exercise box (number, title, difficulty, importance, minutes)
   followed by a hint and the reference solution in collapsible ``<details>`` blocks, and a code
-  cell whose ``# SOLUTION N.M`` block is checked by the registered ``mechnb.exercises`` check of
-  that number;
+  cell whose ``# SOLUTION N.M`` block is checked by the registered check of that number, called
+  through its topic module (``exercises.spd.check_...``);
 * a ``#### 💬 Discussion`` cell closing every numbered section;
 * links into ``GLOSSARY.md`` that point at entries that exist;
 * the README's notebook table carries each notebook's learning objectives.
@@ -33,7 +33,7 @@ BOX = re.compile(
     r"\s*Difficulty: (?P<diff>[🔴⚪]{5}) · Importance: (?P<imp>[🔵⚪]{5}) · ≈ (?P<min>\d+) min",
 )
 SOLUTION_MARK = re.compile(r"^\s*#\s*SOLUTION\s+(?P<id>\d+\.\d+)\s*$", re.M)
-CHECK_CALL = re.compile(r"\bexercises\.(?P<name>check_\w+)\(")
+CHECK_CALL = re.compile(r"\bexercises\.(?P<call>\w+\.(?P<name>check_\w+))\(")
 SECTION = re.compile(r"^## (?P<title>.+)$", re.M)
 UNNUMBERED_SECTIONS = re.compile(r"explore|take-?aways|things to try|summary|further reading", re.I)
 GLOSSARY_LINK = re.compile(r"\]\(GLOSSARY\.md(?:#(?P<anchor>[^)\s]+))?\)")
@@ -78,7 +78,7 @@ def test_header_has_paper_sections_prerequisites_time_and_objectives(path: Path)
 def test_three_or_more_checked_exercises_with_hints_and_solutions(path: Path) -> None:
     number = path.name[:2].lstrip("0")
     cells = _cells(path)
-    checks = {ex.id: name for name, ex in registry().items()}
+    checks = {ex.id: ex.call_name.removeprefix("exercises.") for ex in registry().values()}
     boxes = [(i, m) for i, c in enumerate(cells) if c.cell_type == "markdown" for m in BOX.finditer(c.source)]
     ids = [m.group("id") for _, m in boxes]
     assert len(ids) >= 3, f"{path.name}: {len(ids)} exercise boxes, want >= 3"
@@ -95,7 +95,7 @@ def test_three_or_more_checked_exercises_with_hints_and_solutions(path: Path) ->
         assert [s.group("id") for s in SOLUTION_MARK.finditer(code[0])] == [ex_id], \
             f"{path.name}: exercise {ex_id}'s solution block is numbered differently"
         assert re.search(r"^\s*#\s*END SOLUTION\s*$", code[0], flags=re.M), f"{path.name}: {ex_id} has no END SOLUTION"
-        called = [c.group("name") for c in CHECK_CALL.finditer(code[0])]
+        called = [c.group("call") for c in CHECK_CALL.finditer(code[0])]
         assert ex_id in checks, f"{path.name}: no check function registered for exercise {ex_id}"
         assert called == [checks[ex_id]], f"{path.name}: exercise {ex_id} should call exercises.{checks[ex_id]}"
     registered = sorted(i for i in checks if i.split(".")[0] == number)
@@ -150,7 +150,7 @@ def test_readme_quotes_the_real_check_output(capsys: pytest.CaptureFixture[str],
     from mechnb import exercises
 
     monkeypatch.delenv("MECHNB_STRICT_CHECKS", raising=False)
-    exercises.check_lower_leaky_hard_sigmoid(lambda x, alpha=0.01: torch.where(x < 0, alpha * x, x.clamp(max=1.0)))
+    exercises.spd.check_lower_leaky_hard_sigmoid(lambda x, alpha=0.01: torch.where(x < 0, alpha * x, x.clamp(max=1.0)))
     line = capsys.readouterr().out.strip()
     assert f"`{line}`" in (ROOT / "README.md").read_text(), f"README should quote the success line {line!r}"
 

@@ -93,6 +93,16 @@ class Exercise:
     def label(self) -> str:
         return f"Exercise {self.id} ({self.title})"
 
+    @property
+    def topic(self) -> str:
+        """The topic module that defines the check (``"gw"`` for ``mechnb.exercises.gw``)."""
+        return self.check.__module__.rsplit(".", 1)[-1]
+
+    @property
+    def call_name(self) -> str:
+        """How a notebook calls the check after ``from mechnb import exercises``: ``exercises.gw.check_gw_loss``."""
+        return f"exercises.{self.topic}.{self.check.__name__}"
+
 
 _REGISTRY: dict[str, Exercise] = {}
 _CURRENT: contextvars.ContextVar[Exercise | None] = contextvars.ContextVar("mechnb_exercise", default=None)
@@ -101,11 +111,9 @@ _CURRENT: contextvars.ContextVar[Exercise | None] = contextvars.ContextVar("mech
 def registry() -> dict[str, Exercise]:
     """Every registered exercise, keyed by check-function name, in exercise-number order.
 
-    Imports every topic module of :mod:`mechnb.exercises` first, so the registry is complete.
+    Complete as soon as :mod:`mechnb.exercises` is imported (which happens before this module is
+    loaded): the package imports every topic module, and each registers its checks on import.
     """
-    from mechnb import exercises
-
-    exercises._import_topics()
     return dict(sorted(_REGISTRY.items(), key=lambda kv: _id_key(kv[1].id)))
 
 
