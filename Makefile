@@ -1,7 +1,9 @@
 # mechnb — set-up, lab, tests, zoo and benchmarks.
 #
 #   make lab     create .venv (first time only), install mechnb, start JupyterLab on notebooks/
-#   make test    same set-up, then the unit tests (incl. the browser test) and every notebook (fast mode)
+#   make test    same set-up, then the unit tests (incl. the browser test) and every notebook (fast mode),
+#                then the notebooks and the numerically sensitive tests again under other CPU kernel
+#                families and thread counts (see "make test runs the suite under several ..." below)
 #   make exercises  write the learner notebooks (solutions replaced by stubs) to exercises/
 #
 # Knobs (make VAR=value ...):
@@ -9,7 +11,9 @@
 #   TORCH_VERSION  the torch release installed first                 (default: 2.13.0)
 #   TORCH_INDEX    if set, passed as --index-url for the torch install only, e.g. the
 #                  PyTorch CPU wheel index on a CPU-only machine (see README.md)
-#   PYTEST_ARGS    extra arguments for both pytest runs of `make test` (e.g. -x, -k tms)
+#   PYTEST_ARGS    extra arguments for every pytest run of `make test` (e.g. -x, -k tms)
+#   TEST_MATRIX    0: `make test` runs only the whole suite under the machine's best kernels (default: 1)
+#   NUMERICS_PATHS test files/node ids `make test` reruns in full under each other configuration
 #   BROWSER_DEPS   1: `make test` apt-installs chromium for tests/browser/ when missing and root
 #                  (default: 1; 0 skips the install, and the browser test is then skipped)
 
@@ -36,7 +40,8 @@ TORCH_INDEX_ARG := $(if $(strip $(TORCH_INDEX)),--index-url $(strip $(TORCH_INDE
 help:
 	@echo "mechnb — make targets:"
 	@echo "  make lab     set up .venv (first time) and start JupyterLab on notebooks/ (127.0.0.1, token)"
-	@echo "  make test    set up .venv, run pytest tests/ and every notebook under nbval (MECHNB_FAST=1)"
+	@echo "  make test    set up .venv, run pytest tests/ and every notebook under nbval (MECHNB_FAST=1), then"
+	@echo "               the notebooks and the numerics tests under other CPU kernel families and 2 threads"
 	@echo "  make exercises  write learner notebooks (solutions -> NotImplementedError stubs) to exercises/"
 	@echo "  make browser-deps  install chromium with apt if /usr/bin/chromium is missing (root only)"
 	@echo "  make setup   only create/update .venv (torch $(TORCH_VERSION) + mechnb editable + test tools)"
@@ -84,17 +89,80 @@ exercises: setup
 # spin-waiting worker threads can slow a step tenfold as soon as anything else is busy
 # (e.g. the browser test's kernel). Override with `make test TEST_THREADS=2`.
 TEST_THREADS ?= 1
+
+# `make test` runs the suite under several numeric configurations, so that a result which
+# depends on the CPU (a kernel family's rounding, a reduction order) fails here first rather
+# than on a reader's laptop:
+#   1. the whole suite, tests/ and notebooks/, under the machine's best kernels (torch's
+#      ATEN_CPU_CAPABILITY unset, MKL's own choice), TEST_THREADS threads;
+#   2. notebooks/ and the numerics subset under KERNELS_DEFAULT (torch's portable kernels,
+#      MKL's SSE4.2 code path: what a machine without AVX computes);
+#   3. the numerics subset with 2 threads (other reduction orders);
+#   4. the numerics subset under KERNELS_AVX2 (an AVX2 machine), when the best family is AVX-512.
+# torch's ATEN_CPU_CAPABILITY does not reach MKL's BLAS/LAPACK (matmul, eigh, svd), which
+# dispatch on their own; MKL_ENABLE_INSTRUCTIONS does (it is ignored where torch has no MKL).
+# The numerics subset: the tests marked @pytest.mark.numerics, plus NUMERICS_PATHS run in full.
+# A configuration that fails fails `make test`; every configuration runs, a summary with the
+# time of each comes last. TEST_MATRIX=0 runs configuration 1 only.
+KERNELS_DEFAULT ?= ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2
+KERNELS_AVX2    ?= ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2
+NUMERICS_PATHS  ?=
+TEST_MATRIX     ?= 1
+
+PYTEST_UNIT      = MECHNB_FAST=1 $(PY) -m pytest tests/ $(PYTEST_ARGS)
+PYTEST_NOTEBOOKS = MECHNB_STRICT_CHECKS=1 MECHNB_FAST=1 $(PY) -m pytest --nbval-lax --nbval-current-env notebooks/ \
+                   $(PYTEST_ARGS)
+PYTEST_NUMERICS  = MECHNB_FAST=1 $(PY) -m pytest -m numerics tests/ $(PYTEST_ARGS)
+PYTEST_NUMERICS_PATHS = MECHNB_FAST=1 $(PY) -m pytest $(NUMERICS_PATHS) $(PYTEST_ARGS)
+# pytest's exit code 5 (nothing collected) is a failure of the configuration, unless
+# PYTEST_ARGS (e.g. -k) narrowed the run: then that configuration simply had nothing to run.
+NARROWED := $(if $(strip $(PYTEST_ARGS)),1,0)
+
 test: export OMP_NUM_THREADS = $(TEST_THREADS)
 test: export MKL_NUM_THREADS = $(TEST_THREADS)
 test: setup browser-deps
-	MECHNB_FAST=1 $(PY) -m pytest tests/ $(PYTEST_ARGS)
-	@set -e; \
-	if compgen -G "notebooks/*.ipynb" > /dev/null; then \
-		echo "MECHNB_STRICT_CHECKS=1 MECHNB_FAST=1 $(PY) -m pytest --nbval-lax --nbval-current-env notebooks/ $(PYTEST_ARGS)"; \
-		MECHNB_STRICT_CHECKS=1 MECHNB_FAST=1 $(PY) -m pytest --nbval-lax --nbval-current-env notebooks/ $(PYTEST_ARGS); \
-	else \
-		echo "notebooks/: no notebooks yet, nothing to execute"; \
-	fi
+	@set -u; trap 'echo; echo "!! make test interrupted"; exit 130' INT; \
+	best=$$(env -u ATEN_CPU_CAPABILITY -u MKL_ENABLE_INSTRUCTIONS $(PY) -c \
+		"import torch; print(torch.backends.cpu.get_cpu_capability())" 2> /dev/null) || best=unknown; \
+	here="$${ATEN_CPU_CAPABILITY:+ATEN_CPU_CAPABILITY=$$ATEN_CPU_CAPABILITY }"; \
+	here="$$here$${MKL_ENABLE_INSTRUCTIONS:+MKL_ENABLE_INSTRUCTIONS=$$MKL_ENABLE_INSTRUCTIONS }"; \
+	here="$${here:+$${here}(as exported)}"; here="$${here:-the best kernels of this machine ($$best)}"; \
+	total=2; avx2=0; \
+	if [ "$(TEST_MATRIX)" != 0 ]; then total=5; if [ "$$best" = AVX512 ]; then total=6; avx2=1; fi; fi; \
+	n=0; failed=0; summary=(); \
+	begin() { n=$$((n + 1)); title="[$$n/$$total] $$1"; echo; echo "==> $$title"; t0=$$SECONDS; step_rc=0; note=""; }; \
+	run() { \
+		printf '%q ' "$$@"; echo; env "$$@"; local rc=$$?; \
+		if [ $$rc = 5 ] && [ $(NARROWED) = 1 ]; then rc=0; note=", nothing selected by PYTEST_ARGS"; \
+		elif [ $$rc = 5 ]; then echo "!! no test collected: this configuration's selection is empty"; fi; \
+		[ $$rc = 0 ] || step_rc=$$rc; \
+	}; \
+	end() { \
+		local dt=$$((SECONDS - t0)) res; \
+		if [ $$step_rc = 0 ]; then res="passed$$note"; else res="FAILED (pytest exit $$step_rc)"; failed=1; fi; \
+		echo "<== $$title: $$res, $${dt} s"; summary+=("$$title: $$res, $$dt s"); \
+	}; \
+	notebooks() { \
+		if compgen -G "notebooks/*.ipynb" > /dev/null; then run "$$@" $(PYTEST_NOTEBOOKS); \
+		else echo "notebooks/: no notebooks yet, nothing to execute"; fi; \
+	}; \
+	numerics() { \
+		run "$$@" $(PYTEST_NUMERICS); \
+		if [ -n "$(strip $(NUMERICS_PATHS))" ]; then run "$$@" $(PYTEST_NUMERICS_PATHS); fi; \
+	}; \
+	begin "unit tests (tests/) under $$here, $(TEST_THREADS) thread(s)"; run $(PYTEST_UNIT); end; \
+	begin "notebooks under $$here, $(TEST_THREADS) thread(s)"; notebooks; end; \
+	if [ "$(TEST_MATRIX)" != 0 ]; then \
+		begin "numerics subset under $(KERNELS_DEFAULT)"; numerics $(KERNELS_DEFAULT); end; \
+		begin "notebooks under $(KERNELS_DEFAULT)"; notebooks $(KERNELS_DEFAULT); end; \
+		begin "numerics subset with 2 threads (OMP_NUM_THREADS=2 MKL_NUM_THREADS=2)"; \
+		numerics OMP_NUM_THREADS=2 MKL_NUM_THREADS=2; end; \
+		if [ $$avx2 = 1 ]; then begin "numerics subset under $(KERNELS_AVX2)"; numerics $(KERNELS_AVX2); end; \
+		else echo; echo "==> the AVX2 configuration is skipped: the best kernel family here is $$best, not AVX512"; fi; \
+	fi; \
+	echo; echo "==> make test: $$total step(s), $$SECONDS s in all (set-up not counted)"; printf '    %s\n' "$${summary[@]}"; \
+	if [ $$failed != 0 ]; then echo "!! make test FAILED (see the FAILED step(s) above)"; exit 1; fi; \
+	echo "==> make test passed"
 
 zoo: setup
 	$(PY) -m mechnb.zoo build

@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -87,14 +88,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.compare_outputs = _tolerant(item, tol)
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    import os
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Some test modules pin torch to one thread when imported (the zoo models are tiny); an
+    # explicit OMP_NUM_THREADS, e.g. make test's 2-thread configuration, must still reach the tests.
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0 and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(threads))
 
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
     import torch
 
     # The numeric configuration this run computes under (make test reruns the suite under several).
-    env = " ".join(f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-                   if k in os.environ)
+    knobs = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    env = " ".join(f"{k}={os.environ[k]}" for k in knobs if k in os.environ)
     lines = [f"torch {torch.__version__}: CPU kernels {torch.backends.cpu.get_cpu_capability()}, "
              f"{torch.get_num_threads()} threads" + (f" ({env})" if env else "")]
     if config.pluginmanager.hasplugin("nbval"):

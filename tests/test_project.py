@@ -139,9 +139,97 @@ def test_make_test_and_make_lab_run_the_documented_commands():
     test = _make_dry_run("test")
     assert re.search(r"MECHNB_FAST=1 \S*python -m pytest tests/", test)
     assert re.search(r"MECHNB_FAST=1 \S*python -m pytest --nbval-lax --nbval-current-env notebooks/", test)
+    assert re.search(r"MECHNB_FAST=1 \S*python -m pytest -m numerics tests/", test)
     assert "compgen -G \"notebooks/*.ipynb\"" in test  # an empty notebooks/ must not fail make test
+    for config in ("ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2", "OMP_NUM_THREADS=2",
+                   "ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2"):
+        assert config in test, config
     lab_cmd = _make_dry_run("lab")
     assert re.search(r"python -m mechnb\.lab\b", lab_cmd)  # the launcher tested below
+
+
+#: Stands in for .venv/bin/python in `make test`: answers torch's CPU capability, logs each pytest
+#: run with the environment that matters, and exits with FAKE_RC when its arguments contain FAKE_FAIL.
+_FAKE_PYTHON = """#!/usr/bin/env bash
+if [ "$1" = -c ]; then echo "$FAKE_BEST"; exit 0; fi
+echo "ATEN=${ATEN_CPU_CAPABILITY:-} MKL=${MKL_ENABLE_INSTRUCTIONS:-} OMP=$OMP_NUM_THREADS FAST=$MECHNB_FAST | $*" \\
+    >> "$FAKE_LOG"
+if [ -n "${FAKE_FAIL:-}" ] && [[ "$OMP_NUM_THREADS $*" == *"$FAKE_FAIL"* ]]; then exit "$FAKE_RC"; fi
+exit 0
+"""
+
+
+def _fake_make_test(tmp_path: Path, best: str = "AVX512", fail: str = "", rc: int = 1, *args: str):
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    fake, stamp, log = tmp_path / "python", tmp_path / "stamp", tmp_path / "runs.log"
+    fake.write_text(_FAKE_PYTHON)
+    fake.chmod(0o755)
+    stamp.touch()
+    log.write_text("")
+    # a clean environment: no kernel choice, and no make variables of an outer `make test PYTEST_ARGS=...`
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
+    env.update(FAKE_BEST=best, FAKE_FAIL=fail, FAKE_RC=str(rc), FAKE_LOG=str(log))
+    proc = subprocess.run(["make", "--no-print-directory", "test", f"PY={fake}", f"STAMP={stamp}", "BROWSER_DEPS=0",
+                           *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    runs = [line.replace(str(fake), "PY") for line in log.read_text().splitlines()]
+    return proc.returncode, proc.stdout + proc.stderr, runs
+
+
+def test_make_test_runs_the_suite_under_every_numeric_configuration(tmp_path):
+    rc, out, runs = _fake_make_test(tmp_path)
+    assert rc == 0, out
+    assert runs == [
+        "ATEN= MKL= OMP=1 FAST=1 | -m pytest tests/",
+        "ATEN= MKL= OMP=1 FAST=1 | -m pytest --nbval-lax --nbval-current-env notebooks/",
+        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -m numerics tests/",
+        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest --nbval-lax --nbval-current-env notebooks/",
+        "ATEN= MKL= OMP=2 FAST=1 | -m pytest -m numerics tests/",
+        "ATEN=avx2 MKL=AVX2 OMP=1 FAST=1 | -m pytest -m numerics tests/",
+    ], out
+    headers = re.findall(r"^==> \[(\d)/(\d)\] (.*)$", out, flags=re.M)
+    assert [(n, total) for n, total, _ in headers] == [(str(i), "6") for i in range(1, 7)]
+    assert headers[3][2] == "notebooks under ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2"
+    assert "(AVX512)" in headers[0][2] and "==> make test passed" in out
+    assert len(re.findall(r"^    \[\d/6\] .*: passed, \d+ s$", out, flags=re.M)) == 6  # the summary with times
+
+    # NUMERICS_PATHS are rerun in full in each other configuration; TEST_MATRIX=0 runs only the first
+    rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, "NUMERICS_PATHS=tests/test_gw.py")
+    assert rc == 0 and sum(r.endswith("| -m pytest tests/test_gw.py") for r in runs) == 3, out
+    rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, "TEST_MATRIX=0")
+    assert rc == 0 and len(runs) == 2 and "[2/2]" in out, out
+
+
+@pytest.mark.parametrize("best", ["AVX2", "DEFAULT", "SVE256"])
+def test_make_test_skips_the_avx2_configuration_unless_the_cpu_has_avx512(tmp_path, best):
+    rc, out, runs = _fake_make_test(tmp_path, best)
+    assert rc == 0 and len(runs) == 5 and not any("ATEN=avx2" in r for r in runs), out
+    assert f"the AVX2 configuration is skipped: the best kernel family here is {best}" in out
+
+
+def test_make_test_fails_when_any_configuration_fails_and_still_runs_the_others(tmp_path):
+    rc, out, runs = _fake_make_test(tmp_path, "AVX512", "2 -m pytest -m numerics")  # only the 2-thread run fails
+    assert rc != 0 and len(runs) == 6, out
+    assert re.search(r"^    \[5/6\] numerics subset with 2 threads .*: FAILED \(pytest exit 1\)", out, flags=re.M), out
+    assert "!! make test FAILED" in out and "==> make test passed" not in out
+
+
+def test_make_test_treats_an_empty_selection_as_a_failure_unless_pytest_args_narrowed_it(tmp_path):
+    rc, out, _ = _fake_make_test(tmp_path, "AVX512", "-m numerics", 5)
+    assert rc != 0 and "no test collected: this configuration's selection is empty" in out, out
+    assert re.search(r"\[3/6\] numerics subset .*: FAILED \(pytest exit 5\)", out), out
+    rc, out, runs = _fake_make_test(tmp_path, "AVX512", "-m numerics", 5, "PYTEST_ARGS=-k gw_symmetric")
+    assert rc == 0, out
+    assert re.search(r"\[3/6\] numerics subset .*: passed, nothing selected by PYTEST_ARGS", out), out
+    assert all(r.endswith("-k gw_symmetric") for r in runs), runs
+
+
+def test_the_numerics_subset_is_registered_and_used():
+    markers = _pyproject()["tool"]["pytest"]["ini_options"]["markers"]
+    assert any(m.startswith("numerics:") for m in markers), markers
+    uses = re.compile(r"^(?:@pytest\.mark\.numerics$|pytestmark = .*pytest\.mark\.numerics)", flags=re.M)
+    marked = {p.name for p in (ROOT / "tests").glob("test_*.py") if uses.search(p.read_text())}
+    assert {"test_degeneracy.py", "test_gw.py", "test_spd.py"} <= marked, marked
 
 
 def test_ci_runs_make_test():
