@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import types
 
 import matplotlib
@@ -463,6 +464,38 @@ def test_lora_starts_at_base_and_merges(small_lm: TinyTransformer, lang: Synthet
         p.numel() for p in small_lm.parameters()))
     assert not torch.equal(res.model.blocks[0].attn.W_Q, small_lm.blocks[0].attn.W_Q)
     assert torch.equal(res.model.embed.W_E, small_lm.embed.W_E)  # embeddings not adapted
+
+
+def test_strategies_drive_the_shared_loop(small_lm: TinyTransformer, lang: SyntheticLanguage) -> None:
+    from mechnb.circuits import CircuitTuning, FullTuning, LoRATuning, run_strategy
+
+    task = disagreement_task(lang, n_discovery=8, n_eval=16, n_heldout=20)
+    cfg = TuneConfig(steps=3, lr=0.02, log_every=3, batch_size=4, lora_rank=2, lora_lr=0.2, top_n=3)
+    # a strategy run by hand is the baseline run by finetune, bit for bit
+    model = copy.deepcopy(small_lm)
+    by_hand = run_strategy(FullTuning(model, cfg), task, progress=False)
+    baseline = finetune(small_lm, task, "full", cfg, progress=False)
+    assert by_hand.losses == baseline.losses and by_hand.log == baseline.log
+    for pa, pb in zip(model.parameters(), baseline.model.parameters()):
+        assert torch.equal(pa, pb)
+    # LoRA trains at lora_lr (recorded in the result) with the base frozen only during the run
+    model = copy.deepcopy(small_lm)
+    model.embed.W_E.requires_grad_(False)
+    lora = LoRATuning(model, cfg)
+    assert lora.optim.lr == 0.2 and lora.optim.optimizer == cfg.optim.optimizer
+    res = run_strategy(lora, task, progress=False)
+    assert res.config["lr"] == 0.2 and res.config["top_n"] == 3
+    assert [p.requires_grad for p in model.parameters()] == [n != "embed.W_E" for n, _ in model.named_parameters()]
+    assert all(p.grad is None for p in model.parameters())  # the frozen base collected no gradients
+    # circuit-tuning re-discovers at step 0 and exposes the masks it trains under
+    circuit = CircuitTuning(copy.deepcopy(small_lm), task, cfg)
+    circuit.before_step(0)
+    assert circuit.circuit is not None and circuit.circuit.n_edges >= 3 and circuit.circuits[0][0] == 0
+    assert circuit.trainable_fraction() == trainable_fraction(circuit.model, circuit.masks) > 0
+    with pytest.raises(TypeError, match="strategy"):
+        run_strategy("full", task)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="config"):
+        FullTuning(small_lm, {"steps": 3})  # type: ignore[arg-type]
 
 
 def test_node_redundancy_empty_circuit_changes_nothing(small_lm: TinyTransformer, lang: SyntheticLanguage) -> None:
