@@ -18,6 +18,13 @@ Baselines (:func:`finetune`): full fine-tuning, fine-tuning of every node parame
 
 :func:`node_redundancy` sweeps the circuit size: like the intrinsic dimension of Li et al.
 2018, a task needs only a few nodes; past that size the tuned metric saturates (paper Sec. 3).
+
+Modules: :mod:`.masks` (which parameter entries a circuit owns), :mod:`.config`
+(:class:`TuneConfig`, :class:`TuneResult`), :mod:`.strategies` (stage 1 :func:`discover` and one
+strategy object per method: :class:`CircuitTuning`, :class:`FullTuning`, :class:`NodeTuning`,
+:class:`LoRATuning`), :mod:`.loop` (the shared loop :func:`run_strategy`, :func:`circuit_tune`,
+:func:`finetune`), :mod:`.lora` (:class:`LoRA`) and :mod:`.analysis` (node redundancy, circuit
+history, comparison table).
 """
 
 from mechnb.circuits.tuning.analysis import (
