@@ -27,6 +27,7 @@ def _two_point(a: float) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 # GW ground truth
 # --------------------------------------------------------------------------------------
+@pytest.mark.numerics
 @pytest.mark.parametrize("n,d", [(30, 5), (60, 3)])
 def test_gw_zero_for_rotated_translated_permuted_copy(n: int, d: int) -> None:
     g = _gen(n)
@@ -42,6 +43,7 @@ def test_gw_zero_for_rotated_translated_permuted_copy(n: int, d: int) -> None:
     assert gw.gw_distance(C1, gw.distance_matrix(Z)) > 1e-3
 
 
+@pytest.mark.numerics
 def test_gw_symmetric() -> None:
     g = _gen(1)
     A = gw.distance_matrix(torch.randn(25, 3, generator=g))
@@ -51,6 +53,7 @@ def test_gw_symmetric() -> None:
     assert ab == pytest.approx(ba, rel=1e-6)
 
 
+@pytest.mark.numerics
 def test_gw_one_point_closed_form() -> None:
     # a one-point space must be coupled to everything: GW = sum_jl q_j q_l C2[j, l]^2
     g = _gen(2)
@@ -61,12 +64,14 @@ def test_gw_one_point_closed_form() -> None:
     assert gw.gw_distance(np.zeros((1, 1)), C2, q=q) == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("a,b", [(1.0, 0.3), (0.2, 2.5), (1.0, 1.0)])
 def test_gw_two_point_closed_form(a: float, b: float) -> None:
     assert gw.gw_distance(_two_point(a), _two_point(b)) == pytest.approx((a - b) ** 2 / 2, abs=1e-12)
     assert gw.gw_distance(_two_point(a), _two_point(b), init="identity") == pytest.approx((a - b) ** 2 / 2, abs=1e-12)
 
 
+@pytest.mark.numerics
 def test_gw_below_product_coupling_bound() -> None:
     g = _gen(3)
     for trial in range(3):
@@ -80,6 +85,7 @@ def test_gw_below_product_coupling_bound() -> None:
         assert value < 0.9 * bound  # the solver actually improves on the product coupling
 
 
+@pytest.mark.numerics
 def test_gw_different_widths_and_sizes() -> None:
     g = _gen(4)
     X = torch.randn(40, 3, generator=g, dtype=torch.float64)
@@ -91,6 +97,7 @@ def test_gw_different_widths_and_sizes() -> None:
     assert 0 < value < 0.05
 
 
+@pytest.mark.numerics
 def test_max_normalisation_removes_scale() -> None:
     g = _gen(5)
     X = torch.randn(30, 4, generator=g)
@@ -101,6 +108,7 @@ def test_max_normalisation_removes_scale() -> None:
     assert gw.gw_distance(raw1, raw2) > 0.1
 
 
+@pytest.mark.numerics
 def test_distance_matrix_properties() -> None:
     g = _gen(6)
     X = torch.randn(15, 5, generator=g)
@@ -142,6 +150,7 @@ def _same_partition(a: np.ndarray, b: list[int]) -> bool:
     return all((a[i] == a[j]) == (b[i] == b[j]) for i in range(len(b)) for j in range(len(b)))
 
 
+@pytest.mark.numerics
 def test_planted_families_recovered_as_three_groups() -> None:
     reps, fam = _planted_families()
     res = gw.layer_gw_matrix(reps, progress=False)
@@ -164,6 +173,7 @@ def test_planted_families_recovered_as_three_groups() -> None:
     assert _same_partition(ck.groups(n_groups=3), fam)
 
 
+@pytest.mark.numerics
 def test_layer_gw_matrix_subsamples_and_validates() -> None:
     reps, _ = _planted_families(n=50)
     res = gw.layer_gw_matrix(dict(list(reps.items())[:3]), n_samples=20, seed=1, progress=False)
@@ -178,6 +188,7 @@ def test_layer_gw_matrix_subsamples_and_validates() -> None:
         gw.layer_gw_matrix({"a": torch.randn(10, 2), "dead": torch.zeros(10, 3)}, progress=False)
 
 
+@pytest.mark.numerics
 def test_cluster_layers_contiguous_threshold_and_errors() -> None:
     # two blocks of consecutive layers, and a far-away layer in the middle of block 0
     D = np.array([[0, 1, 9, 9, 1],
@@ -256,6 +267,7 @@ def test_gw_bad_inputs() -> None:
 # --------------------------------------------------------------------------------------
 # CKA
 # --------------------------------------------------------------------------------------
+@pytest.mark.numerics
 @pytest.mark.parametrize("kernel", ["linear", "rbf"])
 @pytest.mark.parametrize("debiased", [False, True])
 def test_cka_invariances(kernel: str, debiased: bool) -> None:
@@ -409,6 +421,7 @@ def test_gw_explorer_widget_updates_on_value_changes() -> None:
     plt.close("all")
 
 
+@pytest.mark.numerics
 def test_probe_accuracy_finds_linearly_decodable_layer() -> None:
     g = _gen(14)
     y = torch.randint(0, 5, (300,), generator=g)

@@ -16,7 +16,7 @@ planted degeneracies (``planted_mlp``, ``planted_dln``) are experiments, in
 :mod:`mechnb.experiments.degeneracy`.
 """
 
-from mechnb.degeneracy.hessian import hessian_spectrum
+from mechnb.degeneracy.hessian import hessian_nullity, hessian_spectrum
 from mechnb.degeneracy.interaction import (
     InteractionBasis,
     InteractionEdges,
@@ -55,6 +55,7 @@ __all__ = [
     "DegeneracyReport",
     "LayerDegeneracy",
     "hessian_spectrum",
+    "hessian_nullity",
     "estimate_llc",
     "LLCResult",
     "default_nbeta",
