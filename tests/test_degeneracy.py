@@ -26,6 +26,7 @@ from mechnb.degeneracy import (
     sse_loss,
     spectrum_nullity,
 )
+from mechnb.degeneracy.hessian import hessian_nullity
 from mechnb.degeneracy._mlp import block_weight, ext_block_jacobian, mlp_forward, output_jacobian
 from mechnb.degeneracy.samplers import FlatParams, NoiseStreams, SGLDSampler, batched_grad_fns
 from mechnb.experiments.degeneracy import planted_dln, planted_mlp
@@ -219,6 +220,58 @@ def test_hessian_lanczos_matches_full_and_gauss_newton_is_psd():
     gn = hessian_spectrum(m, F.cross_entropy, x, y, gauss_newton=True)
     assert gn.min() > -1e-10 * gn.max()
     assert full.size == gn.size == sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.numerics
+def test_hessian_eigenvectors_follow_the_sign_convention_and_lanczos_agrees():
+    torch.manual_seed(1)
+    m = MLP([2, 12, 3])
+    x, y = torch.randn(80, 2), torch.randint(0, 3, (80,))
+    ev, V = hessian_spectrum(m, F.cross_entropy, x, y, return_eigenvectors=True)
+    np.testing.assert_allclose(ev, hessian_spectrum(m, F.cross_entropy, x, y), rtol=1e-10, atol=1e-14)
+    P = ev.size
+    assert V.shape == (P, P)
+    np.testing.assert_allclose(V.T @ V, np.eye(P), atol=1e-10)
+    Vt = torch.from_numpy(V)
+    assert_sign_convention(Vt)
+    # H v = λ v through Hessian-vector products
+    from mechnb.degeneracy.hessian import hessian_matvec
+    mv = hessian_matvec(m, F.cross_entropy, x, y)
+    for j in (0, 1, P // 2):
+        np.testing.assert_allclose(mv(V[:, j]), ev[j] * V[:, j], atol=1e-10 * abs(ev[0]))
+    # Lanczos gives the same vectors (top eigenvalues are simple here), signs included
+    assert np.all(ev[:4] / ev[1:5] > 1.01)
+    top, Vk = hessian_spectrum(m, F.cross_entropy, x, y, k=4, return_eigenvectors=True)
+    np.testing.assert_allclose(top, ev[:4], rtol=1e-8)
+    np.testing.assert_allclose(Vk, V[:, :4], atol=1e-6)
+
+
+@pytest.mark.numerics
+def test_hessian_nullity_counts_planted_flat_directions_with_a_wide_gap():
+    # linear regression with input 2 = input 0 + input 1: H = (2/(n d_out)) X̃ᵀX̃ ⊗ I_3 has
+    # exactly one null direction of X̃ per output, so nullity 3; the rest is O(1)
+    torch.manual_seed(0)
+    m = MLP([4, 3])
+    x = torch.randn(40, 4, dtype=torch.float64)
+    x[:, 2] = x[:, 0] + x[:, 1]
+    y = torch.randn(40, 3, dtype=torch.float64)
+    mse = lambda o, t: ((o - t) ** 2).mean()  # noqa: E731
+    H = hessian_spectrum(m, mse, x, y)
+    zero = hessian_nullity(H)
+    assert (zero.nullity, zero.rank) == (3, 12)
+    assert zero.gap > 1e10 and not zero.thin, zero
+    assert zero.label() == f"3 (gap {zero.gap:.0e})"
+    # softmax regression: the logit shift (b += c 1, W += 1 uᵀ) is exactly flat, 3 + 1 directions
+    torch.manual_seed(2)
+    clf = MLP([3, 4])
+    xc, yc = torch.randn(60, 3), torch.randint(0, 4, (60,))
+    zc = hessian_nullity(hessian_spectrum(clf, F.cross_entropy, xc, yc))
+    assert zc.nullity == 3 + 1 and zc.gap > 1e8, zc
+    # an eigenvalue planted just above the cut is flagged as thin
+    thin = hessian_nullity(np.r_[1.0, 0.5, 1e-14, -1e-16, 1e-16])  # cut at 5 eps = 1.1e-15
+    assert thin.thin and thin.nullity == 2 and thin.label().startswith("~2 (thin gap")
+    with pytest.raises(ValueError, match="eigenvalues"):
+        hessian_nullity(np.zeros(0))
 
 
 # --------------------------------------------------------------------------------------

@@ -9,6 +9,11 @@ class for a classifier); the outliers live in ``G``.
 Small models get the full matrix (``P`` Hessian-vector products, batched); larger ones the
 top ``k`` eigenvalues by Lanczos (``scipy.sparse.linalg.eigsh`` on a ``LinearOperator`` whose
 mat-vec is an autograd Hessian-vector product). Everything is computed in float64.
+
+Conventions (:mod:`mechnb._linalg`): eigenvalues in descending order; eigenvectors (on request)
+with their largest-magnitude entry positive. :func:`hessian_nullity` counts the numerically zero
+eigenvalues with numpy's ``matrix_rank`` threshold ``P · eps · |λ|_max`` and reports the gap to
+the smallest non-zero ``|λ|``, so a printed count says how clear it is.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 from torch import nn
 from tqdm.auto import tqdm
 
-from mechnb._checks import check_positive_int, check_tensor
+from mechnb._checks import check_array, check_positive_int, check_tensor
+from mechnb._linalg import DEFAULT_MIN_GAP, RankDecision, canonical_signs, rank_decision, sym_eig
 
-__all__ = ["hessian_spectrum", "hessian_matvec"]
+__all__ = ["hessian_spectrum", "hessian_matvec", "hessian_nullity"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -107,7 +113,8 @@ def hessian_spectrum(
     chunk: int = 64,
     seed: int = 0,
     progress: bool = False,
-) -> np.ndarray:
+    return_eigenvectors: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Eigenvalues of the loss Hessian (or of its Gauss-Newton term) at the current parameters.
 
     Args:
@@ -121,9 +128,14 @@ def hessian_spectrum(
         chunk: Hessian-vector products per batched autograd call when building the full matrix.
         seed: seeds Lanczos' start vector.
         progress: ``tqdm`` bar over the full-matrix chunks.
+        return_eigenvectors: also return the eigenvectors, ``(P, P)`` or ``(P, k)`` columns in the
+            order of the eigenvalues (parameters in ``model.parameters()`` order, each flattened),
+            each with its largest-magnitude entry positive (:func:`mechnb._linalg.canonical_signs`).
 
     Returns:
-        float64 eigenvalues in descending order: ``(P,)`` or ``(k,)``.
+        float64 eigenvalues in descending order: ``(P,)`` or ``(k,)``; with
+        ``return_eigenvectors``, ``(eigenvalues, eigenvectors)``. Count the zero ones with
+        :func:`hessian_nullity`.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -148,6 +160,9 @@ def hessian_spectrum(
         rows = [curv.matmat(eye[s : s + chunk]) for s in tqdm(range(0, P, chunk), disable=not progress,
                                                                  desc="Hessian", leave=False)]
         H = torch.cat(rows, dim=0)
+        if return_eigenvectors:
+            ev, vec = sym_eig(H)  # symmetrised, descending, canonical signs
+            return ev.cpu().numpy(), vec.cpu().numpy()
         H = 0.5 * (H + H.T)
         return torch.linalg.eigvalsh(H).flip(0).cpu().numpy()
     k = check_positive_int("k", k)
@@ -156,5 +171,36 @@ def hessian_spectrum(
     op = LinearOperator((P, P), matvec=lambda v: curv.matmat(torch.as_tensor(
         np.asarray(v, dtype=np.float64).reshape(1, -1), device=curv.dev))[0].cpu().numpy(), dtype=np.float64)
     v0 = np.random.default_rng(seed).standard_normal(P)
+    if return_eigenvectors:
+        vals, vecs = eigsh(op, k=k, which="LA", v0=v0, return_eigenvectors=True)
+        order = np.argsort(vals)[::-1]
+        return vals[order].copy(), canonical_signs(np.ascontiguousarray(vecs[:, order]))
     vals = eigsh(op, k=k, which="LA", v0=v0, return_eigenvectors=False)
     return np.sort(vals)[::-1].copy()
+
+
+def hessian_nullity(eigenvalues: np.ndarray | torch.Tensor, *, rtol: float | None = None,
+                    min_gap: float = DEFAULT_MIN_GAP) -> RankDecision:
+    """The numerically zero eigenvalues of a (full) Hessian spectrum, with the gap that separates them.
+
+    An eigenvalue counts as zero when ``|λ| <= rtol · max|λ|``; the default ``rtol = P · eps``
+    (float64) is numpy's ``matrix_rank(hermitian=True)`` convention, the size of the round-off
+    of a backward-stable symmetric eigensolver on a ``(P, P)`` matrix. Exactly flat directions
+    (symmetries of the loss, e.g. the softmax's logit shift or inputs that span a subspace) sit
+    at that round-off; the report's ``gap`` says how far above it the smallest non-zero ``|λ|``
+    is. For Sagun et al.'s bulk (1706.04454) the near-zero-but-not-zero eigenvalues are real
+    curvature, so a small gap means "near-zero", not "zero": read ``.thin``.
+
+    Args:
+        eigenvalues: ``(P,)`` the full spectrum (:func:`hessian_spectrum` with ``k=None``), any order.
+        rtol: relative threshold on ``|λ|``; default ``P · eps(float64)``.
+        min_gap: gaps below this mark the decision as thin.
+
+    Returns:
+        A :class:`mechnb._linalg.RankDecision`: ``.nullity`` the zero count, ``.gap`` the ratio
+        of the smallest non-zero ``|λ|`` to the largest zero one, ``.label()`` e.g. ``"125 (gap 1e+09)"``.
+    """
+    ev = check_array("eigenvalues", eigenvalues, ndim=1)
+    if ev.size == 0:
+        raise ValueError("eigenvalues: expected the (P,) spectrum of a Hessian, got an empty array")
+    return rank_decision(np.abs(ev), rtol=rtol, shape=(ev.size, ev.size), dtype=torch.float64, min_gap=min_gap)
