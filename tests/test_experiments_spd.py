@@ -40,8 +40,8 @@ def test_sweep_runs_every_pair():
     assert [(p.coefficient, p.p) for p in pts] == [(1e-3, 1.0), (1e-1, 1.0), (1e-3, 2.0), (1e-1, 2.0)]
     assert pts[3].result.config.importance_minimality == 1e-1 and pts[3].result.config.p == 2.0
     assert [p.p_label for p in pts] == ["1", "1", "2", "2"]
-    annealed = importance_minimality_sweep(pentagon_tms(), ["linear1"], sampler(5), cfg.replace(p=2.0, p_anneal_final=1.0),
-                                           [1e-3], progress=False)
+    annealed_cfg = cfg.replace(p=2.0, p_anneal_final=1.0)
+    annealed = importance_minimality_sweep(pentagon_tms(), ["linear1"], sampler(5), annealed_cfg, [1e-3], progress=False)
     assert annealed[0].p == 1.0 and annealed[0].p_label == "2→1"
     with pytest.raises(ValueError, match="coefficients"):
         importance_minimality_sweep(pentagon_tms(), ["linear1"], sampler(5), cfg, [])
