@@ -11,9 +11,8 @@ from IPython.display import display
 from matplotlib.figure import Figure
 from torch import nn
 
-from mechnb import zoo
+from mechnb import metrics, plots, zoo
 from mechnb.models import TMS, MLP, ResidualMLP, TinyTransformer
-from mechnb.plots import zoo as zplots
 from mechnb.widgets._common import show_figure
 
 __all__ = ["ZooBrowser", "model_figure", "model_summary_html"]
@@ -22,21 +21,23 @@ __all__ = ["ZooBrowser", "model_figure", "model_summary_html"]
 def model_figure(name: str, model: nn.Module, entry: dict[str, Any]) -> Figure:
     """The figure that best shows what zoo model ``name`` learned."""
     if isinstance(model, TMS):
-        return zplots.tms_geometry(model.linear1.weight.detach().cpu().numpy(), title=f"{name}: feature directions")
+        W = model.linear1.weight.detach().cpu().numpy()  # (n_hidden, n_features)
+        return plots.zoo.tms_geometry(W, title=f"{name}: feature directions")
     if isinstance(model, ResidualMLP):
         W = (model.W_E @ model.layers[0].mlp_in.weight.T).detach().cpu().numpy()  # (n_features, d_mlp)
-        return zplots.weight_heatmap(W.T, f"{name}: neuron read-out of each feature (W_in · W_E^T)",
+        return plots.zoo.weight_heatmap(W.T, f"{name}: neuron read-out of each feature (W_in · W_E^T)",
                                      xlabel="input feature", ylabel="MLP neuron")
     if isinstance(model, MLP):
         evals = entry["curves"]["evals"]
         steps = np.array([e["step"] for e in evals])
-        return zplots.training_curves(steps, {"train accuracy": [e["train_acc"] for e in evals],
+        return plots.zoo.training_curves(steps, {"train accuracy": [e["train_acc"] for e in evals],
                                               "test accuracy": [e["test_acc"] for e in evals]},
                                       "accuracy", f"{name}: modular addition (train vs held-out pairs)")
     if isinstance(model, TinyTransformer):
         lang = zoo.task_for(name)
-        occs, p_she, stereo = zoo.occupation_pronoun_probs(model, lang)  # type: ignore[arg-type]
-        return zplots.pronoun_bias(occs, p_she.numpy(), stereo, corpus_bias=lang.occupation_bias)  # type: ignore[union-attr]
+        occs, p_she, stereo = metrics.occupation_pronoun_probs(model, lang)  # type: ignore[arg-type]
+        return plots.zoo.pronoun_bias(occs, p_she.numpy(), stereo,
+                                      corpus_bias=lang.occupation_bias)  # type: ignore[union-attr]
     raise TypeError(f"model: no figure for {type(model).__name__}")
 
 

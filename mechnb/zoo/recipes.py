@@ -454,7 +454,8 @@ def get_recipe(name: Any, argname: str = "name") -> Recipe:
 
 
 def task_for(name: str) -> SparseFeatures | ModularArithmetic | SyntheticLanguage:
-    """The task object a zoo entry was trained on (``SparseFeatures``, ``ModularArithmetic`` or ``SyntheticLanguage``)."""
+    """The task object zoo entry ``name`` was trained on (``SparseFeatures``, ``ModularArithmetic`` or
+    ``SyntheticLanguage``)."""
     return get_recipe(name).make_task()
 
 
