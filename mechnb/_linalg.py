@@ -221,6 +221,21 @@ class RankDecision:
         return self.gap < self.min_gap
 
     @property
+    def margin(self) -> float:
+        """How far the value nearest to the cut is from it, as a ratio ``>= 1``:
+        ``min(kept_min / threshold, threshold / dropped_max)`` (``inf`` without such a value).
+
+        A count is reproducible across machines when ``margin - 1`` is well above the values'
+        relative round-off, even if the gap is thin (a continuous spectrum cut at a chosen
+        ``rtol``: the count is then a property of that ``rtol``, not of the matrix)."""
+        ratios = []
+        if self.kept_min is not None and self.threshold > 0:
+            ratios.append(self.kept_min / self.threshold)
+        if self.dropped_max is not None and self.dropped_max > 0:
+            ratios.append(self.threshold / self.dropped_max)
+        return min(ratios, default=math.inf)
+
+    @property
     def log10_gap(self) -> float:
         """``log10(gap)`` (``inf`` for an infinite gap): decades between kept and dropped values."""
         return math.inf if math.isinf(self.gap) else math.log10(self.gap) if self.gap > 0 else -math.inf

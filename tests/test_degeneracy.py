@@ -128,6 +128,55 @@ def test_degeneracy_report_predicts_the_measured_nullity(kw):
     assert h.free_sync == kw.get("synchronised", 0) * (kw.get("synchronised", 0) - 1)
     assert rep.layers[0].measured_block_nullity is not None and rep.layers[-1].measured_block_nullity is None
     assert "measured Gauss-Newton nullity" in rep.table()
+    # every count rests on a wide gap (exact zeros at round-off, the rest O(1e-3) or more)
+    assert rep.decisions() and not rep.thin_decisions()
+    assert min(d.gap for _, d in rep.decisions()) > 1e8, rep.decisions()
+    assert h.decisions["activation"].nullity == h.activation_nullity
+    assert h.decisions["jacobian"].nullity == h.jacobian_nullity
+    assert rep.gauss_newton.decision.nullity == rep.measured_nullity and not rep.gauss_newton.thin
+    assert "~" not in rep.table() and "rank decisions: all clear" in rep.table()
+
+
+@pytest.mark.numerics
+def test_a_nearly_duplicated_neuron_is_reported_as_a_thin_decision():
+    # a copy of neuron 0 whose bias differs by 1e-12: its activations are independent, but only
+    # just (σ_min / σ_max ~ 1e-12, a few dozen times the round-off threshold max(n, d) · eps)
+    model, x = planted_mlp(seed=2, duplicated=1)
+    model = model.double()
+    with torch.no_grad():
+        model.layers[0].bias[6] += 1e-12
+    rep = degeneracy_report(model, x.double())
+    act = rep.layers[1].decisions["activation"]
+    assert act.nullity == 0 and act.thin and act.gap < 1e3, act
+    assert ("layer 1 activation", act) in rep.thin_decisions()
+    table = rep.table()
+    row = table.splitlines()[2].split()
+    assert row[0] == "1" and row[2] == "~0" and row[3] == "~0", table  # act_nullity, free_act of layer 1
+    assert "thin rank decisions" in table and "layer 1 activation (gap" in table
+    # a wider bias difference is a clear decision again
+    with torch.no_grad():
+        model.layers[0].bias[6] += 1e-3
+    rep = degeneracy_report(model, x.double())
+    assert not rep.layers[1].decisions["activation"].thin and rep.layers[1].activation_nullity == 0
+
+
+@pytest.mark.numerics
+def test_effective_parameter_count_uses_numpys_rank_rule_and_reports_the_gap():
+    model, x = planted_mlp(seed=0, duplicated=2)
+    e = effective_parameter_count(model, x)
+    N, P = x.shape[0] * model.sizes[-1], e.n_params
+    assert e.decision.threshold == pytest.approx(max(N, P) * np.finfo(np.float64).eps * e.singular_values.max())
+    assert e.decision.rank == e.rank == int((e.singular_values > e.decision.threshold).sum())
+    assert e.nullity == P - e.rank == 14
+    assert e.gap > 1e10 and not e.thin
+    # an explicit rtol still applies (singular values <= rtol · max are zero)
+    big = effective_parameter_count(model, x, rtol=0.5)
+    assert big.rank == int((e.singular_values > 0.5 * e.singular_values.max()).sum())
+    # spectrum_decision: the same rule on eigenvalues, in singular-value scale
+    from mechnb.degeneracy.measures import spectrum_decision
+    d = spectrum_decision(np.array([4.0, 1.0, 1e-20, 0.0]))
+    assert (d.nullity, d.kept_min, d.dropped_max) == (2, 1.0, 1e-10) and d.gap == pytest.approx(1e10)
+    assert spectrum_nullity(np.array([4.0, 1.0, 1e-20, 0.0])) == 2
 
 
 def test_degeneracy_report_predicts_a_trained_one_hot_classifier():
@@ -500,6 +549,7 @@ def test_interaction_basis_identities(jacobian):
         assert dec["lambda"].rank == basis.dims()[l] and dec["pca"].rank == basis.U[l].shape[1]
         assert not dec["pca"].thin and not dec["lambda"].thin, (l, dec)
     assert basis.dim_labels()[L].startswith(f"{basis.dims()[L]} (gap ")
+    assert basis.dim_labels(gaps=False) == {l: str(d) for l, d in basis.dims().items()}
 
 
 def test_interaction_basis_modes_agree_on_linear_networks():

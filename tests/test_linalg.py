@@ -174,3 +174,10 @@ def test_edge_cases():
     assert d.rank == 0 and d.gap == pytest.approx(1e-2 / 1e-3)
     d = rank_decision(np.array([-3.0, 1.0, 1e-18]))  # eigenvalues: magnitudes count
     assert (d.rank, d.nullity) == (2, 1)
+
+
+def test_margin_is_the_distance_of_the_nearest_value_to_the_cut():
+    d = rank_decision([1.0, 0.5, 2e-3, 5e-5], rtol=1e-3)  # cut at 1e-3: kept 2e-3 (2x), dropped 5e-5 (20x)
+    assert d.rank == 3 and d.margin == pytest.approx(2.0) and d.gap == pytest.approx(40.0) and d.thin
+    assert rank_decision([1.0, 0.0]).margin == pytest.approx(1 / (2 * np.finfo(float).eps))  # cut 2 eps
+    assert rank_decision([0.0, 0.0]).margin == math.inf

@@ -41,12 +41,14 @@ from mechnb.degeneracy.measures import (
     gram_spectrum,
     jacobian_gram,
     relu_synchrony,
+    spectrum_decision,
     spectrum_nullity,
 )
 
 __all__ = [
     "gram_spectrum",
     "spectrum_nullity",
+    "spectrum_decision",
     "jacobian_gram",
     "relu_synchrony",
     "effective_parameter_count",

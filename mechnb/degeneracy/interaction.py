@@ -127,10 +127,15 @@ class InteractionBasis:
         """Interaction-basis width ``d̂_l`` per layer."""
         return {k: int(self.C[k].shape[1]) for k in sorted(self.C)}
 
-    def dim_labels(self) -> dict[int, str]:
+    def dim_labels(self, gaps: bool = True) -> dict[int, str]:
         """``d̂_l`` per layer with the margin of the cut-offs behind it: ``"37 (gap 1e+09)"`` or,
         when the PCA or the ``Λ`` cut-off had a gap below its ``min_gap``, ``"~37 (thin gap 4e+01)"``
-        (the smaller of the two gaps is shown)."""
+        (the smaller of the two gaps is shown). A thin ``d̂_l`` depends on ``rtol``: the spectrum
+        runs on through the cut-off.
+
+        Args:
+            gaps: include the gap (``False``: just ``"37"`` or ``"~37"``).
+        """
         out = {}
         for k in sorted(self.C):
             dec = self.decisions.get(k)
@@ -139,7 +144,8 @@ class InteractionBasis:
                 continue
             pca, lam = dec["pca"], dec["lambda"]
             worst = pca if pca.gap / pca.min_gap < lam.gap / lam.min_gap else lam
-            out[k] = replace(lam, gap=worst.gap, min_gap=worst.min_gap).label("rank")
+            label = replace(lam, gap=worst.gap, min_gap=worst.min_gap).label("rank")
+            out[k] = label if gaps else label.split(" ")[0]
         return out
 
     def __repr__(self) -> str:

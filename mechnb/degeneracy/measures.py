@@ -18,8 +18,17 @@ directions in parameter space free (nullity of the Gauss-Newton matrix):
    the per-neuron rescalings every ReLU has anyway, so ``m(m - 1)`` new ones (Sec. 3.3).
 
 Layer indices follow :mod:`mechnb.degeneracy._mlp` (0 = input, ``L`` = output).
-Numerical ranks use singular values: a direction is null when its singular value is below
-``rtol`` times the largest (for a Gram matrix, ``sqrt`` of its eigenvalues).
+
+Numerical ranks are :class:`mechnb._linalg.RankDecision` s on singular values. Every Gram matrix
+``(1/n) Σ_x a(x) a(x)ᵀ`` is ranked through the singular values of its data matrix ``A / sqrt(n)``
+(rows ``a(x)``), never through the eigenvalues of the formed product: exact zeros then come out
+at ``eps · σ_max`` instead of ``sqrt(eps) · σ_max``. A singular value counts as zero when it is
+``<= rtol · σ_max``, with ``rtol`` by default numpy's ``matrix_rank`` rule ``max(shape) · eps``;
+each decision keeps its *gap* (smallest kept / largest dropped singular value), and
+:meth:`DegeneracyReport.table` marks a count whose gap is below ``1e3`` as ``~N`` (thin: it could
+change with the kernel, the threads or the machine). :func:`spectrum_nullity` ranks eigenvalues
+a caller computed (``sqrt(λ / λ_max) <= rtol``, ``rtol = 1e-6`` by default, above the
+``sqrt(eps)`` round-off of an eigensolver on a formed Gram matrix).
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import torch
 from torch import nn
 
 from mechnb._checks import check_array, check_positive_float, check_tensor
+from mechnb._linalg import DEFAULT_MIN_GAP, RankDecision, rank_decision
 from mechnb.degeneracy._mlp import (
     check_inputs,
     check_layer,
@@ -45,6 +55,7 @@ from mechnb.degeneracy._mlp import (
 __all__ = [
     "gram_spectrum",
     "spectrum_nullity",
+    "spectrum_decision",
     "jacobian_gram",
     "relu_synchrony",
     "EffectiveParameterCount",
@@ -70,15 +81,24 @@ def _as_float64(name: str, x: Any) -> torch.Tensor:
     return x.detach().to(torch.float64)
 
 
-def _gram(acts: torch.Tensor, with_bias: bool) -> torch.Tensor:
+def _with_one(acts: torch.Tensor, with_bias: bool) -> torch.Tensor:
     if with_bias:
         acts = torch.cat([acts, torch.ones(acts.shape[0], 1, dtype=acts.dtype, device=acts.device)], dim=1)
-    return acts.T @ acts / acts.shape[0]
+    return acts
 
 
-def _eigh_desc(M: torch.Tensor) -> np.ndarray:
-    ev = torch.linalg.eigvalsh(0.5 * (M + M.T)).flip(0)
-    return ev.clamp_min(0.0).cpu().numpy()
+def _data_decision(A: torch.Tensor, rtol: float | None) -> RankDecision:
+    """Rank of the Gram matrix ``(1/n) AᵀA`` from the singular values of ``A / sqrt(n)`` (rows = samples)."""
+    if A.numel() == 0:
+        return rank_decision(np.zeros(A.shape[1]), rtol=rtol)
+    sv = torch.linalg.svdvals(A / A.shape[0] ** 0.5).cpu().numpy()
+    sv = np.concatenate([sv, np.zeros(A.shape[1] - sv.size)])  # fewer samples than columns: the rest are 0
+    return rank_decision(sv, rtol=rtol, shape=tuple(A.shape), dtype=torch.float64)
+
+
+def _worst(decisions: Sequence[RankDecision]) -> RankDecision | None:
+    """The decision with the thinnest gap (``None`` for none)."""
+    return min(decisions, key=lambda d: d.gap, default=None)
 
 
 def gram_spectrum(acts: torch.Tensor | np.ndarray, with_bias: bool = True) -> np.ndarray:
@@ -92,25 +112,44 @@ def gram_spectrum(acts: torch.Tensor | np.ndarray, with_bias: bool = True) -> np
         with_bias: append the constant-1 feature (``G`` is then ``(d + 1, d + 1)``).
 
     Returns:
-        ``(d [+1],)`` float64 eigenvalues in descending order (round-off negatives clipped to 0).
-        Count the zero ones with :func:`spectrum_nullity`.
+        ``(d [+1],)`` float64 eigenvalues in descending order, computed as the squared singular
+        values of ``f / sqrt(n)`` (so exact zeros come out at ``~eps² · λ_max``, not at the
+        ``eps · λ_max`` round-off of an eigensolver on ``G``). Count the zero ones with
+        :func:`spectrum_nullity` (or :func:`spectrum_decision` for the gap).
     """
     if not isinstance(with_bias, bool):
         raise TypeError(f"with_bias: expected a bool, got {type(with_bias).__name__}")
-    f = _as_float64("acts", acts)
-    return _eigh_desc(_gram(f, with_bias))
+    f = _with_one(_as_float64("acts", acts), with_bias)
+    sv = torch.linalg.svdvals(f / f.shape[0] ** 0.5).cpu().numpy()
+    return np.concatenate([sv**2, np.zeros(f.shape[1] - sv.size)])
+
+
+def spectrum_decision(eigenvalues: np.ndarray | Sequence[float], rtol: float = DEFAULT_RTOL, *,
+                      min_gap: float = DEFAULT_MIN_GAP) -> RankDecision:
+    """Rank decision on a PSD matrix's eigenvalues in singular-value scale, with its gap.
+
+    ``σ_i = sqrt(max(λ_i, 0))`` counts as zero when ``σ_i <= rtol · σ_max`` (all of them if
+    ``λ_max <= 0``); the gap is the ratio of the smallest kept to the largest dropped ``σ``.
+
+    Args:
+        eigenvalues: ``(d,)`` eigenvalues, any order (round-off negatives count as 0).
+        rtol: relative threshold on ``sqrt(λ / λ_max)``.
+        min_gap: gaps below this make the decision thin.
+
+    Returns:
+        A :class:`mechnb._linalg.RankDecision` (``.nullity``, ``.gap``, ``.thin``, ``.label()``).
+    """
+    ev = check_array("eigenvalues", eigenvalues, ndim=1)
+    rtol = check_positive_float("rtol", rtol)
+    return rank_decision(np.sqrt(np.clip(ev, 0, None)), rtol=rtol, min_gap=min_gap)
 
 
 def spectrum_nullity(eigenvalues: np.ndarray | Sequence[float], rtol: float = DEFAULT_RTOL) -> int:
-    """Number of zero eigenvalues of a PSD matrix: ``sqrt(λ_i / λ_max) <= rtol`` (all of them if ``λ_max = 0``)."""
-    ev = check_array("eigenvalues", eigenvalues, ndim=1)
-    rtol = check_positive_float("rtol", rtol)
-    if ev.size == 0:
-        return 0
-    top = float(ev.max())
-    if top <= 0:
-        return int(ev.size)
-    return int((np.sqrt(np.clip(ev, 0, None) / top) <= rtol).sum())
+    """Number of zero eigenvalues of a PSD matrix: ``sqrt(λ_i / λ_max) <= rtol`` (all of them if ``λ_max = 0``).
+
+    The count of :func:`spectrum_decision`, which also reports how clear it is.
+    """
+    return spectrum_decision(eigenvalues, rtol).nullity
 
 
 def jacobian_gram(model: nn.Module, inputs: torch.Tensor, layer: int, *, wrt: str = "post",
@@ -183,6 +222,8 @@ class EffectiveParameterCount:
         nullity: ``n_params - rank``, the number of free directions.
         singular_values: singular values of the output-parameter Jacobian, descending.
         params: names of the parameters considered.
+        decision: the rank decision behind ``rank``, with its gap (smallest kept / largest
+            dropped singular value; see :class:`mechnb._linalg.RankDecision`).
     """
 
     rank: int
@@ -190,6 +231,17 @@ class EffectiveParameterCount:
     nullity: int
     singular_values: np.ndarray
     params: list[str] = field(default_factory=list)
+    decision: RankDecision | None = None
+
+    @property
+    def gap(self) -> float:
+        """Gap of the rank decision (``inf`` when unknown)."""
+        return self.decision.gap if self.decision is not None else float("inf")
+
+    @property
+    def thin(self) -> bool:
+        """Whether the rank decision's gap is below its ``min_gap`` (the count could flip with round-off)."""
+        return self.decision is not None and self.decision.thin
 
     def __repr__(self) -> str:
         return f"EffectiveParameterCount(rank={self.rank}, n_params={self.n_params}, nullity={self.nullity})"
@@ -217,7 +269,7 @@ def _output_param_jacobian(model: nn.Module, inputs: torch.Tensor, names: list[s
     return torch.cat(rows, dim=0)
 
 
-def effective_parameter_count(model: nn.Module, inputs: torch.Tensor, rtol: float = DEFAULT_RTOL, *,
+def effective_parameter_count(model: nn.Module, inputs: torch.Tensor, rtol: float | None = None, *,
                               params: Sequence[str] | None = None) -> EffectiveParameterCount:
     """Rank and nullity of the behavioural Gauss-Newton matrix ``(1/n) Σ_x J_w(x)ᵀ J_w(x)``.
 
@@ -230,18 +282,19 @@ def effective_parameter_count(model: nn.Module, inputs: torch.Tensor, rtol: floa
     Args:
         model: any ``nn.Module`` mapping ``inputs`` to outputs (``(n, ...)``).
         inputs: the data the behaviour is measured on.
-        rtol: singular values ``<= rtol · max`` count as zero.
+        rtol: singular values ``<= rtol · max`` count as zero; default numpy's ``matrix_rank``
+            rule ``max(n · d_out, P) · eps(float64)``.
         params: restrict to these parameter names (e.g. one weight block); default all.
 
     Returns:
-        An :class:`EffectiveParameterCount`.
+        An :class:`EffectiveParameterCount` (``.decision`` holds the gap of the rank decision).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     check_tensor("inputs", inputs)
     if inputs.ndim < 1 or inputs.shape[0] < 1:
         raise ValueError(f"inputs: expected a batch of at least one sample, got shape {tuple(inputs.shape)}")
-    rtol = check_positive_float("rtol", rtol)
+    rtol = check_positive_float("rtol", rtol) if rtol is not None else None
     all_names = [k for k, _ in model.named_parameters()]
     if params is None:
         names = all_names
@@ -255,8 +308,11 @@ def effective_parameter_count(model: nn.Module, inputs: torch.Tensor, rtol: floa
     J = _output_param_jacobian(model, inputs, names)
     sv = torch.linalg.svdvals(J).cpu().numpy() if J.numel() else np.zeros(0)
     P = J.shape[1]
-    rank = int((sv > rtol * sv.max()).sum()) if sv.size and sv.max() > 0 else 0
-    return EffectiveParameterCount(rank=rank, n_params=P, nullity=P - rank, singular_values=sv, params=names)
+    # fewer output rows than parameters: the missing singular values are exact zeros
+    dec = rank_decision(np.concatenate([sv, np.zeros(max(P - sv.size, 0))]), rtol=rtol, shape=tuple(J.shape),
+                        dtype=torch.float64)
+    return EffectiveParameterCount(rank=dec.rank, n_params=P, nullity=P - dec.rank, singular_values=sv, params=names,
+                                   decision=dec)
 
 
 # --------------------------------------------------------------------------------------
@@ -288,6 +344,10 @@ class LayerDegeneracy:
             or every neuron of a linear layer) that the output reads (non-zero Jacobian column):
             one free direction each.
         measured_block_nullity: Gauss-Newton nullity of ``layers[l]`` alone (``None`` for the output).
+        decisions: the rank decisions behind these counts, with their gaps, keyed ``"activation"``
+            (Gram of ``[f^l, 1]``), ``"jacobian"`` (``M`` w.r.t. ``p^l``), ``"read"`` (which neurons
+            the output reads: Jacobian column norms), ``"restricted"`` and ``"sync"`` (the thinnest
+            over neurons / groups) and ``"block"`` (Gauss-Newton of ``layers[l]``), where they apply.
     """
 
     layer: int
@@ -301,10 +361,21 @@ class LayerDegeneracy:
     free_sync: int
     rescalings: int
     measured_block_nullity: int | None
+    decisions: dict[str, RankDecision] = field(default_factory=dict)
 
     @property
     def predicted(self) -> int:
         return self.free_activation + self.free_jacobian + self.free_restricted + self.free_sync + self.rescalings
+
+    def thin(self, *keys: str) -> bool:
+        """Whether any of the named decisions (all of them if none named) has a thin gap."""
+        return any(d.thin for k, d in self.decisions.items() if not keys or k in keys)
+
+
+# which decisions each table column depends on (a thin one marks the cell with "~")
+_COLUMN_DECISIONS = {"act_nullity": ("activation",), "free_act": ("activation",), "jac_nullity": ("jacobian",),
+                     "free_jac": ("jacobian", "activation"), "free_restricted": ("restricted", "read", "activation"),
+                     "free_sync": ("sync", "read"), "rescalings": ("read",), "measured_block": ("block",)}
 
 
 @dataclass
@@ -323,6 +394,17 @@ class DegeneracyReport:
     def measured_nullity(self) -> int:
         return self.gauss_newton.nullity
 
+    def decisions(self) -> list[tuple[str, RankDecision]]:
+        """Every rank decision of the report, ``("layer 1 activation", decision)``, the total Gauss-Newton last."""
+        out = [(f"layer {r.layer} {k}", d) for r in self.layers for k, d in r.decisions.items()]
+        if self.gauss_newton.decision is not None:
+            out.append(("Gauss-Newton", self.gauss_newton.decision))
+        return out
+
+    def thin_decisions(self) -> list[tuple[str, RankDecision]]:
+        """The decisions whose gap is below their ``min_gap``: counts that could flip with round-off."""
+        return [(k, d) for k, d in self.decisions() if d.thin]
+
     def rows(self) -> list[dict[str, Any]]:
         """One dict per layer, for tables."""
         return [dict(layer=r.layer, width=r.width, act_nullity=r.activation_nullity, free_act=r.free_activation,
@@ -331,17 +413,42 @@ class DegeneracyReport:
                      predicted=r.predicted, measured_block=r.measured_block_nullity) for r in self.layers]
 
     def table(self) -> str:
-        """A fixed-width text table (deterministic, for notebooks)."""
+        """A fixed-width text table (deterministic, for notebooks).
+
+        A count that rests on a thin rank decision (gap below ``min_gap``, see
+        :meth:`thin_decisions`) is printed as ``~N``; the last line says whether every decision
+        was clear, or lists the thin ones with their gaps.
+        """
         cols = ["layer", "width", "act_nullity", "free_act", "jac_nullity", "free_jac", "free_restricted",
                 "sync_groups", "free_sync", "rescalings", "predicted", "measured_block"]
         rows = self.rows()
-        fmt = lambda v: "-" if v is None else str(v)  # noqa: E731
-        widths = [max(len(c), *(len(fmt(r[c])) for r in rows)) for c in cols]
+
+        def fmt(layer: LayerDegeneracy, c: str, v: Any) -> str:
+            if v is None:
+                return "-"
+            if c == "predicted":  # rests on every decision of its row
+                thin = layer.thin()
+            else:
+                keys = _COLUMN_DECISIONS.get(c, ())
+                thin = bool(keys) and layer.thin(*keys)
+            return f"~{v}" if thin else str(v)
+
+        cells = [[fmt(layer, c, r[c]) for c in cols] for layer, r in zip(self.layers, rows)]
+        widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
         lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
-        lines += ["  ".join(fmt(r[c]).rjust(w) for c, w in zip(cols, widths)) for r in rows]
+        lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+        gn = self.gauss_newton
+        measured = f"~{self.measured_nullity}" if gn.thin else str(self.measured_nullity)
         lines.append(f"predicted free directions: {self.predicted_nullity}   measured Gauss-Newton nullity: "
-                     f"{self.measured_nullity} (of {self.gauss_newton.n_params} parameters, rank "
-                     f"{self.gauss_newton.rank})")
+                     f"{measured} (of {gn.n_params} parameters, rank {gn.rank})")
+        thin = self.thin_decisions()
+        min_gap = min((d.min_gap for _, d in self.decisions()), default=DEFAULT_MIN_GAP)
+        if thin:
+            lines.append(f"thin rank decisions (gap < {min_gap:.0e}, counts marked ~ could change with round-off): "
+                         + ", ".join(f"{k} (gap {d.gap:.0e})" for k, d in thin))
+        else:
+            lines.append(f"rank decisions: all clear (every gap between kept and dropped singular values >= "
+                         f"{min_gap:.0e})")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -349,11 +456,7 @@ class DegeneracyReport:
                 f"measured_nullity={self.measured_nullity})")
 
 
-def _nullity_psd(M: torch.Tensor, rtol: float) -> int:
-    return spectrum_nullity(_eigh_desc(M), rtol)
-
-
-def degeneracy_report(model: nn.Module, inputs: torch.Tensor, rtol: float = DEFAULT_RTOL) -> DegeneracyReport:
+def degeneracy_report(model: nn.Module, inputs: torch.Tensor, rtol: float | None = None) -> DegeneracyReport:
     """The three kinds of degeneracy per layer, their predicted free directions, and the measured nullity.
 
     For a :class:`mechnb.models.MLP` with ``L`` linear layers, see :class:`LayerDegeneracy`
@@ -363,24 +466,34 @@ def degeneracy_report(model: nn.Module, inputs: torch.Tensor, rtol: float = DEFA
     weight block. The prediction adds the kinds up; when they overlap (a neuron that is both
     dead and duplicated, say) it over-counts, which the comparison makes visible.
 
+    Every rank is a :class:`mechnb._linalg.RankDecision` on the singular values of a data
+    matrix (see the module docstring), kept in ``LayerDegeneracy.decisions`` with its gap;
+    ``.table()`` marks counts that rest on a thin decision.
+
     Args:
         model: a :class:`mechnb.models.MLP`.
         inputs: ``(n, sizes[0])`` data.
-        rtol: relative singular-value threshold for every rank.
+        rtol: relative singular-value threshold for every rank; default numpy's ``matrix_rank``
+            rule ``max(shape) · eps(float64)`` for each matrix.
 
     Returns:
         A :class:`DegeneracyReport` (``.table()`` prints it).
     """
     check_mlp(model)
     check_inputs(model, inputs)
-    rtol = check_positive_float("rtol", rtol)
+    rtol = check_positive_float("rtol", rtol) if rtol is not None else None
     acts, pre = mlp_forward(model, inputs)
     L = len(model.layers)
     bias = model.bias
     sizes = model.sizes
+    decisions: list[dict[str, RankDecision]] = [{} for _ in range(L + 1)]
     act_null: list[int | None] = []
     for l in range(L + 1):
-        act_null.append(_nullity_psd(_gram(acts[l], bias), rtol) if l < L else None)
+        if l < L:
+            decisions[l]["activation"] = _data_decision(_with_one(acts[l], bias), rtol)
+            act_null.append(decisions[l]["activation"].nullity)
+        else:
+            act_null.append(None)
     jac_null: list[int | None] = [None]
     read: list[torch.Tensor | None] = [None]  # neurons whose pre-activation the output depends on
     restricted: list[int] = [0]
@@ -391,22 +504,27 @@ def degeneracy_report(model: nn.Module, inputs: torch.Tensor, rtol: float = DEFA
             read.append(None)
             restricted.append(0)
             continue
-        J = output_jacobian(model, pre, l, wrt="pre")
-        Mpre = torch.einsum("noi,noj->ij", J, J) / J.shape[0]
-        jac_null.append(_nullity_psd(Mpre, rtol))
-        diag = Mpre.diagonal()
-        live = diag > (rtol**2) * float(diag.max()) if float(diag.max()) > 0 else diag > 0
+        J = output_jacobian(model, pre, l, wrt="pre")  # (n, d_out, d_l)
+        J_rows = J.reshape(-1, J.shape[2])  # M = (1/n) Σ_x JᵀJ = (1/n) J_rowsᵀ J_rows
+        decisions[l]["jacobian"] = _data_decision(J_rows, rtol)
+        jac_null.append(decisions[l]["jacobian"].nullity)
+        # the neurons the output reads: non-zero Jacobian columns (a decision of its own)
+        col = J_rows.norm(dim=0).cpu().numpy()
+        decisions[l]["read"] = rank_decision(col, rtol=rtol, shape=tuple(J_rows.shape), dtype=torch.float64)
+        live = torch.as_tensor(col > decisions[l]["read"].threshold, device=J.device)
         read.append(live)
-        # per neuron: the previous layer's Gram restricted to (weighted by) where the neuron matters
+        # per neuron: the previous layer's Gram restricted to (weighted by) where the neuron matters,
+        # G_i = (1/n) Σ_x w_i(x) f̃ f̃ᵀ, ranked through its data matrix sqrt(w_i) f̃
         weight = (J**2).sum(1)  # (n, d_l)
-        f_prev = acts[l - 1]
-        if bias:
-            f_prev = torch.cat([f_prev, torch.ones(n, 1, dtype=f_prev.dtype, device=f_prev.device)], dim=1)
+        f_prev = _with_one(acts[l - 1], bias)
         a_prev = act_null[l - 1] or 0
         extra = 0
+        per_neuron = []
         for i in torch.nonzero(live).flatten().tolist():
-            G_i = (f_prev * weight[:, i : i + 1]).T @ f_prev / n
-            extra += max(0, _nullity_psd(G_i, rtol) - a_prev)
+            per_neuron.append(_data_decision(f_prev * weight[:, i : i + 1].sqrt(), rtol))
+            extra += max(0, per_neuron[-1].nullity - a_prev)
+        if per_neuron:
+            decisions[l]["restricted"] = _worst(per_neuron)
         restricted.append(extra)
 
     gn = effective_parameter_count(model, inputs, rtol)
@@ -432,15 +550,22 @@ def degeneracy_report(model: nn.Module, inputs: torch.Tensor, rtol: float = DEFA
             else:  # a linear layer is one synchronised group: every neuron is always "on"
                 groups = [list(range(sizes[l]))] if sizes[l] >= 2 else []
                 rescale = int(live.sum())
+            per_group = []
             for g in groups:
-                r = len(g) - _nullity_psd(_gram(acts[l][:, g], False), rtol)  # rank of the group's activations
-                free_sync += len(g) * (r - 1)
+                per_group.append(_data_decision(acts[l][:, g], rtol))  # rank of the group's activations
+                free_sync += len(g) * (per_group[-1].rank - 1)
+            if per_group:
+                decisions[l]["sync"] = _worst(per_group)
         block_null = None
         if l < L:
             names = [f"layers.{l}.weight"] + ([f"layers.{l}.bias"] if bias else [])
-            block_null = effective_parameter_count(model, inputs, rtol, params=names).nullity
+            block = effective_parameter_count(model, inputs, rtol, params=names)
+            block_null = block.nullity
+            if block.decision is not None:
+                decisions[l]["block"] = block.decision
         rows.append(LayerDegeneracy(layer=l, width=sizes[l], activation_nullity=a, free_activation=free_act,
                                     jacobian_nullity=j, free_jacobian=free_jac, free_restricted=restricted[l],
                                     sync_groups=groups,
-                                    free_sync=free_sync, rescalings=rescale, measured_block_nullity=block_null))
+                                    free_sync=free_sync, rescalings=rescale, measured_block_nullity=block_null,
+                                    decisions=decisions[l]))
     return DegeneracyReport(layers=rows, gauss_newton=gn)
