@@ -11,7 +11,8 @@ Layer indices for :class:`mechnb.models.MLP` (everywhere in this package): ``0``
 the model output; ``model.layers[l]`` maps layer ``l`` to layer ``l + 1``.
 
 Submodules: :mod:`.measures` (Gram / Jacobian nullity, synchronised ReLUs, effective parameter
-count, the degeneracy report), :mod:`.hessian`, :mod:`.llc`, :mod:`.interaction`. Networks with
+count, the degeneracy report), :mod:`.hessian`, :mod:`.llc` (with its
+batched chains and samplers in :mod:`.samplers`), :mod:`.interaction`. Networks with
 planted degeneracies (``planted_mlp``, ``planted_dln``) are experiments, in
 :mod:`mechnb.experiments.degeneracy`.
 """

@@ -13,7 +13,9 @@ Public API::
     mmcs_ml2r(res, "linear1", model.linear1.weight)       # the paper's TMS metrics
 
 Modules: :mod:`.config` (settings), :mod:`.components` (subcomponents, CI MLPs, hard
-sigmoids), :mod:`.decompose` (losses, training loop, result), :mod:`.analysis` (metrics).
+sigmoids), :mod:`.losses` (the four losses, pure functions), :mod:`.hooks` (reading and
+rewiring the target), :mod:`.decompose` (step function, training loop, result),
+:mod:`.analysis` (metrics).
 Sweeps over the coefficients (notebook 02) are experiments: :mod:`mechnb.experiments.spd`.
 """
 

@@ -118,7 +118,8 @@ def spd_step(target: HookedTarget, targets: dict[str, torch.Tensor], x: torch.Te
     Args:
         target: the hooked target model (its components are the ones being trained).
         targets: ``{layer: W_l (d_out, d_in)}`` the target weights.
-        x: the batch ``(N, ...)``; weights: per-row weights ``(N,)`` summing to 1.
+        x: the batch ``(N, ...)``.
+        weights: per-row weights ``(N,)`` summing to 1.
         config: the coefficients, ``n_mask_samples`` and ``leaky_alpha``.
         p: the importance-minimality exponent at this step.
         mask_generator: the stream of the masks' uniform noise ``r``.
