@@ -442,6 +442,7 @@ def _result_with(U: torch.Tensor, V: torch.Tensor) -> SPDResult:
     return r
 
 
+@pytest.mark.numerics
 def test_mmcs_ml2r_known_answers():
     W = pentagon_tms().linear1.weight.detach()  # (2, 5)
     C = 8
@@ -477,6 +478,7 @@ def test_mmcs_ml2r_known_answers():
         mmcs_ml2r(r, "linear1", subset="some")
 
 
+@pytest.mark.numerics
 def test_match_columns_recovers_permutation_and_identity_error():
     perm = np.array([4, 0, 2])
     ci = np.zeros((3, 6))
@@ -604,6 +606,7 @@ def _train_tms(nf: int, nh: int, n_hidden_layers: int, steps: int = 3000) -> TMS
     return m.eval()
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_tms_5_2_quality_bar():
     model = _zoo_or_trained("tms-5-2")
@@ -617,6 +620,7 @@ def test_tms_5_2_quality_bar():
     assert identity_ci_error(ci[:, match_columns(ci)])["n_offdiag_above"] == 0
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_tms_5_2_identity_hidden_layer_5_plus_2_alive():
     """As in the paper: TMS 5-2 with a fixed identity hidden layer - 5 alive subcomponents in
@@ -633,6 +637,7 @@ def test_tms_5_2_identity_hidden_layer_5_plus_2_alive():
     assert mmcs >= 0.99 and 0.95 <= ml2r <= 1.05, (mmcs, ml2r)
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_tms_40_10_quality_bar():
     model = _zoo_or_trained("tms-40-10")
