@@ -7,6 +7,22 @@ given, e.g.::
     ValueError: inputs: expected a 2-D tensor (batch, n_features), got shape (3, 4, 5)
 
 NaN and inf are always rejected, never propagated.
+
+**Dtype policy** (one rule for every model input in mechnb, :func:`check_float_input`):
+a real floating-point input (float16, bfloat16, float32, float64) is cast to the model's
+dtype (:func:`model_dtype`); a value that does not fit in that dtype (``1e200`` into a float32
+model) raises ``ValueError`` instead of turning into inf. Integer, bool and complex inputs to a
+floating-point model raise ``TypeError`` naming the argument, the expected dtype and the given
+one, e.g.::
+
+    TypeError: x: expected a real floating-point tensor (cast to the model's dtype torch.float32),
+    got dtype torch.int64
+
+Arrays handed to an analysis (:func:`check_array`) become float64; complex ones are refused
+the same way, never silently stripped of their imaginary part.
+
+A model whose parameters live on the ``meta`` device (shapes only, no values) is refused by
+:func:`check_materialized`; seeds are checked by :func:`check_seed`.
 """
 
 from __future__ import annotations
@@ -17,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 __all__ = [
     "check_tensor",
@@ -26,6 +43,10 @@ __all__ = [
     "check_probability",
     "check_positive_float",
     "check_choice",
+    "check_seed",
+    "check_float_input",
+    "model_dtype",
+    "check_materialized",
     "resolve_device",
 ]
 
@@ -118,11 +139,22 @@ def check_tensor(
 def check_array(name: str, x: Any, *, ndim: int | None = None, square: bool = False, finite: bool = True) -> np.ndarray:
     """Validate an array-like (numpy array or tensor) and return it as a float64 numpy array."""
     if isinstance(x, torch.Tensor):
+        if x.is_complex():
+            raise TypeError(f"{name}: expected a real-valued array, got complex dtype {x.dtype}")
+        if x.is_meta:
+            raise ValueError(f"{name}: expected a tensor with values, got one on the 'meta' device")
         arr = x.detach().cpu().double().numpy()
-    elif isinstance(x, np.ndarray) or isinstance(x, (list, tuple)):
+    elif isinstance(x, (np.ndarray, list, tuple)):
         try:
-            arr = np.asarray(x, dtype=np.float64)
+            raw = np.asarray(x)
+            if np.iscomplexobj(raw):
+                raise TypeError(f"{name}: expected a real-valued array, got complex dtype {raw.dtype}")
+            if raw.dtype.kind in "USV":
+                raise TypeError(f"{name}: expected a numeric array, got dtype {raw.dtype}")
+            arr = raw.astype(np.float64)
         except (TypeError, ValueError) as e:
+            if str(e).startswith(f"{name}: "):
+                raise
             raise TypeError(f"{name}: expected a numeric array, got {type(x).__name__} ({e})") from None
     else:
         raise TypeError(f"{name}: expected a numpy array or torch.Tensor, got {type(x).__name__}")
@@ -172,6 +204,70 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     if value not in choices:
         raise ValueError(f"{name}: expected one of {list(choices)!r}, got {value!r}")
     return value
+
+
+def check_seed(name: str, value: Any) -> int:
+    """Require a seed: an ``int`` (not bool) in ``[0, 2**64)``, the range ``torch.Generator.manual_seed`` takes.
+
+    ``1.5`` or ``"a"`` raise ``TypeError`` (a float is never truncated to a different seed).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int seed in [0, 2**64), got {type(value).__name__} {value!r}")
+    if not 0 <= int(value) < 2**64:
+        raise ValueError(f"{name}: expected an int seed in [0, 2**64), got {value}")
+    return int(value)
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of ``model``: that of its first floating parameter, else buffer, else torch's default."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.get_default_dtype()
+
+
+def check_float_input(name: str, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Apply the dtype policy (module docstring) to a model input ``x``: return it in ``dtype``.
+
+    A real floating ``x`` of another dtype is cast (``x.to(dtype)``); if a finite value of ``x``
+    overflows ``dtype`` the cast raises ``ValueError`` naming the largest value. Integer, bool
+    and complex ``x`` raise ``TypeError``. Call it after :func:`check_tensor` (which checks shape
+    and finiteness); ``x`` already in ``dtype`` is returned as is.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dtype == dtype:
+        return x
+    if x.is_complex() or not x.is_floating_point():
+        raise TypeError(f"{name}: expected a real floating-point tensor (cast to the model's dtype {dtype}), "
+                        f"got dtype {x.dtype}")
+    y = x.to(dtype)
+    if not _under_functorch(y) and torch.finfo(dtype).max < torch.finfo(x.dtype).max and y.numel():
+        if not bool(torch.isfinite(y).all()):
+            check_finite(name, x)
+            big = float(x.abs().max())
+            raise ValueError(f"{name}: values up to {big:.3g} do not fit in the model's dtype {dtype} (largest "
+                             f"{torch.finfo(dtype).max:.3g}); rescale the input or convert the model")
+    return y
+
+
+def check_materialized(model: Any, name: str = "model", *, finite: bool = False) -> nn.Module:
+    """Require an ``nn.Module`` whose parameters and buffers hold values (none on the ``meta`` device).
+
+    With ``finite=True`` a NaN or inf parameter or buffer also raises ``ValueError`` naming it.
+    Returns ``model``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{name}: expected a torch.nn.Module, got {type(model).__name__}")
+    for pname, t in (*model.named_parameters(), *model.named_buffers()):
+        if t.is_meta:
+            raise ValueError(f"{name}: {pname!r} is on the 'meta' device (shapes only, no values); materialise "
+                             f"the model first, e.g. model.to_empty(device='cpu') then model.load_state_dict(...)")
+        if finite and (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            n_nan = int(torch.isnan(t).sum())
+            raise ValueError(f"{name}: {pname!r} has {n_nan} NaN and {int((~torch.isfinite(t)).sum()) - n_nan} "
+                             f"inf entries; expected finite weights")
+    return model
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -35,6 +35,16 @@ def default_notebook_dir() -> Path:
     return checkout / "notebooks" if (checkout / "pyproject.toml").is_file() else Path.cwd() / "notebooks"
 
 
+def _check_port(name: str, port: object, *, allow_zero: bool = False) -> int:
+    """``port`` as an int in ``[1, 65535]`` (``[0, 65535]`` with ``allow_zero``); bools, strings and floats raise."""
+    lo = 0 if allow_zero else 1
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"{name}: expected an int port in {lo}..65535, got {type(port).__name__} {port!r}")
+    if not lo <= port <= 65535:
+        raise ValueError(f"{name}: expected a port in {lo}..65535, got {port}")
+    return port
+
+
 def _port_is_free(port: int, host: str = HOST) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
@@ -45,22 +55,37 @@ def _port_is_free(port: int, host: str = HOST) -> bool:
 
 
 def find_free_port(start: int = 8888, tries: int = 100, host: str = HOST) -> int:
-    """The first port in ``[start, start + tries)`` that can be bound on ``host``.
+    """The first port in ``[start, start + tries)`` (cut at 65535) that can be bound on ``host``.
 
-    ``start=0`` asks the operating system for any free port.
+    ``start=0`` asks the operating system for any free port. ``start`` must be in ``0..65535`` and
+    ``tries`` at least 1; when every port is taken a ``RuntimeError`` names the range.
     """
+    start = _check_port("start", start, allow_zero=True)
+    if isinstance(tries, bool) or not isinstance(tries, int):
+        raise TypeError(f"tries: expected an int >= 1, got {type(tries).__name__} {tries!r}")
+    if tries < 1:
+        raise ValueError(f"tries: expected an int >= 1, got {tries}")
+    if not isinstance(host, str) or not host:
+        raise TypeError(f"host: expected an address string such as {HOST!r}, got {host!r}")
     if start == 0:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind((host, 0))
             return int(s.getsockname()[1])
-    for port in range(start, start + tries):
+    stop = min(start + tries, 65536)
+    for port in range(start, stop):
         if _port_is_free(port, host):
             return port
-    raise RuntimeError(f"port: no free port in [{start}, {start + tries}) on {host}; pass --port")
+    raise RuntimeError(f"port: no free port in [{start}, {stop}) on {host}; pass --port")
 
 
 def lab_command(port: int, notebook_dir: str | os.PathLike[str], open_browser: bool = False) -> list[str]:
-    """The ``jupyter lab`` command line (run with the current interpreter, i.e. the venv's)."""
+    """The ``jupyter lab`` command line (run with the current interpreter, i.e. the venv's).
+
+    ``port``: an int in ``1..65535``; ``notebook_dir``: a path (str or ``os.PathLike``).
+    """
+    port = _check_port("port", port)
+    if not isinstance(notebook_dir, (str, os.PathLike)) or not str(notebook_dir):
+        raise TypeError(f"notebook_dir: expected a folder path (str or os.PathLike), got {notebook_dir!r}")
     cmd = [
         sys.executable, "-m", "jupyterlab",
         f"--ServerApp.ip={HOST}",
@@ -77,6 +102,8 @@ def lab_command(port: int, notebook_dir: str | os.PathLike[str], open_browser: b
 
 def lab_env(token: str, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for the server: ``base`` (default ``os.environ``) plus ``JUPYTER_TOKEN``."""
+    if token is not None and not isinstance(token, str):
+        raise TypeError(f"token: expected a non-empty string, got {type(token).__name__}")
     if not token:
         raise ValueError("token: expected a non-empty string (JupyterLab must not run without a token)")
     env = dict(os.environ if base is None else base)
@@ -86,7 +113,7 @@ def lab_env(token: str, base: dict[str, str] | None = None) -> dict[str, str]:
 
 def lab_url(port: int, token: str) -> str:
     """The URL that opens JupyterLab with the token filled in."""
-    return f"http://{HOST}:{int(port)}/lab?token={token}"
+    return f"http://{HOST}:{_check_port('port', port)}/lab?token={token}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,10 @@ All models are plain ``torch.nn.Module``s with readable layer names:
 * :class:`TinyTransformer` - a pre-LayerNorm GPT-style transformer with the weight layout
   (``W_Q[n_heads, d_model, d_head]`` ...) and hook names (``blocks.{l}.attn.hook_result`` ...)
   of TransformerLens.
+
+Inputs follow the dtype policy of :mod:`mechnb._checks`: a real floating input is cast to the
+model's dtype (a float64 batch into a float32 TMS is fine), an integer, bool or complex one
+raises ``TypeError`` naming the argument.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mechnb._checks import check_choice, check_positive_int, check_tensor
+from mechnb._checks import check_choice, check_float_input, check_positive_float, check_positive_int, check_tensor
 
 __all__ = ["HookPoint", "TiedLinear", "TMS", "ResidualMLP", "MLP", "TinyTransformer", "LayerNorm"]
 
@@ -160,7 +164,7 @@ class TMS(nn.Module):
     "TMS with an identity hidden layer"). ``linear2``: ``n_hidden -> n_features`` with bias;
     with ``tied_weights`` its weight *is* ``linear1.weight.T`` (a :class:`TiedLinear`).
 
-    Shapes: ``x (batch, n_features) -> (batch, n_features)``.
+    Shapes: ``x (batch, n_features) -> (batch, n_features)``; ``x`` is cast to the model's dtype.
     """
 
     def __init__(self, n_features: int, n_hidden: int, n_hidden_layers: int = 0, tied_weights: bool = True) -> None:
@@ -185,6 +189,7 @@ class TMS(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor("x", x, shape=(None, self.n_features), dims="(batch, n_features)")
+        x = check_float_input("x", x, self.linear1.weight.dtype)
         h = self.linear1(x)
         for layer in self.hidden_layers:
             h = layer(h)
@@ -213,7 +218,7 @@ class ResidualMLP(nn.Module):
     No biases. With ``d_mlp < n_features`` the MLPs must compute the ReLUs in superposition
     ("compressed computation", SPD paper Sec. 4.3).
 
-    Shapes: ``x (batch, n_features) -> (batch, n_features)``.
+    Shapes: ``x (batch, n_features) -> (batch, n_features)``; ``x`` is cast to the model's dtype.
     """
 
     def __init__(self, n_features: int, d_embed: int, d_mlp: int, n_layers: int, embed_seed: int = 0) -> None:
@@ -234,6 +239,7 @@ class ResidualMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor("x", x, shape=(None, self.n_features), dims="(batch, n_features)")
+        x = check_float_input("x", x, self.W_E.dtype)
         resid = x @ self.W_E
         for block in self.layers:
             resid = block(resid)
@@ -258,7 +264,7 @@ class MLP(nn.Module):
 
     ``forward(x, return_activations=True)`` also returns the list of post-activations of
     every layer in order: ``acts[i]`` has shape ``(batch, sizes[i+1])`` and the last entry
-    is the output itself.
+    is the output itself. ``x (batch, sizes[0])`` is cast to the model's dtype.
     """
 
     def __init__(self, sizes: Sequence[int], activation: str = "relu", bias: bool = True) -> None:
@@ -293,6 +299,7 @@ class MLP(nn.Module):
         self, x: torch.Tensor, return_activations: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         check_tensor("x", x, shape=(None, self.sizes[0]), dims="(batch, in_features)")
+        x = check_float_input("x", x, self.layers[0].weight.dtype)
         acts: list[torch.Tensor] = []
         h = x
         for i, layer in enumerate(self.layers):
@@ -517,13 +524,19 @@ class TinyTransformer(_HookedMixin, nn.Module):
     ) -> torch.Tensor:
         """Sample a continuation of ``tokens (batch, pos)``; returns ``(batch, pos + new)``.
 
-        ``temperature=0`` is greedy decoding. Generation stops at ``n_ctx`` tokens, or once every
-        row has produced ``stop_token``.
+        ``temperature=0`` is greedy decoding (a finite number >= 0; NaN and inf raise ``ValueError``).
+        Generation stops at ``n_ctx`` tokens, or once every row has produced ``stop_token`` (an id
+        in ``[0, vocab_size)``). ``generator`` is a CPU ``torch.Generator`` for the sampling.
         """
         check_tensor("tokens", tokens, ndim=2, dims="(batch, pos)", floating=False)
         check_positive_int("max_new_tokens", max_new_tokens)
-        if temperature < 0:
-            raise ValueError(f"temperature: expected a number >= 0, got {temperature}")
+        temperature = check_positive_float("temperature", temperature, allow_zero=True)
+        if stop_token is not None:
+            check_positive_int("stop_token", stop_token, minimum=0)
+            if stop_token >= self.vocab_size:
+                raise ValueError(f"stop_token: expected an id in [0, {self.vocab_size}), got {stop_token}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
         out = tokens
         done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
         for _ in range(max_new_tokens):

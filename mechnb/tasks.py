@@ -12,13 +12,16 @@
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import torch
 
-from mechnb._checks import check_choice, check_positive_int, check_probability, resolve_device
+from mechnb._checks import check_choice, check_positive_int, check_probability, check_seed, resolve_device
 
 __all__ = [
     "sparse_features",
@@ -34,6 +37,21 @@ __all__ = [
 # --------------------------------------------------------------------------------------
 # Sparse features
 # --------------------------------------------------------------------------------------
+def _check_value_range(value_range: Any) -> tuple[float, float]:
+    """``value_range`` as ``(low, high)`` floats: two finite real numbers with ``low < high`` and a finite width."""
+    if isinstance(value_range, (str, bytes)) or not isinstance(value_range, Sequence) or len(value_range) != 2:
+        raise TypeError(f"value_range: expected a pair (low, high) of numbers, got {value_range!r}")
+    for v in value_range:
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError(f"value_range: expected a pair (low, high) of numbers, got {value_range!r}")
+    lo, hi = float(value_range[0]), float(value_range[1])
+    if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(hi - lo)):
+        raise ValueError(f"value_range: expected finite (low, high) with a finite width high - low, got {value_range!r}")
+    if not lo < hi:
+        raise ValueError(f"value_range: expected (low, high) with low < high, got {value_range!r}")
+    return lo, hi
+
+
 def sparse_features(
     batch_size: int,
     n_features: int,
@@ -45,14 +63,15 @@ def sparse_features(
     """Sample ``(batch_size, n_features)`` sparse inputs.
 
     Each feature is active independently with probability ``feature_probability``; an active
-    feature takes a value ``U[value_range]``, an inactive one is exactly 0.
+    feature takes a value ``U[value_range]``, an inactive one is exactly 0. ``value_range`` must be
+    finite (``(0, inf)`` raises ``ValueError``: there is no uniform distribution on it).
     """
     check_positive_int("batch_size", batch_size)
     check_positive_int("n_features", n_features)
     p = check_probability("feature_probability", feature_probability)
-    lo, hi = value_range
-    if not lo < hi:
-        raise ValueError(f"value_range: expected (low, high) with low < high, got {value_range!r}")
+    lo, hi = _check_value_range(value_range)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
     dev = resolve_device(device)
     gen_dev = generator.device if generator is not None else torch.device("cpu")
     active = torch.rand(batch_size, n_features, generator=generator, device=gen_dev) < p
@@ -76,7 +95,7 @@ class SparseFeatures:
         check_positive_int("n_features", self.n_features)
         check_probability("feature_probability", self.feature_probability)
         check_choice("target", self.target, ["identity", "resid_relu"])
-        self.value_range = (float(self.value_range[0]), float(self.value_range[1]))
+        self.value_range = _check_value_range(self.value_range)
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None,
                device: str | torch.device = "cpu") -> torch.Tensor:
@@ -127,14 +146,18 @@ class ModularArithmetic:
         check_positive_int("P", self.P, minimum=2)
         check_choice("op", self.op, list(_MOD_OPS))
         check_probability("train_frac", self.train_frac, open_left=True)
+        check_seed("seed", self.seed)
 
     @property
     def n_inputs(self) -> int:
         return 2 * self.P
 
     def encode(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """One-hot encode pairs: ``a, b (n,)`` int -> ``(n, 2P)`` float."""
+        """One-hot encode pairs: ``a, b (n,)`` int -> ``(n, 2P)`` float (floats and bools raise ``TypeError``)."""
         a, b = torch.as_tensor(a), torch.as_tensor(b)
+        for name, t in (("a", a), ("b", b)):
+            if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+                raise TypeError(f"{name}: expected integer residues (an int tensor or list of ints), got dtype {t.dtype}")
         if a.shape != b.shape or a.ndim != 1:
             raise ValueError(f"a, b: expected two 1-D tensors of equal length, got {tuple(a.shape)} and {tuple(b.shape)}")
         if (a < 0).any() or (a >= self.P).any() or (b < 0).any() or (b >= self.P).any():
@@ -208,11 +231,25 @@ def _occupation_plural(o: str) -> str:
 
 
 class Tokenizer:
-    """Word-level tokenizer over a fixed vocabulary (whitespace-separated words)."""
+    """Word-level tokenizer over a fixed vocabulary (whitespace-separated words).
+
+    ``vocab`` is a list of unique words without whitespace that contains the special words
+    ``<pad>`` and ``<bos>``; ids are positions in it.
+    """
 
     def __init__(self, vocab: list[str]) -> None:
+        if isinstance(vocab, (str, bytes)) or not isinstance(vocab, Sequence):
+            raise TypeError(f"vocab: expected a list of words, got {type(vocab).__name__}")
+        bad = [w for w in vocab if not isinstance(w, str) or not w or w.split() != [w]]
+        if bad:
+            raise ValueError(f"vocab: expected non-empty words without whitespace, got {bad[:5]!r}")
         if len(set(vocab)) != len(vocab):
-            raise ValueError("vocab: expected unique words, got duplicates")
+            dup = sorted({w for w in vocab if list(vocab).count(w) > 1})
+            raise ValueError(f"vocab: expected unique words, got duplicates {dup[:5]!r}")
+        missing = [w for w in ("<pad>", "<bos>") if w not in vocab]
+        if missing:
+            raise ValueError(f"vocab: expected the special words '<pad>' and '<bos>' in it, {missing} missing "
+                             f"from {list(vocab)[:8]!r}{' ...' if len(vocab) > 8 else ''}")
         self.vocab = list(vocab)
         self.token_to_id = {w: i for i, w in enumerate(self.vocab)}
         self.pad_id = self.token_to_id["<pad>"]
@@ -233,9 +270,26 @@ class Tokenizer:
         return ids
 
     def decode(self, ids: list[int] | torch.Tensor, skip_special: bool = True, stop_at: str | None = None) -> str:
-        """ids -> text; ``stop_at="."`` cuts after the first occurrence of that word."""
+        """ids -> text; ``stop_at="."`` cuts after the first occurrence of that word.
+
+        ``ids``: a list of ints or a 1-D integer tensor, each in ``[0, len(vocab))`` (negative ids
+        are not counted from the end: they raise ``ValueError`` like any id out of range).
+        """
         if isinstance(ids, torch.Tensor):
+            if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+                raise TypeError(f"ids: expected an integer tensor, got dtype {ids.dtype}")
+            if ids.ndim != 1:
+                raise ValueError(f"ids: expected a 1-D tensor of token ids, got shape {tuple(ids.shape)}")
             ids = ids.tolist()
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
+            raise TypeError(f"ids: expected a list of ints or a 1-D integer tensor, got {type(ids).__name__}")
+        for i in ids:
+            if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+                raise TypeError(f"ids: expected ints, got {type(i).__name__} {i!r}")
+            if not 0 <= i < len(self.vocab):
+                raise ValueError(f"ids: expected ids in [0, {len(self.vocab)}), got {int(i)}")
+        if stop_at is not None and not isinstance(stop_at, str):
+            raise TypeError(f"stop_at: expected a word (str) or None, got {type(stop_at).__name__}")
         words = [self.vocab[i] for i in ids]
         if stop_at is not None and stop_at in words:
             words = words[: words.index(stop_at) + 1]
@@ -244,7 +298,11 @@ class Tokenizer:
         return " ".join(words)
 
     def __getitem__(self, word: str) -> int:
-        return self.token_to_id[word]
+        """The id of ``word``; an unknown word raises ``KeyError`` saying so."""
+        try:
+            return self.token_to_id[word]
+        except (KeyError, TypeError):
+            raise KeyError(f"word: {word!r} is not in the vocabulary ({len(self.vocab)} words)") from None
 
 
 @dataclass
@@ -365,12 +423,14 @@ class SyntheticLanguage:
     def sample_sentences(self, n: int, seed: int = 0) -> list[str]:
         """``n`` corpus sentences (a deterministic function of ``seed``)."""
         check_positive_int("n", n)
-        rng = random.Random(seed)
+        rng = random.Random(check_seed("seed", seed))
         return [self.agreement_sentence(rng) if rng.random() < self.p_agreement else self.pronoun_sentence(rng)
                 for _ in range(n)]
 
     def encode_batch(self, sentences: list[str]) -> torch.Tensor:
         """Encode sentences as ``(n, n_ctx)`` int64, ``<bos>``-prefixed and ``<pad>``-padded."""
+        if isinstance(sentences, (str, bytes)) or not isinstance(sentences, Sequence):
+            raise TypeError(f"sentences: expected a list of str, got {type(sentences).__name__}")
         out = torch.full((len(sentences), self.n_ctx), self.tokenizer.pad_id, dtype=torch.long)
         for i, s in enumerate(sentences):
             ids = self.tokenizer.encode(s)
@@ -397,7 +457,7 @@ class SyntheticLanguage:
         """
         check_positive_int("n", n)
         check_choice("attractor", attractor, ["mismatch", "match", "none"])
-        rng = random.Random(seed)
+        rng = random.Random(check_seed("seed", seed))
         tok = self.tokenizer
         clean, corr, ans = [], [], []
         lab: dict[str, list] = {"plural": [], "verb": []}
@@ -435,7 +495,7 @@ class SyntheticLanguage:
         """
         check_positive_int("n", n)
         check_choice("subject", subject, ["name", "occupation"])
-        rng = random.Random(seed)
+        rng = random.Random(check_seed("seed", seed))
         tok = self.tokenizer
         fem_occ = [o for o, g in self.occupations.items() if g == "f"]
         male_occ = [o for o, g in self.occupations.items() if g == "m"]
@@ -469,7 +529,7 @@ class SyntheticLanguage:
         ``P(he)`` and ``P(she)`` at the last position to see the planted bias.
         """
         check_positive_int("per_occupation", per_occupation)
-        rng = random.Random(seed)
+        rng = random.Random(check_seed("seed", seed))
         rows, names = [], []
         for occ in self.occupations:
             for _ in range(per_occupation):

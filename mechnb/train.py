@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mechnb._checks import check_choice, check_positive_float, check_positive_int, resolve_device
+from mechnb._checks import check_choice, check_positive_float, check_positive_int, check_seed, resolve_device
 from mechnb._torch import eval_mode
 
 __all__ = [
@@ -180,9 +180,11 @@ class TrainConfig(OptimFields):
         check_positive_int("steps", self.steps)
         check_positive_float("l1", self.l1, allow_zero=True)
         check_choice("schedule", self.schedule, ["constant", "cosine", "linear", "wsd"])
+        check_positive_float("decay_frac", self.decay_frac)
         if not 0 < self.decay_frac <= 1:
             raise ValueError(f"decay_frac: expected a fraction in (0, 1], got {self.decay_frac!r}")
         check_positive_int("warmup_steps", self.warmup_steps, minimum=0)
+        check_seed("seed", self.seed)
         check_positive_int("log_every", self.log_every)
 
 
@@ -203,6 +205,7 @@ class TrainResult:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed torch's global RNG and return a fresh ``torch.Generator`` seeded with ``seed``."""
+    seed = check_seed("seed", seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
@@ -254,11 +257,31 @@ def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.
 
 def _penalised_loss(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor], batch: Any,
                     l1_params: list[nn.Parameter], l1: float, step: int) -> torch.Tensor:
-    """``loss_fn(model, batch) + l1 * sum |W|`` over ``l1_params``; a non-finite value raises, naming ``step``."""
+    """``loss_fn(model, batch) + l1 * sum |W|`` over ``l1_params``.
+
+    ``loss_fn`` must return a scalar tensor that depends on the trained parameters (``TypeError``
+    / ``ValueError`` naming ``loss_fn`` otherwise); a non-finite value raises ``FloatingPointError``
+    naming ``step`` and, at step 0 (before any update), pointing at the model and the batch
+    rather than at the learning rate.
+    """
     loss = loss_fn(model, batch)
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"loss_fn: expected it to return a scalar torch.Tensor, got {type(loss).__name__}")
+    if loss.numel() != 1:
+        raise ValueError(f"loss_fn: expected it to return a scalar tensor (e.g. the .mean() of per-example "
+                         f"losses), got shape {tuple(loss.shape)}")
+    if loss.is_complex() or not loss.is_floating_point():
+        raise TypeError(f"loss_fn: expected a real floating-point loss, got dtype {loss.dtype}")
+    if not loss.requires_grad:
+        raise ValueError("loss_fn: the returned loss does not depend on the trained parameters (requires_grad is "
+                         "False); compute it from model(...) without torch.no_grad() or .detach()")
+    loss = loss.reshape(())
     if l1_params:
         loss = loss + l1 * sum(p.abs().sum() for p in l1_params)
     if not torch.isfinite(loss):
+        if step == 0:
+            raise FloatingPointError(f"train: loss is {loss.item()} at step 0, before any optimiser step: check the "
+                                     f"model's parameters and the batch (batch_fn) for NaN, inf or huge values")
         raise FloatingPointError(f"train: loss became {loss.item()} at step {step}; lower config.lr")
     return loss
 
@@ -307,6 +330,8 @@ def train(
 
     Returns:
         A :class:`TrainResult`. A non-finite loss raises ``FloatingPointError`` naming the step.
+        The model is trained in train mode and handed back in the mode the caller gave it
+        (also when training raises).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -322,19 +347,23 @@ def train(
     losses: list[float] = []
     evals: list[dict[str, float]] = []
     t0 = time.perf_counter()
+    was_training = model.training
     model.train()
     bar = tqdm(range(config.steps), desc=desc, disable=not progress, leave=False)
-    for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = config.optim.lr * _lr_factor(step, config)
-        loss = _penalised_loss(model, loss_fn, batch_fn(step, gen), l1_params, config.l1, step)
-        _optimiser_step(opt, loss, param_list, config.optim.grad_clip)
-        losses.append(float(loss.detach()))
-        if eval_fn is not None and ((step + 1) % config.log_every == 0 or step == config.steps - 1):
-            evals.append(_eval_record(model, eval_fn, step + 1))
-            if progress:
-                bar.set_postfix({k: f"{v:.3g}" for k, v in evals[-1].items() if k != "step"})
-        elif progress and step % 50 == 0:
-            bar.set_postfix(loss=f"{losses[-1]:.3g}")
-    model.eval()
+    try:
+        for step in bar:
+            for g in opt.param_groups:
+                g["lr"] = config.optim.lr * _lr_factor(step, config)
+            loss = _penalised_loss(model, loss_fn, batch_fn(step, gen), l1_params, config.l1, step)
+            _optimiser_step(opt, loss, param_list, config.optim.grad_clip)
+            losses.append(float(loss.detach()))
+            if eval_fn is not None and ((step + 1) % config.log_every == 0 or step == config.steps - 1):
+                evals.append(_eval_record(model, eval_fn, step + 1))
+                if progress:
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in evals[-1].items() if k != "step"})
+            elif progress and step % 50 == 0:
+                bar.set_postfix(loss=f"{losses[-1]:.3g}")
+    finally:
+        bar.close()
+        model.train(was_training)
     return TrainResult(losses=losses, evals=evals, seconds=time.perf_counter() - t0)

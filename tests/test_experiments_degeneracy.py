@@ -6,10 +6,11 @@ the degeneracy report) is tested with those measures in ``tests/test_degeneracy.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from mechnb.experiments.degeneracy import planted_dln, planted_mlp
+from mechnb.experiments.degeneracy import planted_dln, planted_mlp, quartic_toy_llc
 
 torch.set_num_threads(1)
 
@@ -33,3 +34,74 @@ def test_planted_dln_is_well_conditioned_and_noiseless():
 def test_planted_mlp_rejects_a_synchronised_group_wider_than_the_output():
     with pytest.raises(ValueError, match="synchronised"):
         planted_mlp(d_out=2, synchronised=3)
+
+
+def _within(seconds, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, failing (not hanging) if it runs longer than ``seconds``."""
+    import signal
+
+    def alarm(*_):
+        raise TimeoutError(f"{fn.__name__} did not return within {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_planted_mlp_says_what_is_impossible_instead_of_looping():
+    # two inputs admit no firing pattern beyond the x_0 split: three generic neurons cannot exist
+    with pytest.raises(ValueError, match=r"n_samples: 2 inputs admit at most 0 firing patterns .* d_hidden \+ unread = 3"):
+        _within(20, planted_mlp, d_in=2, d_hidden=3, n_samples=2)
+    with pytest.raises(ValueError, match=r"d_hidden \+ unread = 2"):
+        _within(20, planted_mlp, d_in=2, d_hidden=1, unread=1, n_samples=2)
+
+
+def test_planted_mlp_gives_up_after_a_bounded_number_of_draws():
+    # 8 inputs count 2**7 - 2 = 126 patterns, but lines in the plane through 0.8 x a data point realise far fewer
+    with pytest.raises(ValueError, match=r"d_hidden, unread: found only \d+ of the 40 generic neurons .* in 10000 draws"):
+        _within(60, planted_mlp, d_in=2, d_hidden=40, n_samples=8)
+
+
+def test_planted_mlp_still_plants_on_few_inputs_when_possible():
+    m, x = planted_mlp(d_in=2, d_hidden=3, n_samples=4, seed=0)
+    on = (x @ m.layers[0].weight.T + m.layers[0].bias > 0)
+    pats = {tuple(c.tolist()) for c in on.T} | {tuple((~c).tolist()) for c in on.T}
+    assert len(pats) == 6  # three distinct patterns, none equal to another's complement
+    assert all(0 < int(c.sum()) < 4 for c in on.T)
+
+
+@pytest.mark.parametrize(("seed", "exc"), [(1.5, TypeError), (True, TypeError), ("0", TypeError), (-1, ValueError)])
+def test_planted_networks_reject_a_seed_that_is_not_an_int(seed, exc):
+    with pytest.raises(exc, match="seed: expected an int seed"):
+        planted_mlp(seed=seed)
+    with pytest.raises(exc, match="seed: expected an int seed"):
+        planted_dln((3, 2), seed=seed)
+
+
+def test_planted_mlp_is_unchanged_for_valid_seeds():
+    # the bound on redraws changes nothing for networks that could be built before: fixed reference values
+    m, x = planted_mlp(seed=0)
+    assert m.sizes == [4, 6, 3] and x.shape == (256, 4)
+    # recorded with the unbounded loop before the bound was added (bit-identical there)
+    assert m.layers[0].weight.sum().item() == pytest.approx(0.8987045288085938, rel=1e-6)
+    assert m.layers[1].weight.sum().item() == pytest.approx(1.4208133220672607, rel=1e-6)
+    assert x.sum().item() == pytest.approx(-24.71463966369629, rel=1e-6)
+    a, xa = planted_mlp(seed=np.int64(3))
+    b, xb = planted_mlp(seed=3)
+    assert torch.equal(xa, xb) and all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "needle"),
+    [(dict(chains=0), ValueError, "chains"), (dict(lr=float("nan")), ValueError, "lr"),
+     (dict(seed=0.5), TypeError, "seed"), (dict(step_fn=None), TypeError, "step_fn"),
+     (dict(steps=10, burn_in=10), ValueError, "steps")],
+)
+def test_quartic_toy_llc_names_bad_settings(kwargs, exc, needle):
+    args = dict(step_fn=lambda w, *a, **k: w, estimate_fn=lambda *a: 0.0, steps=20, burn_in=5, chains=2)
+    with pytest.raises(exc, match=needle):
+        quartic_toy_llc(**{**args, **kwargs})

@@ -66,7 +66,7 @@ def test_loss_decreases_on_a_simple_regression():
     first = sum(res.losses[:10]) / 10
     assert res.final_loss < 0.01 * first, (first, res.final_loss)
     assert res.seconds > 0
-    assert not model.training  # left in eval mode
+    assert model.training  # handed back in the caller's mode (a fresh module trains)
 
 
 @pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
@@ -283,3 +283,74 @@ def test_one_optimiser_config_embedded_in_both_configs():
         TrainConfig(momentum=-0.1)
     with pytest.raises(dataclasses.FrozenInstanceError):
         optim.lr = 1.0  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------------------
+# the caller's mode, the loss_fn contract, seeds
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", [True, False])
+def test_train_hands_the_model_back_in_the_callers_mode(mode):
+    seen = []
+
+    def loss_fn(model, batch):
+        seen.append(model.training)
+        return model.p ** 2
+
+    m = Scalar(1.0).train(mode)
+    train(m, lambda s, g: None, loss_fn, TrainConfig(steps=3, lr=0.1), progress=False)
+    assert seen == [True] * 3  # trained in train mode
+    assert m.training is mode  # the caller's mode is back
+
+
+def test_train_restores_the_callers_mode_when_it_raises():
+    m = Scalar(1.0).eval()
+
+    def loss_fn(model, batch):
+        return model.p * (float("nan") if batch == 1 else 1.0)
+
+    with pytest.raises(FloatingPointError, match="step 1"):
+        train(m, lambda s, g: s, loss_fn, TrainConfig(steps=5, lr=0.1), progress=False)
+    assert not m.training
+
+
+@pytest.mark.parametrize(
+    ("loss", "exc", "needle"),
+    [(lambda m: m.p * torch.ones(3), ValueError, r"loss_fn: expected it to return a scalar tensor .*got shape \(3,\)"),
+     (lambda m: 1.0, TypeError, "loss_fn: expected it to return a scalar torch.Tensor, got float"),
+     (lambda m: m.p.detach() * 2, ValueError, "loss_fn: the returned loss does not depend on the trained"),
+     (lambda m: (m.p > 0).long(), TypeError, "loss_fn: expected a real floating-point loss, got dtype torch.int64")],
+)
+def test_loss_fn_must_return_a_scalar_that_depends_on_the_parameters(loss, exc, needle):
+    m = Scalar(1.0)
+    before = m.p.detach().clone()
+    with pytest.raises(exc, match=needle):
+        train(m, lambda s, g: None, lambda model, batch: loss(model), TrainConfig(steps=2), progress=False)
+    assert torch.equal(m.p.detach(), before)  # nothing was stepped
+
+
+def test_a_one_element_loss_trains_like_a_scalar():
+    a, b = Scalar(1.0), Scalar(1.0)
+    ra = train(a, lambda s, g: None, lambda m, _: (m.p ** 2).reshape(1), TrainConfig(steps=5, lr=0.1), progress=False)
+    rb = train(b, lambda s, g: None, lambda m, _: m.p ** 2, TrainConfig(steps=5, lr=0.1), progress=False)
+    assert ra.losses == rb.losses and torch.equal(a.p, b.p)
+
+
+def test_a_non_finite_loss_before_any_step_points_at_the_inputs():
+    with pytest.raises(FloatingPointError, match="step 0, before any optimiser step.*batch"):
+        train(Scalar(1.0), lambda s, g: None, lambda m, _: m.p * float("inf"), TrainConfig(steps=3), progress=False)
+
+
+@pytest.mark.parametrize(
+    ("seed", "exc"),
+    [("a", TypeError), (1.5, TypeError), (True, TypeError), (None, TypeError), (-1, ValueError), (2**64, ValueError)],
+)
+def test_seeds_are_validated(seed, exc):
+    with pytest.raises(exc, match="seed: expected an int seed"):
+        TrainConfig(seed=seed)
+    with pytest.raises(exc, match="seed: expected an int seed"):
+        seed_everything(seed)
+
+
+def test_decay_frac_of_the_wrong_type_is_named():
+    with pytest.raises(TypeError, match="decay_frac"):
+        TrainConfig(decay_frac="a")

@@ -16,10 +16,13 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from mechnb._checks import check_positive_int
+from mechnb._checks import check_positive_float, check_positive_int, check_seed
 from mechnb.models import MLP
 
 __all__ = ["planted_mlp", "planted_dln", "quartic_toy_llc"]
+
+#: how many candidate generic neurons :func:`planted_mlp` draws before it gives up
+MAX_NEURON_DRAWS = 10_000
 
 
 # --------------------------------------------------------------------------------------
@@ -44,7 +47,10 @@ def planted_mlp(d_in: int = 4, d_hidden: int = 6, d_out: int = 3, *, n_samples: 
       and ``<= d_out``, so that neither their activations nor their Jacobians are degenerate too).
 
     Generic neurons are redrawn until no two of them (nor the ``x_0 > 0`` split) share or
-    complement a firing pattern, so the only degeneracies are the planted ones.
+    complement a firing pattern, so the only degeneracies are the planted ones. ``n_samples``
+    inputs have at most ``2**(n_samples-1) - 1`` such patterns (up to complement, less the split):
+    asking for more generic neurons (``d_hidden + unread``) raises ``ValueError`` at once, and so
+    does not finding them within :data:`MAX_NEURON_DRAWS` draws.
 
     Expected Gauss-Newton nullity (2405.10927 Sec. 3): ``d_hidden`` rescalings, plus
     ``duplicated · (d_out + 1)``, plus ``dead · (d_in + 1 + d_out)``, plus ``unread · (d_in + 1)``,
@@ -67,7 +73,8 @@ def planted_mlp(d_in: int = 4, d_hidden: int = 6, d_out: int = 3, *, n_samples: 
                          f"make their activations or their Jacobians linearly dependent), got {synchronised}")
     if duplicated and d_hidden == 0:
         raise ValueError("duplicated: needs d_hidden >= 1 (copies are made of generic neuron 0)")
-    g = torch.Generator().manual_seed(int(seed))
+    seed = check_seed("seed", seed)
+    g = torch.Generator().manual_seed(seed)
     sign = torch.where(torch.rand(n_samples, generator=g) < 0.5, -1.0, 1.0)
     x = torch.empty(n_samples, d_in, dtype=torch.float64)
     x[:, 0] = sign * (1 + torch.rand(n_samples, generator=g, dtype=torch.float64))
@@ -76,7 +83,23 @@ def planted_mlp(d_in: int = 4, d_hidden: int = 6, d_out: int = 3, *, n_samples: 
     W_rows, b_rows = [], []
     half = x[:, 0] > 0
     taken = [half, ~half]  # firing patterns a generic neuron must neither equal nor complement
-    while len(W_rows) < d_hidden + unread:
+    n_generic = d_hidden + unread
+    n_points = len(torch.unique(x, dim=0))
+    if n_points < 64:
+        free = 2 ** (n_points - 1) - 1 - int(bool(half.any() and (~half).any()))
+        if n_generic > free:
+            raise ValueError(
+                f"n_samples: {n_samples} inputs admit at most {free} firing patterns for generic neurons "
+                f"(2**(n_samples-1) - 1 up to complement, less the x_0 > 0 split), but d_hidden + unread = "
+                f"{n_generic} generic neurons need one each; use more inputs or fewer generic neurons")
+    draws = 0
+    while len(W_rows) < n_generic:
+        if draws == MAX_NEURON_DRAWS:
+            raise ValueError(
+                f"d_hidden, unread: found only {len(W_rows)} of the {n_generic} generic neurons with distinct "
+                f"firing patterns on the n_samples={n_samples} inputs in {MAX_NEURON_DRAWS} draws (seed={seed}); "
+                f"use more inputs (n_samples), fewer generic neurons, or a larger d_in")
+        draws += 1
         w = torch.randn(d_in, generator=g, dtype=torch.float64)
         w[0] *= 0.25  # keep generic hyperplanes away from the x_0 = 0 split used by the synchronised group
         c = x[int(torch.randint(n_samples, (1,), generator=g))] * 0.8
@@ -138,7 +161,7 @@ def planted_dln(widths: Sequence[int], rank: int | None = None, n_samples: int =
         if rank > min(H):
             raise ValueError(f"rank: expected at most min(widths) = {min(H)}, got {rank}")
     n_samples = check_positive_int("n_samples", n_samples, minimum=2)
-    g = torch.Generator().manual_seed(int(seed))
+    g = torch.Generator().manual_seed(check_seed("seed", seed))
     model = MLP(H, activation="linear", bias=False)
     with torch.no_grad():
         for layer in model.layers:
@@ -167,9 +190,17 @@ def quartic_toy_llc(step_fn: Callable[..., torch.Tensor], estimate_fn: Callable[
     learner's solutions of Exercises 1.3 and 1.4; the reference step
     (``mechnb.exercises.degeneracy.sgld_reference``) and the mean-loss estimate recover 3/4 within 0.03.
     """
+    for name, fn in (("step_fn", step_fn), ("estimate_fn", estimate_fn)):
+        if not callable(fn):
+            raise TypeError(f"{name}: expected a function, got {type(fn).__name__}")
+    for name, v in (("lr", lr), ("nbeta", nbeta), ("localization", localization)):
+        check_positive_float(name, v, allow_zero=name == "localization")
+    chains = check_positive_int("chains", chains)
+    burn_in = check_positive_int("burn_in", burn_in, minimum=0)
+    steps = check_positive_int("steps", steps)
     if steps <= burn_in:
         raise ValueError(f"steps: expected more than burn_in={burn_in} steps, got {steps}")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(check_seed("seed", seed))
     w_star = torch.zeros(3, dtype=torch.float64)
     w = w_star.repeat(chains, 1)
     kept = []
