@@ -63,6 +63,7 @@ def test_layer_convention_matches_mlp_forward():
 # --------------------------------------------------------------------------------------
 # Activation Gram, Jacobian Gram, synchrony
 # --------------------------------------------------------------------------------------
+@pytest.mark.numerics
 def test_gram_spectrum_is_descending_float64_and_matches_numpy():
     g = torch.Generator().manual_seed(1)
     a = torch.randn(50, 4, generator=g)
@@ -74,6 +75,7 @@ def test_gram_spectrum_is_descending_float64_and_matches_numpy():
     assert gram_spectrum(a, with_bias=False).shape == (4,)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("k", [0, 1, 2, 4])
 def test_duplicated_and_dead_neurons_raise_gram_nullity_by_exactly_k(k):
     base, x = planted_mlp(seed=3)
@@ -89,6 +91,7 @@ def test_duplicated_and_dead_neurons_raise_gram_nullity_by_exactly_k(k):
     assert spectrum_nullity(gram_spectrum(a2, with_bias=False)) == 2 * k
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("k", [0, 1, 3])
 def test_output_block_gauss_newton_nullity_is_gram_nullity_times_d_out(k):
     model, x = planted_mlp(d_out=3, duplicated=k, dead=1, seed=5)
@@ -100,6 +103,7 @@ def test_output_block_gauss_newton_nullity_is_gram_nullity_times_d_out(k):
     assert last.nullity == (d_l - rank_G) * 3
 
 
+@pytest.mark.numerics
 def test_generic_relu_mlp_nullity_equals_number_of_hidden_neurons():
     for seed in range(3):
         model, x = planted_mlp(d_in=4, d_hidden=6, d_out=3, seed=seed)
@@ -108,6 +112,7 @@ def test_generic_relu_mlp_nullity_equals_number_of_hidden_neurons():
         assert gn.nullity == 6, seed
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("m", [2, 3])
 def test_synchronised_relus_add_m_times_m_minus_1(m):
     model, x = planted_mlp(d_in=4, d_hidden=6, d_out=3, synchronised=m, seed=1)
@@ -116,6 +121,7 @@ def test_synchronised_relus_add_m_times_m_minus_1(m):
     assert relu_synchrony(pre) == [list(range(6, 6 + m))]
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("kw", [dict(), dict(duplicated=2), dict(dead=2), dict(unread=2), dict(synchronised=3),
                                 dict(duplicated=1, dead=1, unread=1, synchronised=2)])
 def test_degeneracy_report_predicts_the_measured_nullity(kw):
@@ -179,6 +185,7 @@ def test_effective_parameter_count_uses_numpys_rank_rule_and_reports_the_gap():
     assert spectrum_nullity(np.array([4.0, 1.0, 1e-20, 0.0])) == 2
 
 
+@pytest.mark.numerics
 def test_degeneracy_report_predicts_a_trained_one_hot_classifier():
     # one-hot inputs: the input Gram has nullity 2 (each half sums to 1, like the bias), and a
     # neuron that matters on few inputs sees an even smaller span (free_restricted)
@@ -234,6 +241,7 @@ def test_jacobian_gram_closed_form_linear_and_autograd_relu():
     assert np.all(Mpre[-1] == 0) and np.all(Mpre[:, -1] == 0)
 
 
+@pytest.mark.numerics
 def test_effective_parameter_count_of_linear_regression_is_full():
     torch.manual_seed(0)
     m = MLP([4, 3])
@@ -245,6 +253,7 @@ def test_effective_parameter_count_of_linear_regression_is_full():
 # --------------------------------------------------------------------------------------
 # Hessian
 # --------------------------------------------------------------------------------------
+@pytest.mark.numerics
 def test_hessian_of_linear_regression_matches_closed_form_and_lanczos():
     torch.manual_seed(0)
     m = MLP([4, 3])
@@ -259,6 +268,7 @@ def test_hessian_of_linear_regression_matches_closed_form_and_lanczos():
     np.testing.assert_allclose(hessian_spectrum(m, mse, x, y, k=4), expected[:4], rtol=1e-8)
 
 
+@pytest.mark.numerics
 def test_hessian_lanczos_matches_full_and_gauss_newton_is_psd():
     torch.manual_seed(1)
     m = MLP([2, 12, 3])
@@ -372,6 +382,7 @@ def make_dln(widths, rank=None, n=100, seed=0):
 DLN_SETTINGS = dict(num_chains=8, nbeta=500.0, lr=3e-5, localization=1.0)
 
 
+@pytest.mark.numerics
 def test_llc_of_full_rank_linear_regression_is_half_the_parameter_count():
     g = torch.Generator().manual_seed(0)
     m = MLP([5, 3])  # d = 18 parameters
@@ -389,6 +400,7 @@ def test_llc_of_full_rank_linear_regression_is_half_the_parameter_count():
     assert res.config["mode"] == "mlp"
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("widths", [(5, 4, 3, 6), (3, 6, 2, 4), (4, 3, 3, 4)])
 def test_llc_of_deep_linear_networks_matches_aoyagi(widths):
     m, x, y = make_dln(widths)
@@ -398,6 +410,7 @@ def test_llc_of_deep_linear_networks_matches_aoyagi(widths):
     assert res.mean == pytest.approx(theory, rel=0.15), (res.mean, theory)
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_llc_of_rank_deficient_deep_linear_network_matches_aoyagi():
     widths, rank = (6, 4, 4, 5), 2  # every factor of rank 2: the most singular true parameters
@@ -421,6 +434,7 @@ class Wrapped(nn.Module):
         return self.inner(x)
 
 
+@pytest.mark.numerics
 def test_llc_unused_parameter_leaves_the_estimate_unchanged():
     m, x, y = make_dln((4, 3, 5), n=64)
     kw = dict(num_draws=150, num_burnin_steps=50, batch_size=32, seed=3, progress=False, **DLN_SETTINGS)
@@ -552,6 +566,7 @@ def test_interaction_basis_identities(jacobian):
     assert basis.dim_labels(gaps=False) == {l: str(d) for l, d in basis.dims().items()}
 
 
+@pytest.mark.numerics
 def test_interaction_basis_modes_agree_on_linear_networks():
     model, x = ib_model("linear")
     a = interaction_basis(model, x, jacobian="next")
@@ -567,6 +582,7 @@ def _match_up_to_sign(a: torch.Tensor, b: torch.Tensor, tol: float) -> None:
         torch.testing.assert_close(a[:, j], s * b[:, j], atol=tol, rtol=0)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("jacobian", ["next", "output"])
 def test_interaction_basis_is_invariant_to_reparametrisation(jacobian):
     # ReLU layer 2: f -> A f with A = permutation x positive diagonal (the rescaling symmetry);
@@ -643,6 +659,7 @@ def assert_block_diagonal(edges: dict, block_of: dict) -> None:
                     assert E[i, j] <= 1e-12 * E.max(), (l, i, j)
 
 
+@pytest.mark.numerics
 def test_linear_block_diagonal_network_has_block_diagonal_edges():
     model, x, owner = block_diagonal_linear_mlp()
     owners = {l: owner for l in range(len(model.layers) + 1)}
@@ -698,6 +715,7 @@ def block_sparse_relu_mlp(blocks=(3, 2, 4), depth=3, n=600, seed=0):
     return model, x, owners
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("seed", [0, 1])
 def test_find_modules_recovers_the_blocks_of_a_block_sparse_relu_network(seed):
     model, x, owners = block_sparse_relu_mlp(seed=seed)
