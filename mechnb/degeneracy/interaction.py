@@ -59,11 +59,13 @@ from mechnb.degeneracy._mlp import (
     mlp_forward,
     output_jacobian,
 )
+from mechnb.io import saveable
 
 __all__ = ["InteractionBasis", "interaction_basis", "InteractionEdges", "interaction_edges", "Modules",
            "find_modules"]
 
 
+@saveable()
 @dataclass
 class InteractionBasis:
     """The Interaction Basis of the requested layers.

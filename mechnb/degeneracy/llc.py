@@ -40,6 +40,7 @@ from mechnb.degeneracy.samplers import (
     batched_grad_fns,
     pick_grad_fn,
 )
+from mechnb.io import saveable
 
 __all__ = ["LLCResult", "estimate_llc", "dln_learning_coefficient", "default_nbeta", "sse_loss"]
 
@@ -118,6 +119,7 @@ def default_nbeta(n: int) -> float:
 # --------------------------------------------------------------------------------------
 # SGLD estimator
 # --------------------------------------------------------------------------------------
+@saveable()
 @dataclass
 class LLCResult:
     """Output of :func:`estimate_llc`.

@@ -51,6 +51,7 @@ from mechnb.degeneracy._mlp import (
     mlp_forward,
     output_jacobian,
 )
+from mechnb.io import saveable
 
 __all__ = [
     "gram_spectrum",
@@ -212,6 +213,7 @@ def relu_synchrony(preacts: torch.Tensor | np.ndarray) -> list[list[int]]:
 # --------------------------------------------------------------------------------------
 # Effective parameter count (behavioural Gauss-Newton rank)
 # --------------------------------------------------------------------------------------
+@saveable()
 @dataclass
 class EffectiveParameterCount:
     """Rank of the behavioural Gauss-Newton matrix ``J_wᵀ J_w`` (2405.10927 Sec. 2).
@@ -318,6 +320,7 @@ def effective_parameter_count(model: nn.Module, inputs: torch.Tensor, rtol: floa
 # --------------------------------------------------------------------------------------
 # Degeneracy report
 # --------------------------------------------------------------------------------------
+@saveable()
 @dataclass
 class LayerDegeneracy:
     """The degeneracies of one layer ``l`` and the free directions each predicts.
@@ -378,6 +381,7 @@ _COLUMN_DECISIONS = {"act_nullity": ("activation",), "free_act": ("activation",)
                      "free_sync": ("sync", "read"), "rescalings": ("read",), "measured_block": ("block",)}
 
 
+@saveable()
 @dataclass
 class DegeneracyReport:
     """Per-layer degeneracies, their predicted free directions and the measured GN nullity."""
