@@ -133,6 +133,7 @@ def test_typical_mistakes_fail_with_expected_and_got(name: str, mistake: str,
     assert "hint:" in out or name == "check_llc_estimate", out
 
 
+@pytest.mark.numerics
 def test_float32_gauss_newton_is_told_about_the_null_space(capsys: pytest.CaptureFixture[str]) -> None:
     ex.check_gauss_newton(WRONG["check_gauss_newton"]["float32 (null space lost)"])
     out = capsys.readouterr().out
@@ -144,6 +145,7 @@ def test_float32_gauss_newton_is_told_about_the_null_space(capsys: pytest.Captur
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.numerics
 def test_gauss_newton_known_answers_agree() -> None:
     g = torch.Generator().manual_seed(5)
     lin = nn.Linear(4, 3).double()
@@ -157,6 +159,7 @@ def test_gauss_newton_known_answers_agree() -> None:
     assert ex._nullity(closed.numpy()) == 0
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("planted, free", [({}, 6), ({"duplicated": 2}, 6 + 2 * (3 + 1)),
                                            ({"dead": 1}, 6 + (4 + 1 + 3)), ({"unread": 1}, 6 + (4 + 1))])
 def test_gauss_newton_from_hessian_has_the_planted_free_directions(planted: dict, free: int) -> None:
@@ -201,6 +204,7 @@ def test_sgld_reference_is_the_update_of_estimate_llc() -> None:
         w = ex.sgld_reference(w, w_star, grad, noise, lr=lr, nbeta=nbeta, localization=gamma)
 
 
+@pytest.mark.numerics
 def test_sgld_reference_samples_the_posterior_and_the_llc_of_a_quartic() -> None:
     """L(w) = w1² + w2⁴ (w3 free): E[nβ L] = 1/2 + 1/4 + 0 under exp(-nβ L), the learning coefficient."""
     lam = quartic_toy_llc(ex.sgld_reference, llc_estimate, lr=5e-5, nbeta=1000.0, localization=0.0)
