@@ -13,9 +13,13 @@ Tied layers (TMS: ``linear2.weight = linear1.weight.T``) reuse the source layer'
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mechnb.io import saveable
 
 __all__ = [
     "lower_leaky_hard_sigmoid",
@@ -118,6 +122,7 @@ class CausalImportanceMLPs(nn.Module):
         return _ChunkedCIMLP.apply(inner.contiguous(), self.W_in, self.b_in, self.W_out, self.b_out, chunk)
 
 
+@saveable()
 class SPDComponents(nn.Module):
     """Subcomponents ``U_l (d_out, C)``, ``V_l (d_in, C)`` for every decomposed layer + CI MLPs.
 
@@ -159,6 +164,25 @@ class SPDComponents(nn.Module):
             self.U_params[str(i)] = nn.Parameter(torch.randn(d_out, C, generator=generator))
             self.V_params[str(i)] = nn.Parameter(torch.randn(d_in, C, generator=generator))
         self.ci = CausalImportanceMLPs(len(self.names), C, ci_hidden, generator=generator)
+
+    # -- saving (mechnb.io) ---------------------------------------------
+    def to_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """``(tensors, construction arguments)`` for :func:`mechnb.io.save`.
+
+        Tensors: the ``state_dict`` - ``U_params.<i>`` ``(d_out, C)``, ``V_params.<i>`` ``(d_in, C)``
+        and the CI MLPs' ``ci.W_in``, ``ci.b_in``, ``ci.W_out`` ``(L, C, H)``, ``ci.b_out`` ``(L, C)``;
+        arguments: ``shapes``, ``C``, ``ci_hidden`` and ``tied``.
+        """
+        meta = {"shapes": {n: (int(s[0]), int(s[1])) for n, s in self.shapes.items()}, "C": self.C,
+                "ci_hidden": self.ci.hidden, "tied": dict(self.tied)}
+        return {k: v.detach() for k, v in self.state_dict().items()}, meta
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> SPDComponents:
+        """Rebuild from :meth:`to_state`'s output (the state loaded strictly, dtypes as stored)."""
+        comps = cls(meta["shapes"], meta["C"], meta["ci_hidden"], tied=meta["tied"])
+        comps.load_state_dict(tensors, strict=True, assign=True)
+        return comps
 
     # ------------------------------------------------------------------
     def U(self, name: str) -> torch.Tensor:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from mechnb._checks import check_choice, check_positive_float, check_positive_int, check_probability
+from mechnb.io import saveable
 
 __all__ = ["SPDConfig"]
 
@@ -63,6 +64,7 @@ for _table in (_PAPER, _FAST):
 del _table
 
 
+@saveable()
 @dataclass
 class SPDConfig:
     """Hyperparameters of :func:`mechnb.spd.decompose`.

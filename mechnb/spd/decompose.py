@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from mechnb._checks import check_finite, check_positive_float, check_tensor, resolve_device
 from mechnb._torch import eval_mode
+from mechnb.io import saveable
 from mechnb.spd.components import SPDComponents
 from mechnb.spd.config import SPDConfig
 from mechnb.spd.hooks import HookedTarget, causal_importances, frozen_parameters, resolve_target_modules
@@ -325,6 +326,7 @@ def decompose(
 # --------------------------------------------------------------------------------------
 # Result
 # --------------------------------------------------------------------------------------
+@saveable()
 @dataclass
 class SPDResult:
     """A trained decomposition of some linear layers of ``model``.
