@@ -95,24 +95,27 @@ TEST_THREADS ?= 1
 # than on a reader's laptop:
 #   1. the whole suite, tests/ and notebooks/, under the machine's best kernels (torch's
 #      ATEN_CPU_CAPABILITY unset, MKL's own choice), TEST_THREADS threads;
-#   2. notebooks/ and the numerics subset under KERNELS_DEFAULT (torch's portable kernels,
-#      MKL's SSE4.2 code path: what a machine without AVX computes);
-#   3. the numerics subset with 2 threads (other reduction orders);
-#   4. the numerics subset under KERNELS_AVX2 (an AVX2 machine), when the best family is AVX-512.
+#   2. notebooks/ and the numerics subset (NUMERICS_MARK) under KERNELS_DEFAULT (torch's portable
+#      kernels, MKL's SSE4.2 code path: what a machine without AVX computes);
+#   3. the quick numerics subset (NUMERICS_MARK_QUICK) with 2 threads (other reduction orders);
+#   4. the quick numerics subset under KERNELS_AVX2 (an AVX2 machine), when the best family is AVX-512.
 # torch's ATEN_CPU_CAPABILITY does not reach MKL's BLAS/LAPACK (matmul, eigh, svd), which
 # dispatch on their own; MKL_ENABLE_INSTRUCTIONS does (it is ignored where torch has no MKL).
-# The numerics subset: the tests marked @pytest.mark.numerics, plus NUMERICS_PATHS run in full.
+# The numerics subset: the tests marked @pytest.mark.numerics, plus NUMERICS_PATHS run in full;
+# the quick subset leaves out those also marked slow (the SPD quality bars, minutes each).
 # A configuration that fails fails `make test`; every configuration runs, a summary with the
 # time of each comes last. TEST_MATRIX=0 runs configuration 1 only.
 KERNELS_DEFAULT ?= ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2
 KERNELS_AVX2    ?= ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2
+NUMERICS_MARK       ?= numerics
+NUMERICS_MARK_QUICK ?= numerics and not slow
 NUMERICS_PATHS  ?=
 TEST_MATRIX     ?= 1
 
 PYTEST_UNIT      = MECHNB_FAST=1 $(PY) -m pytest tests/ $(PYTEST_ARGS)
 PYTEST_NOTEBOOKS = MECHNB_STRICT_CHECKS=1 MECHNB_FAST=1 $(PY) -m pytest --nbval-lax --nbval-current-env notebooks/ \
                    $(PYTEST_ARGS)
-PYTEST_NUMERICS  = MECHNB_FAST=1 $(PY) -m pytest -m numerics tests/ $(PYTEST_ARGS)
+PYTEST_NUMERICS  = MECHNB_FAST=1 $(PY) -m pytest -m "$$mark" tests/ $(PYTEST_ARGS)
 PYTEST_NUMERICS_PATHS = MECHNB_FAST=1 $(PY) -m pytest $(NUMERICS_PATHS) $(PYTEST_ARGS)
 # pytest's exit code 5 (nothing collected) is a failure of the configuration, unless
 # PYTEST_ARGS (e.g. -k) narrowed the run: then that configuration simply had nothing to run.
@@ -147,17 +150,18 @@ test: setup browser-deps
 		else echo "notebooks/: no notebooks yet, nothing to execute"; fi; \
 	}; \
 	numerics() { \
-		run "$$@" $(PYTEST_NUMERICS); \
+		local mark=$$1; shift; run "$$@" $(PYTEST_NUMERICS); \
 		if [ -n "$(strip $(NUMERICS_PATHS))" ]; then run "$$@" $(PYTEST_NUMERICS_PATHS); fi; \
 	}; \
 	begin "unit tests (tests/) under $$here, $(TEST_THREADS) thread(s)"; run $(PYTEST_UNIT); end; \
 	begin "notebooks under $$here, $(TEST_THREADS) thread(s)"; notebooks; end; \
 	if [ "$(TEST_MATRIX)" != 0 ]; then \
-		begin "numerics subset under $(KERNELS_DEFAULT)"; numerics $(KERNELS_DEFAULT); end; \
+		begin "numerics subset under $(KERNELS_DEFAULT)"; numerics "$(NUMERICS_MARK)" $(KERNELS_DEFAULT); end; \
 		begin "notebooks under $(KERNELS_DEFAULT)"; notebooks $(KERNELS_DEFAULT); end; \
-		begin "numerics subset with 2 threads (OMP_NUM_THREADS=2 MKL_NUM_THREADS=2)"; \
-		numerics OMP_NUM_THREADS=2 MKL_NUM_THREADS=2; end; \
-		if [ $$avx2 = 1 ]; then begin "numerics subset under $(KERNELS_AVX2)"; numerics $(KERNELS_AVX2); end; \
+		begin "quick numerics subset with 2 threads (OMP_NUM_THREADS=2 MKL_NUM_THREADS=2)"; \
+		numerics "$(NUMERICS_MARK_QUICK)" OMP_NUM_THREADS=2 MKL_NUM_THREADS=2; end; \
+		if [ $$avx2 = 1 ]; then \
+			begin "quick numerics subset under $(KERNELS_AVX2)"; numerics "$(NUMERICS_MARK_QUICK)" $(KERNELS_AVX2); end; \
 		else echo; echo "==> the AVX2 configuration is skipped: the best kernel family here is $$best, not AVX512"; fi; \
 	fi; \
 	echo; echo "==> make test: $$total step(s), $$SECONDS s in all (set-up not counted)"; printf '    %s\n' "$${summary[@]}"; \

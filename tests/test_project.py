@@ -139,7 +139,8 @@ def test_make_test_and_make_lab_run_the_documented_commands():
     test = _make_dry_run("test")
     assert re.search(r"MECHNB_FAST=1 \S*python -m pytest tests/", test)
     assert re.search(r"MECHNB_FAST=1 \S*python -m pytest --nbval-lax --nbval-current-env notebooks/", test)
-    assert re.search(r"MECHNB_FAST=1 \S*python -m pytest -m numerics tests/", test)
+    assert re.search(r'MECHNB_FAST=1 \S*python -m pytest -m "\$mark" tests/', test)
+    assert 'numerics "numerics" ' in test and 'numerics "numerics and not slow" ' in test
     assert "compgen -G \"notebooks/*.ipynb\"" in test  # an empty notebooks/ must not fail make test
     for config in ("ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2", "OMP_NUM_THREADS=2",
                    "ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2"):
@@ -184,8 +185,8 @@ def test_make_test_runs_the_suite_under_every_numeric_configuration(tmp_path):
         "ATEN= MKL= OMP=1 FAST=1 | -m pytest --nbval-lax --nbval-current-env notebooks/",
         "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -m numerics tests/",
         "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest --nbval-lax --nbval-current-env notebooks/",
-        "ATEN= MKL= OMP=2 FAST=1 | -m pytest -m numerics tests/",
-        "ATEN=avx2 MKL=AVX2 OMP=1 FAST=1 | -m pytest -m numerics tests/",
+        "ATEN= MKL= OMP=2 FAST=1 | -m pytest -m numerics and not slow tests/",
+        "ATEN=avx2 MKL=AVX2 OMP=1 FAST=1 | -m pytest -m numerics and not slow tests/",
     ], out
     headers = re.findall(r"^==> \[(\d)/(\d)\] (.*)$", out, flags=re.M)
     assert [(n, total) for n, total, _ in headers] == [(str(i), "6") for i in range(1, 7)]
@@ -210,7 +211,8 @@ def test_make_test_skips_the_avx2_configuration_unless_the_cpu_has_avx512(tmp_pa
 def test_make_test_fails_when_any_configuration_fails_and_still_runs_the_others(tmp_path):
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "2 -m pytest -m numerics")  # only the 2-thread run fails
     assert rc != 0 and len(runs) == 6, out
-    assert re.search(r"^    \[5/6\] numerics subset with 2 threads .*: FAILED \(pytest exit 1\)", out, flags=re.M), out
+    assert re.search(r"^    \[5/6\] quick numerics subset with 2 threads .*: FAILED \(pytest exit 1\)", out,
+                     flags=re.M), out
     assert "!! make test FAILED" in out and "==> make test passed" not in out
 
 
