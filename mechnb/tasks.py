@@ -38,7 +38,7 @@ __all__ = [
 # Sparse features
 # --------------------------------------------------------------------------------------
 def _check_value_range(value_range: Any) -> tuple[float, float]:
-    """``value_range`` as ``(low, high)`` floats: two finite real numbers with ``low < high`` and a finite width."""
+    """``value_range`` as ``(low, high)`` floats: finite, ``low < high``, bounds and width within float32's range."""
     if isinstance(value_range, (str, bytes)) or not isinstance(value_range, Sequence) or len(value_range) != 2:
         raise TypeError(f"value_range: expected a pair (low, high) of numbers, got {value_range!r}")
     for v in value_range:
@@ -47,6 +47,10 @@ def _check_value_range(value_range: Any) -> tuple[float, float]:
     lo, hi = float(value_range[0]), float(value_range[1])
     if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(hi - lo)):
         raise ValueError(f"value_range: expected finite (low, high) with a finite width high - low, got {value_range!r}")
+    top = torch.finfo(torch.float32).max  # the samples are float32
+    if max(abs(lo), abs(hi), hi - lo) > top:
+        raise ValueError(f"value_range: expected bounds and width high - low within float32's range (+-{top:.3g}), "
+                         f"got {value_range!r}")
     if not lo < hi:
         raise ValueError(f"value_range: expected (low, high) with low < high, got {value_range!r}")
     return lo, hi

@@ -516,3 +516,75 @@ def test_nan_and_inf_inputs_are_rejected(model, n_in):
         x[1, 0] = bad
         with pytest.raises(ValueError, match="x: expected finite values"):
             model(x)
+
+
+# --------------------------------------------------------------------------------------
+# Dtype policy (mechnb._checks): real floats are cast to the model's dtype, the rest is named
+# --------------------------------------------------------------------------------------
+_VECTOR_MODELS = [(lambda: TMS(5, 2, n_hidden_layers=1), 5), (lambda: TMS(5, 2, tied_weights=False), 5),
+                  (lambda: ResidualMLP(10, 20, 4, 1), 10), (lambda: MLP([3, 4, 2]), 3)]
+
+
+@pytest.mark.parametrize("make, n_in", _VECTOR_MODELS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_real_floating_inputs_are_cast_to_the_models_dtype(make, n_in, dtype):
+    torch.manual_seed(0)
+    model = make()
+    x = torch.rand(4, n_in).to(dtype)  # values exactly representable in dtype
+    out = model(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, model(x.float()), rtol=0, atol=0)  # the same as a float32 call
+    if dtype == torch.float64:  # and a float64 model takes a float32 batch the same way
+        m64 = make().double()
+        assert m64(x.float()).dtype == torch.float64
+
+
+@pytest.mark.parametrize("make, n_in", _VECTOR_MODELS)
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.complex64, torch.complex128])
+def test_integer_bool_and_complex_inputs_are_named(make, n_in, dtype):
+    x = torch.ones(2, n_in).to(dtype)
+    with pytest.raises(TypeError, match=rf"x: expected a real floating-point tensor \(cast to the model's dtype "
+                                        rf"torch.float32\), got dtype {dtype}"):
+        make()(x)
+
+
+@pytest.mark.parametrize("make, n_in", _VECTOR_MODELS)
+def test_values_that_overflow_the_models_dtype_are_named(make, n_in):
+    x = torch.ones(2, n_in, dtype=torch.float64) * 1e200
+    with pytest.raises(ValueError, match=r"x: values up to 1e\+200 do not fit in the model's dtype torch.float32"):
+        make()(x)
+    half = make().half()
+    with pytest.raises(ValueError, match="torch.float16"):
+        half(torch.full((1, n_in), 1e5))  # float16 tops out at 65504
+
+
+def test_empty_and_one_row_batches_keep_their_shape():
+    for make, n_in in _VECTOR_MODELS:
+        m = make()
+        assert m(torch.zeros(0, n_in)).shape == (0, m(torch.zeros(1, n_in)).shape[1])
+
+
+@pytest.mark.parametrize(
+    ("temperature", "exc"),
+    [(float("nan"), ValueError), (float("inf"), ValueError), (-1.0, ValueError), ("hot", TypeError),
+     (None, TypeError)],
+)
+def test_generation_temperature_must_be_a_finite_number(tt, temperature, exc):
+    with pytest.raises(exc, match="temperature: expected a"):
+        tt.generate(torch.tensor([[1, 2]]), 2, temperature=temperature)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "needle"),
+    [(dict(stop_token=-1), ValueError, "stop_token"), (dict(stop_token=10**6), ValueError, r"stop_token: .*\[0, "),
+     (dict(stop_token=1.0), TypeError, "stop_token"), (dict(generator=0), TypeError, "generator: expected a torch")],
+)
+def test_generation_stop_token_and_generator_are_checked(tt, kwargs, exc, needle):
+    with pytest.raises(exc, match=needle):
+        tt.generate(torch.tensor([[1, 2]]), 2, **kwargs)
+
+
+def test_transformer_tokens_of_a_float_or_bool_dtype_are_named(tt):
+    for dtype in (torch.float32, torch.bool, torch.complex64):
+        with pytest.raises(TypeError, match=f"tokens: expected an integer tensor, got dtype {dtype}"):
+            tt(torch.zeros(1, 3, dtype=dtype))

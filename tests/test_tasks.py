@@ -431,3 +431,108 @@ def test_sparse_features_task_samples_and_labels():
         SparseFeatures(5, 0.05, target="square")
     with pytest.raises(ValueError, match="feature_probability"):
         SparseFeatures(5, 2.0)
+
+
+# --------------------------------------------------------------------------------------
+# Non-finite value ranges, the tokenizer's ids and vocabulary, integer residues, seeds
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("value_range", "exc", "needle"),
+    [((0, math.inf), ValueError, r"value_range: expected finite \(low, high\)"),
+     ((-math.inf, 0), ValueError, "finite"), ((0, math.nan), ValueError, "finite"),
+     ((-1e308, 1e308), ValueError, "finite width"), ((0, 1, 2), TypeError, "pair"),
+     ("ab", TypeError, "pair"), ((0, "1"), TypeError, "pair"), ((False, True), TypeError, "pair"),
+     ((1.0, 1.0), ValueError, "low < high")],
+)
+def test_a_value_range_without_a_uniform_distribution_is_refused(value_range, exc, needle):
+    from mechnb.tasks import SparseFeatures
+
+    with pytest.raises(exc, match=needle):
+        sparse_features(8, 5, 0.5, value_range=value_range)
+    with pytest.raises(exc, match=needle):
+        SparseFeatures(5, 0.5, value_range=value_range)
+
+
+def test_a_wide_value_range_gives_finite_float32_values_inside_it():
+    x = sparse_features(500, 4, 1.0, generator=torch.Generator().manual_seed(0), value_range=(-1.5e38, 1.5e38))
+    assert x.dtype == torch.float32 and torch.isfinite(x).all() and (x.abs() <= 1.5e38).all()
+    assert (x < -1e37).any() and (x > 1e37).any()
+    with pytest.raises(ValueError, match="value_range: expected bounds and width high - low within float32's range"):
+        sparse_features(8, 4, 1.0, value_range=(-1e300, 1e300))  # finite in float64, inf once sampled in float32
+    with pytest.raises(ValueError, match="within float32's range"):
+        sparse_features(8, 4, 1.0, value_range=(-3e38, 3e38))  # each bound fits, the width does not
+
+
+def test_sparse_features_generator_must_be_a_generator():
+    with pytest.raises(TypeError, match="generator: expected a torch.Generator"):
+        sparse_features(4, 5, 0.5, generator=0)
+
+
+@pytest.mark.parametrize(
+    ("ids", "exc", "needle"),
+    [([-1], ValueError, r"ids: expected ids in \[0, \d+\), got -1"), ([9999], ValueError, "got 9999"),
+     (torch.tensor([-2]), ValueError, "got -2"), ([1.0], TypeError, "ids: expected ints, got float"),
+     ([True], TypeError, "got bool"), (torch.tensor([1.0]), TypeError, "integer tensor"),
+     (torch.tensor([[1, 2]]), ValueError, "1-D"), ("the dog", TypeError, "ids: expected a list"),
+     (5, TypeError, "ids: expected a list")],
+)
+def test_decode_refuses_ids_outside_the_vocabulary(lang, ids, exc, needle):
+    with pytest.raises(exc, match=needle):
+        lang.tokenizer.decode(ids)
+
+
+def test_decode_keeps_its_round_trip_for_the_first_and_last_ids(lang):
+    tok = lang.tokenizer
+    last = len(tok) - 1
+    assert tok.decode([last, 0], skip_special=False) == f"{tok.vocab[last]} <pad>"
+    assert tok.decode([]) == ""
+    with pytest.raises(TypeError, match="stop_at"):
+        tok.decode([3], stop_at=3)
+
+
+@pytest.mark.parametrize(
+    ("vocab", "exc", "needle"),
+    [(["a", "b"], ValueError, r"vocab: expected the special words '<pad>' and '<bos>' in it, \['<pad>', '<bos>'\] "
+                              r"missing from \['a', 'b'\]"),
+     (["<pad>", "a"], ValueError, r"\['<bos>'\] missing"), ("abc", TypeError, "vocab: expected a list of words"),
+     (["<pad>", "<bos>", "two words"], ValueError, "without whitespace"),
+     (["<pad>", "<bos>", 3], ValueError, "without whitespace"),
+     (["<pad>", "<bos>", "a", "a"], ValueError, r"duplicates \['a'\]")],
+)
+def test_tokenizer_vocabulary_is_checked(vocab, exc, needle):
+    with pytest.raises(exc, match=needle):
+        Tokenizer(vocab)
+
+
+def test_unknown_word_lookup_says_so(lang):
+    with pytest.raises(KeyError, match="'zebra' is not in the vocabulary"):
+        lang.tokenizer["zebra"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bool])
+def test_modular_encode_refuses_non_integer_residues(dtype):
+    task = ModularArithmetic(P=5)
+    with pytest.raises(TypeError, match=f"a: expected integer residues .*got dtype {dtype}"):
+        task.encode(torch.tensor([1, 0]).to(dtype), torch.tensor([2, 3]))
+    with pytest.raises(TypeError, match=f"b: expected integer residues .*got dtype {dtype}"):
+        task.encode(torch.tensor([1, 0]), torch.tensor([2, 3]).to(dtype))
+    assert torch.equal(task.encode([1, 0], [2, 3]), task.encode(torch.tensor([1, 0]), torch.tensor([2, 3])))
+
+
+@pytest.mark.parametrize(("seed", "exc"), [(1.5, TypeError), ("a", TypeError), (True, TypeError), (-1, ValueError)])
+def test_task_seeds_are_ints(lang, seed, exc):
+    with pytest.raises(exc, match="seed: expected an int seed"):
+        ModularArithmetic(seed=seed)
+    with pytest.raises(exc, match="seed: expected an int seed"):
+        lang.sample_sentences(3, seed=seed)
+    with pytest.raises(exc, match="seed: expected an int seed"):
+        lang.agreement_prompts(3, seed=seed)
+    with pytest.raises(exc, match="seed: expected an int seed"):
+        lang.gender_prompts(3, seed=seed)
+    with pytest.raises(exc, match="seed: expected an int seed"):
+        lang.occupation_prompts(seed=seed)
+
+
+def test_encode_batch_wants_a_list_of_sentences(lang):
+    with pytest.raises(TypeError, match="sentences: expected a list of str"):
+        lang.encode_batch("the dog is old .")
