@@ -9,6 +9,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import FancyArrowPatch
 
 from mechnb._checks import check_array
 from mechnb.circuits import Circuit, EdgeScores, FaithfulnessCurve, Graph, NodeRedundancy, TuneResult, rank_agreement
@@ -17,6 +18,8 @@ __all__ = [
     "node_positions",
     "draw_graph",
     "graph_figure",
+    "circuit_layout",
+    "circuit_figure",
     "circuits_side_by_side",
     "score_agreement",
     "draw_faithfulness",
@@ -117,6 +120,103 @@ def graph_figure(graph: Graph, circuit: Circuit | None = None, scores: EdgeScore
         title = (f"computational graph: {graph.n_nodes} nodes, {graph.n_edges} edges" if circuit is None
                  else f"circuit: {circuit.n_edges} edges, {circuit.n_nodes} nodes")
     draw_graph(ax, graph, circuit, scores, title)
+    fig.tight_layout()
+    return fig
+
+
+def circuit_layout(circuit: Circuit) -> dict[str, tuple[float, float]]:
+    """``(x, y)`` of the circuit's nodes only: one row per height of :func:`node_positions`
+    (``input`` at the bottom, each layer's heads, its MLP above them, ``logits`` on top), the
+    nodes of a row evenly spaced and centred, in head order."""
+    full = node_positions(circuit.graph)
+    rows: dict[float, list[str]] = {}
+    for node in circuit.nodes:
+        rows.setdefault(full[node][1], []).append(node)
+    pos = {}
+    for y, nodes in rows.items():
+        nodes.sort(key=lambda n: full[n][0])
+        for i, node in enumerate(nodes):
+            pos[node] = (1.4 * (i - (len(nodes) - 1) / 2), y)
+    return pos
+
+
+def _edge_scores(circuit: Circuit, scores: EdgeScores | Mapping[str, float] | None) -> dict[str, float] | None:
+    """A score per circuit edge from an :class:`EdgeScores` of the same graph or ``{edge name: score}``."""
+    if scores is None:
+        return None
+    if isinstance(scores, EdgeScores):
+        g, h = scores.graph, circuit.graph
+        if g.writers != h.writers or g.readers != h.readers or not bool((g.valid == h.valid).all()):
+            raise ValueError(f"scores: expected scores of the circuit's graph {h!r}, got scores of {g!r}")
+        return {e.name: float(v) for e, v in zip(g.edges, g.edge_vector(scores.scores).tolist())}
+    if not isinstance(scores, Mapping):
+        raise TypeError(f"scores: expected an EdgeScores or a mapping edge name -> score, got {type(scores).__name__}")
+    missing = [e.name for e in circuit.edges if e.name not in scores]
+    if missing:
+        raise ValueError(f"scores: expected a score for every circuit edge, missing {missing[:3]}"
+                         + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
+    return {e.name: float(scores[e.name]) for e in circuit.edges}
+
+
+def circuit_figure(circuit: Circuit, scores: EdgeScores | Mapping[str, float] | None = None, *,
+                   title: str | None = None, label_top: int = 0) -> Figure:
+    """The circuit alone, for sharing (matplotlib only, no graphviz; ``fig.savefig("c.svg")``).
+
+    Only the circuit's nodes are drawn (:func:`circuit_layout`), each edge an arrow from its
+    writer into the reader's query / key / value slot (left / middle / right of the box; dotted /
+    dashed / solid). With ``scores`` (an :class:`EdgeScores` of the same graph, or the
+    ``{edge name: score}`` that :meth:`Circuit.to_json` writes) an edge is blue for a positive
+    score, red for a negative one, its width growing with ``|score|``; ``label_top`` writes the
+    score on the ``label_top`` edges of largest ``|score|``. Every arrow carries the edge's name as
+    its ``gid`` (an ``id`` in SVG output), every node box ``"node:<name>"``.
+    """
+    if not isinstance(circuit, Circuit):
+        raise TypeError(f"circuit: expected a Circuit, got {type(circuit).__name__}")
+    if isinstance(label_top, bool) or not isinstance(label_top, int) or label_top < 0:
+        raise ValueError(f"label_top: expected an int >= 0, got {label_top!r}")
+    vals = _edge_scores(circuit, scores)
+    pos = circuit_layout(circuit)
+    widest = max([sum(1 for p in pos.values() if p[1] == y) for y in {p[1] for p in pos.values()}] or [1])
+    n_rows = 2 * circuit.graph.n_layers + 2
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * widest + 2.0), 0.75 * n_rows + 1.5))
+    vmax = max([abs(v) for v in (vals or {}).values()] + [0.0]) or 1.0
+    labelled = set()
+    if vals is not None and label_top:
+        labelled = set(sorted(vals, key=lambda k: -abs(vals[k]))[:label_top])
+    for e in circuit.edges:
+        (x0, y0), (x1, y1) = pos[e.src], pos[e.dst]
+        x1 += 0.8 * _LETTER_DX[e.letter]
+        s = vals[e.name] if vals is not None else None
+        color = "0.3" if s is None else ("C0" if s >= 0 else "C3")
+        width = 1.4 if s is None else 0.7 + 3.3 * abs(s) / vmax
+        rad = 0.0 if y1 - y0 <= 2 else 0.25 * (1 if x1 >= x0 else -1)  # skip edges bend around the rows between
+        arrow = FancyArrowPatch((x0, y0 + 0.28), (x1, y1 - 0.28), arrowstyle="-|>", mutation_scale=9,
+                                connectionstyle=f"arc3,rad={rad}", color=color, lw=width, ls=_LETTER_STYLE[e.letter],
+                                alpha=0.85, zorder=2)
+        arrow.set_gid(e.name)
+        ax.add_patch(arrow)
+        if e.name in labelled:
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2, f"{s:+.2g}", fontsize=7, color=color, ha="center", va="center",
+                    zorder=4, bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
+    for node, (x, y) in pos.items():
+        box = ax.text(x, y, node, ha="center", va="center", fontsize=8, zorder=3,
+                      bbox=dict(boxstyle="round,pad=0.3", fc="#ffe9a8", ec="k"))
+        box.set_gid(f"node:{node}")
+    if not pos:
+        ax.text(0.5, 0.5, "empty circuit (no edges)", ha="center", va="center", transform=ax.transAxes)
+    xs = [p[0] for p in pos.values()] or [0.0]
+    ax.set_xlim(min(xs) - 1.0, max(xs) + 1.0)
+    ax.set_ylim(-2.7, 2 * circuit.graph.n_layers + 0.7)
+    ax.set_xticks([])
+    ax.set_yticks([2 * layer for layer in range(-1, circuit.graph.n_layers + 1)])
+    ax.set_yticklabels(["input"] + [f"layer {layer}" for layer in range(circuit.graph.n_layers)] + ["logits"])
+    for side in ("top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    ax.set_title(title if title is not None else f"circuit: {circuit.n_edges} edges, {circuit.n_nodes} nodes")
+    handles = [Line2D([], [], color="C0", label="+ score"), Line2D([], [], color="C3", label="− score")] \
+        if vals is not None else []
+    handles += [Line2D([], [], color="k", ls=_LETTER_STYLE[c], label=f"into {c}") for c in "qkv"]
+    ax.legend(handles=handles, loc="upper left", fontsize=7, frameon=False)
     fig.tight_layout()
     return fig
 
