@@ -10,6 +10,7 @@ from torch import nn
 
 from mechnb._checks import check_choice, check_positive_float, check_positive_int
 from mechnb.circuits.tuning_tasks import TuneTask
+from mechnb.io import saveable
 from mechnb.models import TinyTransformer
 from mechnb.train import OptimConfig, OptimFields, accepts_optim_keywords
 
@@ -67,6 +68,7 @@ class TuneConfig(OptimFields):
         check_positive_int("log_every", self.log_every)
 
 
+@saveable()
 @dataclass
 class TuneResult:
     """What a tuning run recorded.
