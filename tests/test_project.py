@@ -44,6 +44,7 @@ CONDA_NAME = {
     "jupyterlab": "jupyterlab",
     "tqdm": "tqdm",
     "networkx": "networkx",
+    "safetensors": "safetensors",
     "pytest": "pytest",
     "nbval": "nbval",
     "playwright": "playwright",
