@@ -18,6 +18,10 @@
    window, and nbval then fails the cell with "Timeout of 5 seconds exceeded waiting for
    output" although it ran fine. We give every notebook cell a longer output window; the
    cell-execution timeout is unchanged.
+3. **Numeric configuration.** ``make test`` reruns the ``numerics`` tests (marker registered
+   here and in ``pyproject.toml``) under other kernel families and thread counts; the report
+   header names torch's kernel family and thread count, and an explicit ``OMP_NUM_THREADS``
+   wins over a test module's ``torch.set_num_threads(1)`` at import.
 """
 
 from __future__ import annotations

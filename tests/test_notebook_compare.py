@@ -275,3 +275,15 @@ def test_nbval_passes_within_the_cells_tolerance_and_fails_outside(tmp_path):
     assert "0.125000 -> 0.123457: differs by 0.00154" in out
     assert "41 -> 40: integers differ by -1" in out
     assert "the text around the numbers differs" in out
+
+
+def test_a_bad_tolerance_on_a_marker_stops_the_run_naming_the_cell(tmp_path):
+    pytest.importorskip("nbval")
+    _notebook(tmp_path / "bad.ipynb", ["# NBVAL_CHECK_OUTPUT rtol=1e-3 atl=1\nprint(1)"])
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "refs.json").write_text("{}")
+    proc = subprocess.run([sys.executable, "-c", _RUNNER, str(ROOT), str(tmp_path / "refs.json"), "bad.ipynb"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, out[-3000:]
+    assert "bad.ipynb cell c0: NBVAL_CHECK_OUTPUT options: expected rtol=<float> or atol=<float>, got 'atl=1'" in out
