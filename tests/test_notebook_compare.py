@@ -221,7 +221,7 @@ def test_reconcile_leaves_outputs_without_a_reference_to_nbval():
 
 
 # --------------------------------------------------------------------------------------
-# end to end: nbval with the repository's conftest.py
+# end to end: recording, and nbval with the repository's conftest.py
 # --------------------------------------------------------------------------------------
 _RUNNER = """
 import sys
@@ -287,3 +287,15 @@ def test_a_bad_tolerance_on_a_marker_stops_the_run_naming_the_cell(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == pytest.ExitCode.USAGE_ERROR, out[-3000:]
     assert "bad.ipynb cell c0: NBVAL_CHECK_OUTPUT options: expected rtol=<float> or atol=<float>, got 'atl=1'" in out
+
+
+def test_record_keeps_the_cells_whose_marker_has_options(tmp_path, monkeypatch):
+    """What ``notebook_reference.py --update`` stores: every checked cell, options or not, keyed by id and hash."""
+    pytest.importorskip("nbclient")
+    sources = _notebook(tmp_path / "rec.ipynb", ["# NBVAL_CHECK_OUTPUT rtol=1e-3  # noisy\nprint(0.5)",
+                                                 "print('unchecked')", "# NBVAL_CHECK_OUTPUT\nprint(2)"])
+    monkeypatch.setenv("MECHNB_FAST", "1")
+    recorded = ref.record([tmp_path / "rec.ipynb"], timeout=120)["rec.ipynb"]
+    assert set(recorded) == {"c0", "c2"}
+    assert recorded["c0"] == {"source_sha": ref.source_hash(sources["c0"]), "outputs": [_stream("0.5\n")]}
+    assert recorded["c2"]["outputs"] == [_stream("2\n")]
