@@ -257,7 +257,7 @@ def test_attribute_rejects_bad_inputs() -> None:
     g = Graph.from_model(m)
     pairs = _rand_pairs()
     with pytest.raises(ValueError, match="method"):
-        attribute(m, g, pairs, method="acdc")
+        attribute(m, g, pairs, method="path-patching")
     with pytest.raises(ValueError, match="ig_steps"):
         attribute(m, g, pairs, method="eap-ig", ig_steps=0)
     with pytest.raises(ValueError, match="corrupted"):
@@ -288,7 +288,7 @@ def test_faithfulness_is_one_for_all_edges_and_zero_for_none(ablation: str) -> N
     assert curve.faithfulness[-1] == pytest.approx(1.0, abs=1e-6)
     assert curve.n_edges[-1] == g.n_edges and curve.n_edges[1] <= 10
     with pytest.raises(ValueError, match="ablation"):
-        faithfulness(m, Circuit.full(g), pairs, ablation="zero")
+        faithfulness(m, Circuit.full(g), pairs, ablation="resample")
 
 
 def test_top_n_prunes_dangling_edges_and_fill() -> None:

@@ -30,13 +30,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 
 from mechnb._checks import check_tensor
 from mechnb.models import TinyTransformer
 
-__all__ = ["Edge", "Graph", "WriterCache", "cache_writers", "patched_forward"]
+__all__ = ["Edge", "Graph", "WriterCache", "cache_writers", "patched_forward", "reader_gradients", "as_model_float",
+           "model_dtype", "check_reference", "check_metric_value"]
 
 QKV = ("q", "k", "v")
 
@@ -287,6 +290,60 @@ def _patch_hooks(
         yield store
 
 
+def check_metric_value(value: Any, where: str) -> torch.Tensor:
+    """A metric's return value as a real 0-d tensor, or an error naming ``metric``.
+
+    ``where`` says on which prompts it was evaluated (for the message). A vector-valued metric
+    raises ``ValueError`` (a metric must reduce over the batch, e.g. a mean), a non-numeric one
+    ``TypeError``, and NaN or inf ``ValueError``: a NaN metric would silently give NaN scores.
+    """
+    if isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool):
+        value = torch.tensor(float(value))
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"metric: expected a function returning a scalar tensor, got a {type(value).__name__} "
+                        f"{where}")
+    if value.numel() != 1:
+        raise ValueError(f"metric: expected a scalar (e.g. the batch mean), got a tensor of shape "
+                         f"{tuple(value.shape)} {where}")
+    if value.is_complex() or not value.is_floating_point():
+        raise TypeError(f"metric: expected a real floating-point scalar, got dtype {value.dtype} {where}")
+    value = value.reshape(())
+    if not bool(torch.isfinite(value.detach())):
+        raise ValueError(f"metric: expected a finite value, got {float(value)} {where}")
+    return value
+
+
+def model_dtype(model: TinyTransformer) -> torch.dtype:
+    """The floating dtype of ``model``'s parameters (what floating inputs are cast to)."""
+    return next(model.parameters()).dtype
+
+
+def as_model_float(name: str, x: torch.Tensor, model: TinyTransformer) -> torch.Tensor:
+    """``x`` cast to ``model``'s dtype and device if it is a real floating tensor.
+
+    The circuits dtype policy: floating inputs (float16, bfloat16, float64, ...) are cast to the
+    model's dtype; integer, bool and complex tensors raise ``TypeError`` naming ``name`` and the
+    dtype expected.
+    """
+    dtype = model_dtype(model)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor of dtype {dtype}, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a real floating-point tensor (it is cast to the model's dtype {dtype}), "
+                        f"got dtype {x.dtype}")
+    return x.to(device=next(model.parameters()).device, dtype=dtype)
+
+
+def check_reference(ref: torch.Tensor, graph: Graph, tokens: torch.Tensor, d_model: int) -> None:
+    """``ValueError`` naming ``ref`` unless it is ``[n_writers, batch or 1, pos or 1, d_model]`` for ``tokens``."""
+    check_tensor("ref", ref, ndim=4, dims="(n_writers, batch, pos, d_model)", floating=True)
+    b, p = tokens.shape
+    if (ref.shape[0] != graph.n_writers or ref.shape[1] not in (1, b) or ref.shape[2] not in (1, p)
+            or ref.shape[3] != d_model):
+        raise ValueError(f"ref: expected shape ({graph.n_writers}, {b} or 1, {p} or 1, {d_model}) "
+                         f"(n_writers, batch, pos, d_model), got {tuple(ref.shape)}")
+
+
 def patched_forward(
     model: TinyTransformer, graph: Graph, tokens: torch.Tensor, ref: torch.Tensor, alpha: torch.Tensor
 ) -> torch.Tensor:
@@ -294,21 +351,25 @@ def patched_forward(
 
     Args:
         tokens: ``(batch, pos)`` int64.
-        ref: reference writer outputs ``[n_writers, batch or 1, pos, d_model]`` (e.g. a
-            :func:`cache_writers` of the corrupted prompts, or their batch mean).
+        ref: reference writer outputs ``[n_writers, batch or 1, pos or 1, d_model]`` (e.g. a
+            :func:`cache_writers` of the corrupted prompts, or a mean over prompts; see
+            :func:`~mechnb.circuits.ablation.ablation_reference`).
         alpha: ``[n_writers, n_readers]``; 1 = edge ablated (reader sees ``ref_u``), 0 = kept.
             Differentiable (gradients flow to ``alpha`` if it requires grad).
+
+    Floating ``ref`` and ``alpha`` of another dtype are cast to the model's dtype; integer or
+    complex ones raise ``TypeError``.
 
     Returns:
         logits ``(batch, pos, d_vocab)``.
     """
     graph.check_model(model)
-    check_tensor("alpha", alpha, shape=(graph.n_writers, graph.n_readers), dims="(n_writers, n_readers)",
-                 floating=True)
-    check_tensor("ref", ref, ndim=4, dims="(n_writers, batch, pos, d_model)", floating=True)
-    if ref.shape[0] != graph.n_writers or ref.shape[2] != tokens.shape[1]:
-        raise ValueError(f"ref: expected shape ({graph.n_writers}, b, {tokens.shape[1]}, d_model), "
-                         f"got {tuple(ref.shape)}")
+    check_tensor("tokens", tokens, ndim=2, dims="(batch, pos)", floating=False)
+    check_tensor("alpha", alpha, shape=(graph.n_writers, graph.n_readers), dims="(n_writers, n_readers)")
+    alpha = as_model_float("alpha", alpha, model)
+    check_tensor("ref", ref, ndim=4, dims="(n_writers, batch, pos, d_model)")
+    ref = as_model_float("ref", ref, model)
+    check_reference(ref, graph, tokens, model.d_model)
     with _patch_hooks(model, graph, ref, alpha):
         return model(tokens)
 
@@ -344,9 +405,10 @@ def reader_gradients(
         hooks.append((name, reader_hook))
     with torch.enable_grad(), model.hooks(hooks):
         logits = model(tokens)
-        value = metric_of_logits(logits)
-        if value.ndim != 0:
-            raise ValueError(f"metric: expected a scalar, got shape {tuple(value.shape)}")
+        value = check_metric_value(metric_of_logits(logits), "on the prompts being differentiated")
+        if not value.requires_grad:
+            raise ValueError("metric: expected a differentiable function of the logits (EAP needs its gradient), "
+                             "got a value that does not depend on them")
         grads = torch.autograd.grad(value, [t for _, _, t in reader_inputs], allow_unused=True)
     b, p = tokens.shape
     d = store[0].shape[-1]  # type: ignore[union-attr]

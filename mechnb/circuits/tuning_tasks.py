@@ -32,7 +32,7 @@ from torch import nn
 
 from mechnb import metrics
 from mechnb._checks import check_positive_float, check_positive_int, check_tensor, resolve_device
-from mechnb.circuits.attribution import Metric, logit_diff
+from mechnb.circuits.metric import Metric, logit_diff
 from mechnb.tasks import PromptPairs, SyntheticLanguage
 
 __all__ = [

@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mechnb._checks import check_positive_int
-from mechnb.circuits.attribution import Circuit, EdgeScores
+from mechnb.circuits.circuit import Circuit, EdgeScores
 from mechnb.circuits.graph import Graph
 from mechnb.circuits.tuning.config import TuneConfig, TuneResult, _check_inputs
 from mechnb.circuits.tuning.loop import _evaluate, circuit_tune

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mechnb.circuits.attribution import Circuit
+from mechnb.circuits.circuit import Circuit
 from mechnb.circuits.graph import Graph
 from mechnb.models import TinyTransformer
 

@@ -18,7 +18,8 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from mechnb.circuits.attribution import Circuit, EdgeScores, attribute
+from mechnb.circuits.attribution import attribute
+from mechnb.circuits.circuit import Circuit, EdgeScores
 from mechnb.circuits.graph import Graph
 from mechnb.circuits.tuning.config import TuneConfig, _check_config, _check_model, _check_task
 from mechnb.circuits.tuning.lora import LoRA
