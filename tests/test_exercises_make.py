@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import re
+import types
 from pathlib import Path
 
 import nbformat
@@ -22,9 +23,10 @@ import torch
 
 from mechnb import exercises
 from mechnb.exercises import Case, CheckResult, ExerciseFailed, compare, exercise, registry, run_cases
-from mechnb.exercises import _core
-from mechnb.exercises.make import (MarkerError, find_notebooks, main, make_exercises, make_learner_notebook,
-                                   replace_solutions)
+from mechnb.exercises import _core, _stubs
+from mechnb.exercises._stubgen import signature_problems, stub_cell
+from mechnb.exercises.make import (MarkerError, UnsafeStubError, find_notebooks, main, make_exercises,
+                                   make_learner_notebook, replace_solutions)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -38,48 +40,140 @@ def _not_strict(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# a synthetic notebook
+# a synthetic notebook, with exercises of the test's own (97.x) and their reference solutions
 # --------------------------------------------------------------------------------------------
 
-EX1 = '''def hard_sigmoid(x, leak=0.01):
-    """Lower-leaky hard sigmoid."""
+
+def solution_double(x, scale=2):
+    """Reference of exercise 97.1 (looked up by make exercises in the check's module: this one)."""
+    return x * scale
+
+
+class solution_Counter:  # noqa: N801 - named like the learner's class
+    """Reference of exercise 97.2: the method ``step`` is the exercise."""
+
+    def __init__(self, start):
+        self.start = start
+
+    def step(self, k):
+        return self.start + k
+
+
+solution_threshold = 0.25  # reference value of exercise 97.3
+
+
+def solution_helper(y):
+    """Reference of ``helper`` (exercise 97.3, not checked itself)."""
+    return y + 100
+
+
+@pytest.fixture()
+def fake_exercises():
+    """Checks of exercises 97.1–97.3, registered for the test only."""
+
+    @exercise("97.1", "double")
+    def check_double(fn):
+        return run_cases(fn, [Case((3.0,), 6.0)])
+
+    @exercise("97.2", "counter step")
+    def check_counter(cls):
+        return run_cases(lambda start, k: cls(start).step(k), [Case((1, 2), 3)])
+
+    @exercise("97.3", "a threshold")
+    def check_threshold(fn):
+        return run_cases(fn, [Case((), 0.25)])
+
+    checks = {f.__name__: f for f in (check_double, check_counter, check_threshold)}
+    _stubs._ANNOUNCED.clear()
+    yield checks
+    for name in checks:
+        _core._REGISTRY.pop(name, None)
+    _stubs._ANNOUNCED.clear()
+
+
+EX1 = '''def double(x, scale=2):
+    """Twice x."""
     # SOLUTION
-    y = x.clamp(max=1.0)
-    return torch.where(y > 0, y, leak * y)
+    y = x * scale  # secret double
+    return y
     # END SOLUTION
 
-check_hard_sigmoid(hard_sigmoid)'''
+exercises.fake.check_double(double)'''
 
-EX2 = '''class Thing:
-    def two_point(self, a, b):
-        # SOLUTION
-        secret_gw_line = (a - b) ** 2 / 2
-        return secret_gw_line
+EX2 = '''class Counter:
+    def __init__(self, start):
+        self.start = start
+
+    def step(self, k):
+        # SOLUTION 97.2
+        return self.start + k  # secret step
         # END SOLUTION
 
-    def other(self):
-        # SOLUTION 5.7
-        return "secret other"
-        # END SOLUTION'''
+exercises.fake.check_counter(Counter)'''
 
-EX3 = '''# a top-level exercise
-# SOLUTION
-answer = 42  # secret top-level
+EX3 = '''# a top-level exercise: a value and a helper
+# SOLUTION 97.3
+threshold = 0.25  # secret threshold
+
+
+def helper(y):
+    """Add 100."""
+    return y + 100  # secret helper
 # END SOLUTION
-print(answer)'''
+print("threshold set")'''
+
+EX4 = '''def unused(a):
+    # SOLUTION 97.9
+    return a  # secret unused
+    # END SOLUTION'''
+
+LATER = "print(double(3), Counter(1).step(2), threshold, helper(1))"
+
+STUB = 'raise NotImplementedError("Exercise {}: write your code here (see the exercise box above)")'
+
+LEARNER = {
+    "EX1": f'''@exercises.stub("97.1")
+def double(x, scale=2):
+    """Twice x."""
+    {STUB.format("97.1")}
+
+exercises.fake.check_double(double)''',
+    "EX2": f'''class Counter:
+    def __init__(self, start):
+        self.start = start
+
+    @exercises.stub("97.2", "solution_Counter.step")
+    def step(self, k):
+        {STUB.format("97.2")}
+
+exercises.fake.check_counter(Counter)''',
+    "EX3": f'''# a top-level exercise: a value and a helper
+threshold = exercises.stub_value("97.3", "threshold")  # Exercise 97.3: replace this line with your code (see the exercise box above)
+
+@exercises.stub("97.3", "solution_helper")
+def helper(y):
+    """Add 100."""
+    {STUB.format("97.3")}
+print("threshold set")''',
+    "EX4": f'''def unused(a):
+    {STUB.format("97.9")}''',
+}
 
 
 def _synthetic(path: Path, minor: int = 5) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.nbformat_minor = minor
     nb.cells = [
-        nbformat.v4.new_markdown_cell("# 05 · Synthetic\nThe box mentions # SOLUTION in markdown, left alone."),
-        nbformat.v4.new_code_cell("import torch\nx = 1", execution_count=3,
+        nbformat.v4.new_markdown_cell("# 97 · Synthetic\nThe box mentions # SOLUTION in markdown, left alone."),
+        nbformat.v4.new_code_cell("%matplotlib inline\nfrom mechnb import exercises\nimport torch\nx = 1",
+                                  execution_count=3,
                                   outputs=[nbformat.v4.new_output("stream", name="stdout", text="hi\n")]),
         nbformat.v4.new_code_cell(EX1, execution_count=4,
                                   outputs=[nbformat.v4.new_output("display_data", data={"text/plain": "fig"})]),
         nbformat.v4.new_code_cell(EX2),
         nbformat.v4.new_code_cell(EX3),
+        nbformat.v4.new_code_cell(EX4),
+        nbformat.v4.new_code_cell(LATER),
         nbformat.v4.new_code_cell("print('no exercise, says SOLUTION in a string')"),
     ]
     if minor < 5:
@@ -90,45 +184,66 @@ def _synthetic(path: Path, minor: int = 5) -> Path:
     return path
 
 
-def test_synthetic_notebook_learner_version(tmp_path: Path) -> None:
-    src = _synthetic(tmp_path / "src" / "05_synthetic.ipynb")
-    report = make_learner_notebook(src, tmp_path / "out" / "05_synthetic.ipynb")
-    assert report.exercises == ["5.1", "5.2", "5.7", "5.3"]
+def _run_cells(sources: list[str], checks: dict, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """Execute cell sources in one namespace (magics skipped), ``exercises.fake`` = the test's checks;
+    return what each cell printed."""
+    ns: dict = {}
+    fake = types.SimpleNamespace(**checks)
+    outs = []
+    for src in sources:
+        code = "\n".join(ln for ln in src.splitlines() if not ln.lstrip().startswith("%"))
+        exec(compile(code, "<cell>", "exec"), ns)
+        ns["exercises"] = types.SimpleNamespace(stub=exercises.stub, stub_value=exercises.stub_value, fake=fake)
+        outs.append(capsys.readouterr().out)
+    return outs
+
+
+def test_synthetic_notebook_learner_version(tmp_path: Path, fake_exercises, capsys, monkeypatch) -> None:
+    src = _synthetic(tmp_path / "src" / "97_synthetic.ipynb")
+    report = make_learner_notebook(src, tmp_path / "out" / "97_synthetic.ipynb")
+    assert report.exercises == ["97.1", "97.2", "97.3", "97.9"]
     assert report.n_stubs == 4
+    assert [(st.exercise, st.name, st.kind, st.reference, st.cell, st.used_in) for st in report.stubs] == [
+        ("97.1", "double", "function", "solution_double", 2, [6]),
+        ("97.2", "Counter.step", "method", "solution_Counter.step", 3, [6]),
+        ("97.3", "threshold", "value", "solution_threshold", 4, [4, 6]),
+        ("97.3", "helper", "function", "solution_helper", 4, [6]),
+        ("97.9", "unused", "function", None, 5, []),
+    ]
+    assert [st.name for st in report.fallbacks] == ["double", "Counter.step", "threshold", "helper"]
+    assert "without a reference solution to fall back to: unused" in report.line()
     nb = nbformat.read(report.target, as_version=4)
     nbformat.validate(nb)
     assert nb.metadata["mechnb"]["learner_version"] is True
-    assert "Learner version" in nb.cells[0].source and "notebooks/05_synthetic.ipynb" in nb.cells[0].source
+    assert "Learner version" in nb.cells[0].source and "notebooks/97_synthetic.ipynb" in nb.cells[0].source
+    assert "@exercises.stub" in nb.cells[0].source and "reference solution" in nb.cells[0].source
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.outputs == [] and c.execution_count is None for c in code)
-    ex1, ex2, ex3 = code[1].source, code[2].source, code[3].source
 
-    # signature, docstring and the call after the block kept; the block replaced at its indentation
-    assert ex1.splitlines()[:2] == EX1.splitlines()[:2]
-    assert ex1.splitlines()[2] == ('    raise NotImplementedError("Exercise 5.1: write your code here '
-                                   '(see the exercise box above)")')
-    assert ex1.rstrip().endswith("check_hard_sigmoid(hard_sigmoid)")
-    assert [m.group("indent") for m in STUB_RE.finditer(ex2)] == [" " * 8, " " * 8]
-    assert [m.group("id") for m in STUB_RE.finditer(ex2)] == ["5.2", "5.7"]
-    assert STUB_RE.search(ex3).group("indent") == ""
-    for src_text in (EX1, EX2, EX3):
+    # the blocks replaced at their indentation, the functions marked as stubs, the rest kept
+    assert [c.source for c in code[1:5]] == [LEARNER["EX1"], LEARNER["EX2"], LEARNER["EX3"], LEARNER["EX4"]]
+    for src_text in (EX1, EX2, EX3, EX4):
         for line in src_text.splitlines():
-            if "secret" in line or "clamp" in line:
+            if "secret" in line:
                 assert all(line.strip() not in c.source for c in code), f"solution line leaked: {line!r}"
-    assert not any("SOLUTION" in c.source for c in code[1:4])
+    assert not any("SOLUTION" in c.source for c in code[1:5])
     assert "SOLUTION" in nb.cells[1].source  # markdown untouched
-    assert code[4].source == "print('no exercise, says SOLUTION in a string')"
+    assert code[5].source == LATER and code[6].source == "print('no exercise, says SOLUTION in a string')"
 
-    # the learner code is valid Python and the stub raises with its exercise number
-    ns: dict = {"torch": torch, "check_hard_sigmoid": lambda f: None}
-    exec(compile(ex1, "<ex1>", "exec"), ns)
-    with pytest.raises(NotImplementedError, match=r"Exercise 5\.1: .*exercise box above"):
-        ns["hard_sigmoid"](torch.zeros(2))
-    exec(compile(ex2, "<ex2>", "exec"), ns)
-    with pytest.raises(NotImplementedError, match=r"Exercise 5\.7"):
-        ns["Thing"]().other()
-    with pytest.raises(NotImplementedError, match=r"Exercise 5\.3"):
-        exec(compile(ex3, "<ex3>", "exec"), {})
+    # run with nothing filled in (strict mode): checks say "not implemented", later cells fall back
+    monkeypatch.setenv("MECHNB_STRICT_CHECKS", "1")
+    outs = _run_cells([c.source for c in code], fake_exercises, capsys)
+    assert outs[1].startswith("✎ Exercise 97.1 (double): not implemented yet") and "↪" not in outs[1]
+    assert outs[2].startswith("✎ Exercise 97.2 (counter step): not implemented yet — `step`")
+    assert outs[3] == ("↪ using the reference solution for Exercise 97.3 (a threshold): your `threshold` is still "
+                       "the stub\nthreshold set\n")
+    assert outs[4] == ""
+    assert outs[5].splitlines() == [
+        "↪ using the reference solution for Exercise 97.1 (double): your `double` is still the stub",
+        "↪ using the reference solution for Exercise 97.2 (counter step): your `Counter.step` is still the stub",
+        "↪ using the reference solution for Exercise 97.3 (a threshold): your `helper` is still the stub",
+        "6 3 0.25 101",
+    ]
 
     # deterministic: regenerating gives the same bytes
     first = report.target.read_bytes()
@@ -136,12 +251,110 @@ def test_synthetic_notebook_learner_version(tmp_path: Path) -> None:
     assert report.target.read_bytes() == first
 
 
-def test_old_nbformat_minor_and_markdown_copied(tmp_path: Path) -> None:
-    _synthetic(tmp_path / "src" / "05_old.ipynb", minor=4)
+def test_learner_version_with_answers_filled_in(tmp_path: Path, fake_exercises, capsys) -> None:
+    src = _synthetic(tmp_path / "src" / "97_synthetic.ipynb")
+    report = make_learner_notebook(src, tmp_path / "out" / "97_synthetic.ipynb")
+    code = [c.source for c in nbformat.read(report.target, as_version=4).cells if c.cell_type == "code"]
+    code[1] = code[1].replace(STUB.format("97.1"), "return x * scale")
+    code[2] = code[2].replace(STUB.format("97.2"), "return self.start + k + 1000  # a wrong answer")
+    outs = _run_cells(code, fake_exercises, capsys)
+    assert outs[1].startswith("✔ Exercise 97.1 (double): correct on all 1 case.")
+    assert outs[2].startswith("✘ Exercise 97.2 (counter step): 1 of 1 case wrong.") and "expected 3, got 1003" in outs[2]
+    assert outs[5].splitlines()[-1] == "6 1003 0.25 101"  # the learner's own answers, right or wrong
+    assert not any("your `double`" in o or "your `Counter.step`" in o for o in outs)
+
+
+@pytest.mark.parametrize("source, message", [
+    # used by a later cell, no reference to fall back to
+    ("def other(x):\n    # SOLUTION 97.1\n    return x\n    # END SOLUTION",
+     "`other` (exercise 97.1) is used by cell(s) [9], but test_exercises_make has no `solution_other`"),
+    ("def other(x):\n    # SOLUTION 96.1\n    return x\n    # END SOLUTION",
+     "no check is registered for exercise 96.1"),
+    # places a raise would stop Run All, or that are not a function body
+    ("for i in range(3):\n    # SOLUTION 97.1\n    x = i\n    # END SOLUTION", "inside a top-level `for` statement"),
+    ("class K:\n    # SOLUTION 97.2\n    x = 1\n    # END SOLUTION", "in the body of class `K` outside its methods"),
+    ("# SOLUTION 97.1\nprint(1)\n# END SOLUTION", "a top-level `Expr` inside a SOLUTION block"),
+    ("# SOLUTION 97.1\nanswer = 42\n# END SOLUTION", "has no `solution_answer`"),
+    ("# SOLUTION 97.1\nx.attr = 42\n# END SOLUTION", "a top-level `Assign` inside a SOLUTION block"),
+    ("x = (1 +\n# SOLUTION 97.1\n2)\n# END SOLUTION", "cuts a statement in two"),
+    ("def double(x, scale=2):\n    # SOLUTION 97.1\n    # END SOLUTION\n    return x", "is empty"),
+    ("def f(:\n    # SOLUTION 97.1\n    pass\n    # END SOLUTION", "must be valid Python"),
+    ("def double(x, scale=2):\n    # SOLUTION 97.1\n    y = x\n    # END SOLUTION\n"
+     "    # SOLUTION 97.3\n    return y\n    # END SOLUTION", "holds blocks of exercises ['97.1', '97.3']"),
+    # the reference cannot stand in for the notebook's function
+    ("def double(y, scale=2):\n    # SOLUTION 97.1\n    return y\n    # END SOLUTION\ncheck_double(double)",
+     "parameter 1 is `y` in the notebook but `x` in the reference"),
+    ("def double(x, scale=3):\n    # SOLUTION 97.1\n    return x\n    # END SOLUTION\ncheck_double(double)",
+     "`scale` defaults to 3 in the notebook but to 2 in the reference"),
+    ("def double(x, scale=2, *, extra=1):\n    # SOLUTION 97.1\n    return x\n    # END SOLUTION\ncheck_double(double)",
+     "the reference takes no keyword `extra`"),
+    ("def double(x, scale=2, more=0):\n    # SOLUTION 97.1\n    return x\n    # END SOLUTION\ncheck_double(double)",
+     "the reference takes no parameter 3 (`more`)"),
+    ("def double():\n    # SOLUTION 97.1\n    return 1\n    # END SOLUTION\ncheck_double(double)",
+     "the reference needs `x`, which the notebook's function does not take"),
+    ("def double(x, *args, scale=2):\n    # SOLUTION 97.1\n    return x\n    # END SOLUTION\ncheck_double(double)",
+     "takes *args, the reference no *args"),
+    # the block's number and the check it is passed to disagree
+    ("def double(x, scale=2):\n    # SOLUTION 97.3\n    return x\n    # END SOLUTION\nexercises.t.check_double(double)",
+     "`double` is marked as exercise 97.3 but passed to check_double (exercise 97.1)"),
+])
+def test_blocks_that_cannot_be_stubbed_safely(source: str, message: str, fake_exercises) -> None:
+    with pytest.raises(UnsafeStubError, match=re.escape(message)) as err:
+        stub_cell(source, "97.1", where="97_x.ipynb, cell 3", index=3, uses_after=lambda name: [9])
+    assert str(err.value).startswith("97_x.ipynb, cell 3")
+
+
+def test_stubs_need_exercises_imported(tmp_path: Path, fake_exercises) -> None:
+    source = "def double(x, scale=2):\n    # SOLUTION 97.1\n    return x\n    # END SOLUTION"
+    with pytest.raises(UnsafeStubError, match=r"no cell before it imports `exercises` \(add `from mechnb import"):
+        stub_cell(source, "97.1", exercises_bound=False)
+    new, ids, stubs = stub_cell(source, "97.1")
+    assert new.startswith('@exercises.stub("97.1")\ndef double') and ids == ["97.1"]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source), nbformat.v4.new_code_cell("from mechnb import exercises")]
+    nbformat.write(nb, tmp_path / "97_late.ipynb")
+    with pytest.raises(UnsafeStubError, match="97_late.ipynb, cell 0: the stub of `double`"):
+        make_learner_notebook(tmp_path / "97_late.ipynb", tmp_path / "out.ipynb")
+    assert not (tmp_path / "out.ipynb").exists()
+
+
+def test_nothing_written_when_a_notebook_cannot_be_stubbed(tmp_path: Path, fake_exercises, capsys) -> None:
+    src = tmp_path / "src"
+    _synthetic(src / "97_fine.ipynb")
+    bad = nbformat.v4.new_notebook()
+    bad.cells = [nbformat.v4.new_code_cell("for i in range(2):\n    # SOLUTION 97.1\n    x = i\n    # END SOLUTION")]
+    nbformat.write(bad, src / "98_bad.ipynb")  # converted after 97_fine
+    assert main(["--src", str(src), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "98_bad.ipynb, cell 0, line 2: a SOLUTION block inside a top-level `for` statement" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_signature_problems_accepts_compatible_references() -> None:
+    def fn_node(src: str) -> ast.FunctionDef:
+        return ast.parse(src).body[0]
+
+    def ref(x, scale=2, *, extra=None):
+        return x
+
+    assert signature_problems(fn_node("def f(x, scale=2): pass"), ref) == []
+    assert signature_problems(fn_node("def f(x): pass"), ref) == []  # the reference's extra defaults are fine
+    assert signature_problems(fn_node("def f(x, /, scale=2): pass"), lambda a, scale=2: a) == []  # positional-only
+    assert signature_problems(fn_node("def f(x, *, extra=None): pass"), ref) == []
+    assert signature_problems(fn_node("def f(x, **kw): pass"), lambda x, **kwargs: x) == []
+    assert signature_problems(fn_node("def f(x, scale=2.0): pass"), ref) == []  # 2.0 == 2
+    assert signature_problems(fn_node("def f(x, scale=torch.ones(1)): pass"), ref) == []  # not a literal: unchecked
+    problems = signature_problems(fn_node("def f(x, scale=2): pass"), lambda a, /: a)
+    assert problems == ["parameter 1 is `x` in the notebook but `a` in the reference",
+                        "the reference takes no parameter 2 (`scale`)"]
+
+
+def test_old_nbformat_minor_and_markdown_copied(tmp_path: Path, fake_exercises) -> None:
+    _synthetic(tmp_path / "src" / "97_old.ipynb", minor=4)
     (tmp_path / "src" / "GLOSSARY.md").write_text("# Glossary\n")
     (tmp_path / "src" / "scratch.ipynb").write_text("not a numbered notebook, ignored")
     reports = make_exercises(tmp_path / "src", tmp_path / "out")
-    assert [r.target.name for r in reports] == ["05_old.ipynb"]
+    assert [r.target.name for r in reports] == ["97_old.ipynb"]
     nbformat.validate(nbformat.read(reports[0].target, as_version=4))
     assert (tmp_path / "out" / "GLOSSARY.md").read_text() == "# Glossary\n"
     assert not (tmp_path / "out" / "scratch.ipynb").exists()
@@ -193,7 +406,11 @@ def test_real_notebooks_learner_versions(tmp_path: Path, capsys: pytest.CaptureF
     assert sources, "notebooks/: no NN_*.ipynb found"
     assert main(["--src", str(NOTEBOOKS), "--out", str(tmp_path)]) == 0
     assert f"{len(sources)} learner notebook(s)" in capsys.readouterr().out
+    reports = {r.source.name: r for r in make_exercises(NOTEBOOKS, tmp_path / "again")}
     for src in sources:
+        # every exercise falls back to a reference solution: none is a plain stub
+        plain = [st.name for st in reports[src.name].stubs if st.reference is None]
+        assert not plain, f"{src.name}: stubs without a reference solution: {plain}"
         original = nbformat.read(src, as_version=4)
         learner = nbformat.read(tmp_path / src.name, as_version=4)
         nbformat.validate(learner)
@@ -201,8 +418,14 @@ def test_real_notebooks_learner_versions(tmp_path: Path, capsys: pytest.CaptureF
         learn_code = [c for c in learner.cells if c.cell_type == "code"]
         assert len(learn_code) == len(orig_code), src.name
         n_blocks = sum(len(START_RE.findall(c.source)) for c in orig_code)
-        n_stubs = sum(len(STUB_RE.findall(c.source)) for c in learn_code)
-        assert n_stubs == n_blocks, f"{src.name}: {n_blocks} solution blocks but {n_stubs} stubs"
+        assert reports[src.name].n_stubs == n_blocks, f"{src.name}: {n_blocks} solution blocks"
+        n_stubs = sum(len(STUB_RE.findall(c.source)) + c.source.count("exercises.stub_value(") for c in learn_code)
+        assert n_stubs >= n_blocks, f"{src.name}: {n_blocks} solution blocks but {n_stubs} stubs"
+        for st in reports[src.name].stubs:  # a function stub is marked right above its def
+            if st.kind != "value":
+                head = re.escape(st.name.rsplit(".", 1)[-1])
+                assert re.search(rf'^[ \t]*@exercises\.stub\("{re.escape(st.exercise)}"[^\n]*\n[ \t]*def {head}\(',
+                                 learner.cells[st.cell + 1].source, flags=re.M), (src.name, st)
         number = int(src.name[:2])
         for o, c in zip(orig_code, learn_code):
             assert c.outputs == [] and c.execution_count is None
@@ -358,6 +581,20 @@ def test_framework_bad_inputs() -> None:
         run_cases(3, [Case((1,), 1)], exercise="98.2")
 
 
+@pytest.mark.parametrize("name", list(registry()))
+def test_every_exercise_has_a_reference_solution_that_passes_its_check(
+        name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    ex = registry()[name]
+    ref = ex.reference()  # LookupError: the topic module lacks solution_<name>
+    assert callable(ref) and ref.__name__ == ex.solution_name, ex.solution_name
+    assert ref.__doc__, f"{ex.solution_name}: the reference solution needs a docstring"
+    monkeypatch.setenv("MECHNB_STRICT_CHECKS", "1")
+    result = ex.check(ref)
+    out = capsys.readouterr().out
+    assert result.passed and not result.stub, out
+    assert out.startswith(f"✔ {ex.label}: correct on all"), out
+
+
 def test_checks_registered_with_unique_ids_matching_notebooks() -> None:
     checks = registry()
     ids = [ex.id for ex in checks.values()]
@@ -452,6 +689,7 @@ def test_learner_and_facilitator_versions_in_a_kernel(tmp_path: Path, monkeypatc
                                   "    return (a - b) ** 2 / 2\n"
                                   "    # END SOLUTION"),
         nbformat.v4.new_code_cell("exercises.gw.check_gw_two_point(gw_two_point)"),
+        nbformat.v4.new_code_cell("print(gw_two_point(1.0, 0.0))"),
     ]
     src = tmp_path / "src" / "03_synthetic.ipynb"
     src.parent.mkdir()
@@ -467,14 +705,18 @@ def test_learner_and_facilitator_versions_in_a_kernel(tmp_path: Path, monkeypatc
         return ["".join(o.get("text", "")) for o in outs if o.output_type == "stream"]
 
     facilitator = run(src)
-    assert facilitator == ["✔ Exercise 3.2 (GW between two-point spaces): correct on all 5 cases.\n"]
+    assert facilitator == ["✔ Exercise 3.2 (GW between two-point spaces): correct on all 5 cases.\n", "0.5\n"]
+    monkeypatch.setenv("MECHNB_STRICT_CHECKS", "1")  # a learner notebook's stub never fails a check
     learner = run(tmp_path / "out" / src.name)
-    assert len(learner) == 1 and learner[0].startswith("✎ Exercise 3.2 (GW between two-point spaces): not implemented")
+    assert len(learner) == 2 and learner[0].startswith("✎ Exercise 3.2 (GW between two-point spaces): not implemented")
     assert "Traceback" not in learner[0]
+    assert learner[1] == ("↪ using the reference solution for Exercise 3.2 (GW between two-point spaces): your "
+                          "`gw_two_point` is still the stub\n0.5\n")
 
 
-def test_learner_edits_are_not_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    src = _synthetic(tmp_path / "src" / "05_synthetic.ipynb")
+def test_learner_edits_are_not_overwritten(tmp_path: Path, fake_exercises,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    src = _synthetic(tmp_path / "src" / "97_synthetic.ipynb")
     out = tmp_path / "out"
     target = out / src.name
     assert main(["--src", str(src.parent), "--out", str(out)]) == 0
@@ -488,8 +730,8 @@ def test_learner_edits_are_not_overwritten(tmp_path: Path, capsys: pytest.Captur
     assert target.read_bytes() == fresh
     # an answer typed into an exercise cell is kept ...
     nb = nbformat.read(target, as_version=4)
-    nb.cells[3].source = nb.cells[3].source.replace('raise NotImplementedError("Exercise 5.1',
-                                                    'return x  # ("Exercise 5.1')
+    nb.cells[3].source = nb.cells[3].source.replace('raise NotImplementedError("Exercise 97.1',
+                                                    'return x  # ("Exercise 97.1')
     nbformat.write(nb, target)
     edited = target.read_bytes()
     capsys.readouterr()

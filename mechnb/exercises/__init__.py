@@ -15,7 +15,11 @@ notebook — a short note on what to do instead of a traceback.
   added to the import below. The topic modules import the methods they check inside the check
   functions, so importing this package stays cheap.
 * :mod:`mechnb.exercises.make` — ``python -m mechnb.exercises.make`` (``make exercises``) writes
-  the learner versions of the notebooks to ``exercises/``.
+  the learner versions of the notebooks to ``exercises/``, where every solution is a stub
+  decorated with :func:`stub` (:mod:`mechnb.exercises._stubs`): while it is still the stub, its
+  check says "not implemented yet" and every later caller gets the reference solution
+  ``solution_<name>`` of the topic module, with a one-line note, so a skipped exercise blocks
+  nothing after it.
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ from mechnb.exercises._core import (
     CheckResult,
     Exercise,
     ExerciseFailed,
+    StubNotDone,
     compare,
     exercise,
+    exercise_by_id,
     registry,
     run_cases,
     strict_mode,
 )
+from mechnb.exercises._stubs import is_stub, stub, stub_value
 
-__all__ = [*_core.__all__, "circuits", "degeneracy", "gw", "spd"]
+__all__ = [*_core.__all__, "is_stub", "stub", "stub_value", "circuits", "degeneracy", "gw", "spd"]

@@ -27,7 +27,12 @@ callable as its only required argument and returns a :class:`CheckResult`.
 
 Facilitator notebooks are executed by nbval with complete solutions; set ``MECHNB_STRICT_CHECKS=1``
 there so that a check that does not pass raises :class:`ExerciseFailed` (failing the cell) instead
-of only printing.
+of only printing. A learner notebook's stub (see :mod:`mechnb.exercises._stubs`) is reported as
+"not implemented yet" and never raises, strict or not.
+
+Every exercise has a *reference solution* in its topic module, named after the check:
+``solution_<name>`` for ``check_<name>`` (:attr:`Exercise.solution_name`). The learner notebooks
+fall back to it while the learner's function is still the stub.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from __future__ import annotations
 import contextvars
 import copy
 import functools
+import importlib
 import inspect
 import os
 import traceback
@@ -51,8 +57,10 @@ __all__ = [
     "CheckResult",
     "Exercise",
     "ExerciseFailed",
+    "StubNotDone",
     "compare",
     "exercise",
+    "exercise_by_id",
     "registry",
     "run_cases",
     "strict_mode",
@@ -68,6 +76,19 @@ MAX_REPORTED_FAILURES = 3
 
 class ExerciseFailed(AssertionError):
     """Raised by a check in strict mode (``MECHNB_STRICT_CHECKS=1``) when it does not pass."""
+
+
+class StubNotDone(NotImplementedError):
+    """A learner notebook's stub, called by the check of its own exercise, is still the stub.
+
+    Raised by the wrapper of :func:`mechnb.exercises.stub` (never by learner code); the check
+    reports "not implemented yet" and, unlike for any other failure, never raises in strict mode.
+    """
+
+    def __init__(self, message: str, *, exercise_id: str, function: str) -> None:
+        super().__init__(message)
+        self.exercise_id = exercise_id
+        self.function = function
 
 
 def strict_mode() -> bool:
@@ -103,6 +124,30 @@ class Exercise:
         """How a notebook calls the check after ``from mechnb import exercises``: ``exercises.gw.check_gw_loss``."""
         return f"exercises.{self.topic}.{self.check.__name__}"
 
+    @property
+    def solution_name(self) -> str:
+        """The reference solution's name in the topic module: ``solution_gw_loss`` for ``check_gw_loss``."""
+        return "solution_" + self.check.__name__.removeprefix("check_")
+
+    def reference(self, path: str | None = None) -> Any:
+        """The object at ``path`` (dotted, e.g. ``"solution_spd_step"`` or ``"solution_Trainer.step"``)
+        of the module that defines the check; default :attr:`solution_name`.
+
+        Raises ``LookupError`` naming the module and the missing attribute.
+        """
+        path = self.solution_name if path is None else path
+        if not isinstance(path, str) or not path.strip():
+            raise ValueError(f"path: expected a dotted attribute name like 'solution_gw_loss', got {path!r}")
+        module = importlib.import_module(self.check.__module__)
+        obj: Any = module
+        for part in path.split("."):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise LookupError(f"{module.__name__} has no {path!r} (the reference solution of exercise "
+                                  f"{self.id}, looked up for {self.check.__name__})") from None
+        return obj
+
 
 _REGISTRY: dict[str, Exercise] = {}
 _CURRENT: contextvars.ContextVar[Exercise | None] = contextvars.ContextVar("mechnb_exercise", default=None)
@@ -115,6 +160,17 @@ def registry() -> dict[str, Exercise]:
     loaded): the package imports every topic module, and each registers its checks on import.
     """
     return dict(sorted(_REGISTRY.items(), key=lambda kv: _id_key(kv[1].id)))
+
+
+def exercise_by_id(ex_id: str) -> Exercise:
+    """The registered exercise numbered ``ex_id`` (``"2.3"``); ``LookupError`` if there is none."""
+    if not isinstance(ex_id, str):
+        raise TypeError(f"ex_id: expected a string like '2.3', got {type(ex_id).__name__}")
+    for ex in _REGISTRY.values():
+        if ex.id == ex_id:
+            return ex
+    known = ", ".join(ex.id for ex in registry().values())
+    raise LookupError(f"ex_id: no exercise {ex_id!r} is registered (known: {known})")
 
 
 def _id_key(ex_id: str) -> tuple[Any, ...]:
@@ -194,6 +250,8 @@ class CheckResult:
     n_failed: int
     messages: list[str] = field(default_factory=list)
     not_implemented: bool = False
+    #: the learner's function is still the learner notebook's stub (later cells use the reference)
+    stub: bool = False
 
     def __bool__(self) -> bool:
         return self.passed
@@ -212,14 +270,15 @@ class CheckResult:
 
     def _finish(self) -> CheckResult:
         print(self.report, flush=True)
-        if strict_mode() and not self.passed:
+        if strict_mode() and not self.passed and not self.stub:
             raise ExerciseFailed(f"Exercise {self.exercise} ({self.title}) did not pass (MECHNB_STRICT_CHECKS=1):\n"
                                  + self.report)
         return self
 
 
 def _not_implemented(ex: Exercise, fn: Any, err: BaseException) -> CheckResult:
-    name = getattr(fn, "__name__", "your function")
+    stub = isinstance(err, StubNotDone)
+    name = err.function if stub else getattr(fn, "__name__", "your function")
     detail = str(err).strip()
     lines = [
         f"{TODO_MARK} {ex.label}: not implemented yet — `{name}` still raises NotImplementedError"
@@ -227,7 +286,9 @@ def _not_implemented(ex: Exercise, fn: Any, err: BaseException) -> CheckResult:
         "   Replace the `raise NotImplementedError(...)` line in the exercise cell with your code,",
         "   run that cell, then run this check again. Stuck? Open the hints under the exercise.",
     ]
-    return CheckResult(ex.id, ex.title, False, 0, 0, lines, not_implemented=True)
+    if stub:
+        lines.append("   Until then the cells below use the reference solution instead (and say so).")
+    return CheckResult(ex.id, ex.title, False, 0, 0, lines, not_implemented=True, stub=stub)
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,12 +10,24 @@ their exercise cells the reference solution is marked::
         # END SOLUTION
 
 For every ``notebooks/NN_*.ipynb`` this tool writes ``exercises/NN_*.ipynb`` in which each marked
-block (markers included) is replaced by one line at the indentation of its ``# SOLUTION`` marker::
+block (markers included) is replaced by one line at the indentation of its ``# SOLUTION`` marker,
+and the function holding it is marked as the stub of its exercise::
 
+    @exercises.stub("2.1")
+    def lower_leaky_hard_sigmoid(x):
+        \"\"\"...\"\"\"
         raise NotImplementedError("Exercise 2.1: write your code here (see the exercise box above)")
 
 Everything outside the blocks — the ``def`` line, the docstring, a ``return`` after the block —
-stays. Outputs and execution counts are stripped, a note saying where the complete version lives
+stays. While the learner has not written it, the exercise's check reports "not implemented yet"
+and every later use of the function falls back to the reference solution with a one-line note
+(:mod:`mechnb.exercises._stubs`), so a learner notebook runs to the end with every exercise
+skipped. The forms a block may take (inside a function or a method, or whole defs and assignments
+at the top level) and the reference each stub falls back to are those of
+:mod:`mechnb.exercises._stubgen`; any other block, or one used by later cells without a reference
+solution, stops this tool with a message naming the cell and line (nothing is written).
+
+Outputs and execution counts are stripped, a note saying where the complete version lives
 is put at the top, and the other files of ``notebooks/`` that the notebooks link to (``*.md``,
 e.g. the glossary) are copied along.
 
@@ -40,10 +52,23 @@ from pathlib import Path
 
 import nbformat
 
+from mechnb.exercises._stubgen import (
+    MarkerError,
+    Stub,
+    UnsafeStubError,
+    binds_exercises,
+    names_used,
+    replace_solutions,
+    stub_cell,
+    stub_line,
+)
+
 __all__ = [
     "LEARNER_NOTE",
     "MarkerError",
     "NotebookReport",
+    "Stub",
+    "UnsafeStubError",
     "default_paths",
     "find_notebooks",
     "learner_edits",
@@ -54,66 +79,20 @@ __all__ = [
     "main",
 ]
 
-_START = re.compile(r"^(?P<indent>[ \t]*)#\s*SOLUTION\b(?P<rest>.*)$")
-_END = re.compile(r"^[ \t]*#\s*END\s+SOLUTION\b.*$")
-_ID = re.compile(r"^\s*(?:Exercise\s+)?(?P<id>\d+(?:\.\d+)+)\s*$", re.IGNORECASE)
 _NOTEBOOK = re.compile(r"^(?P<num>\d{2})_.*\.ipynb$")
 
 #: The markdown cell put at the top of every learner notebook (``{source}`` = the facilitator file).
 LEARNER_NOTE = (
     "> **Learner version** — written by `make exercises` from `notebooks/{source}`. Every exercise cell "
-    "holds a stub that raises `NotImplementedError`: replace it with your code, run the cell, then run the "
-    "check below it. Hints and a reference solution are in the collapsible boxes under each exercise; "
-    "the complete notebook (with solutions in place) is `notebooks/{source}`."
+    "holds a stub that raises `NotImplementedError`: replace that line with your code, run the cell, then "
+    "run the check below it. Hints and a reference solution are in the collapsible boxes under each "
+    "exercise; the complete notebook (with solutions in place) is `notebooks/{source}`.\n>\n"
+    "> **Skipping an exercise is fine.** The `@exercises.stub(\"N.M\")` line above an exercise function "
+    "marks it as the stub: while it still raises `NotImplementedError`, its check says *not implemented "
+    "yet* and the cells after it use the reference solution instead, saying so in one line "
+    "(`↪ using the reference solution for Exercise N.M ...`). So *Run All* works from the start, and "
+    "your own code takes over as soon as you have written it."
 )
-
-
-class MarkerError(ValueError):
-    """A ``# SOLUTION`` / ``# END SOLUTION`` marker without its partner, or nested markers."""
-
-
-def stub_line(indent: str, exercise_id: str) -> str:
-    """The line that replaces one solution block."""
-    message = f"Exercise {exercise_id}: write your code here (see the exercise box above)"
-    return f'{indent}raise NotImplementedError("{message}")'
-
-
-def replace_solutions(source: str, exercise_id: str, *, where: str = "cell") -> tuple[str, list[str]]:
-    """Replace every marked block of one cell's ``source``; return ``(new_source, block_ids)``.
-
-    A block whose marker names no id (``# SOLUTION``) gets ``exercise_id``; ``# SOLUTION 2.3`` gets
-    ``"2.3"``. Raises :class:`MarkerError` (naming ``where`` and the line) on an unmatched or nested
-    marker, or on a marker followed by something that is not an exercise id.
-    """
-    out: list[str] = []
-    ids: list[str] = []
-    open_at: int | None = None
-    for lineno, line in enumerate(source.split("\n"), start=1):
-        start, end = _START.match(line), _END.match(line)
-        if start:
-            if open_at is not None:
-                raise MarkerError(f"{where}, line {lineno}: '# SOLUTION' inside the block opened on line {open_at} "
-                                  "(close it with '# END SOLUTION' first)")
-            rest = start.group("rest").strip(" :-—")
-            block_id = exercise_id
-            if rest:
-                m = _ID.match(rest)
-                if not m:
-                    raise MarkerError(f"{where}, line {lineno}: expected '# SOLUTION' or '# SOLUTION N.M', "
-                                      f"got {line.strip()!r}")
-                block_id = m.group("id")
-            open_at = lineno
-            out.append(stub_line(start.group("indent"), block_id))
-            ids.append(block_id)
-        elif end:
-            if open_at is None:
-                raise MarkerError(f"{where}, line {lineno}: '# END SOLUTION' without a '# SOLUTION' before it")
-            open_at = None
-        elif open_at is None:
-            out.append(line)
-    if open_at is not None:
-        raise MarkerError(f"{where}, line {open_at}: '# SOLUTION' is never closed by '# END SOLUTION'")
-    return "\n".join(out), ids
 
 
 @dataclass
@@ -125,13 +104,21 @@ class NotebookReport:
     exercises: list[str] = field(default_factory=list)  # exercise ids, in order
     n_stubs: int = 0
     skipped: bool = False  # the target holds the learner's edits and was left alone
+    stubs: list[Stub] = field(default_factory=list)  # every stubbed function/method/value
+
+    @property
+    def fallbacks(self) -> list[Stub]:
+        """The stubs that later cells use: running the notebook unchanged prints their fallback note."""
+        return [st for st in self.stubs if st.reference is not None and st.used_in]
 
     def line(self) -> str:
         if self.skipped:
             return (f"{_relative(self.target)}: NOT overwritten — it holds your edits "
                     f"(move it away, or run with --force to replace it)")
         ids = ", ".join(f"Exercise {i}" for i in self.exercises) if self.exercises else "no exercises"
-        return f"{_relative(self.target)}: {self.n_stubs} stub(s) ({ids})"
+        plain = [st.name for st in self.stubs if st.reference is None]
+        note = f"; without a reference solution to fall back to: {', '.join(plain)}" if plain else ""
+        return f"{_relative(self.target)}: {self.n_stubs} stub(s) ({ids}){note}"
 
 
 def _relative(path: Path) -> Path:
@@ -178,9 +165,13 @@ def make_learner_notebook(source: Path, target: Path, *, force: bool = False) ->
     """Write the learner version of notebook ``source`` to ``target`` (see the module docstring).
 
     A ``target`` whose cells the learner has edited since it was written (see
-    :func:`learner_edits`) is left alone (``report.skipped``) unless ``force``.
+    :func:`learner_edits`) is left alone (``report.skipped``) unless ``force``. Raises
+    :class:`MarkerError` / :class:`UnsafeStubError` (nothing written) for a block it cannot stub.
     """
-    source, target = Path(source), Path(target)
+    return _write(*_learner_version(Path(source), Path(target)), force=force)
+
+
+def _learner_version(source: Path, target: Path) -> tuple[nbformat.NotebookNode, NotebookReport]:
     m = _NOTEBOOK.match(source.name)
     if not m:
         raise ValueError(f"source: expected a notebook named NN_<name>.ipynb, got {source.name!r}")
@@ -188,17 +179,25 @@ def make_learner_notebook(source: Path, target: Path, *, force: bool = False) ->
     nb = nbformat.read(source, as_version=4)
     report = NotebookReport(source, target)
     counter = 0
+    code = {i: c.source for i, c in enumerate(nb.cells) if c.cell_type == "code"}
+    used = {i: names_used(src) for i, src in code.items()}
+    bound = False  # whether `exercises` is imported by the cell at hand
     for index, cell in enumerate(nb.cells):
         _strip(cell)
-        if cell.cell_type != "code" or "SOLUTION" not in cell.source:
+        if cell.cell_type != "code":
             continue
-        new_source, ids = replace_solutions(cell.source, f"{number}.{counter + 1}",
-                                            where=f"{source.name}, cell {index}")
+        bound = bound or binds_exercises(cell.source)
+        if "SOLUTION" not in cell.source:
+            continue
+        new_source, ids, stubs = stub_cell(
+            cell.source, f"{number}.{counter + 1}", where=f"{source.name}, cell {index}", index=index,
+            uses_after=lambda name, i=index: [j for j in used if j > i and name in used[j]], exercises_bound=bound)
         if not ids:
             continue
         counter += 1
         cell.source = new_source
         report.n_stubs += len(ids)
+        report.stubs += stubs
         report.exercises += [i for i in dict.fromkeys(ids) if i not in report.exercises]
     note = nbformat.v4.new_markdown_cell(LEARNER_NOTE.format(source=source.name))
     if (nb.nbformat, nb.nbformat_minor) >= (4, 5):
@@ -209,6 +208,11 @@ def make_learner_notebook(source: Path, target: Path, *, force: bool = False) ->
     nb.metadata["mechnb"] = {"learner_version": True, "facilitator_version": f"notebooks/{source.name}",
                              "sources_sha256": _sources_digest(nb)}
     nbformat.validate(nb)
+    return nb, report
+
+
+def _write(nb: nbformat.NotebookNode, report: NotebookReport, *, force: bool) -> NotebookReport:
+    target = report.target
     if not force and learner_edits(target):
         report.skipped = True
         return report
@@ -237,7 +241,8 @@ def make_exercises(src: Path | None = None, out: Path | None = None,
 
     Learner notebooks with the learner's edits are kept unless ``force`` (see
     :func:`make_learner_notebook`). Also copies ``src/*.md`` (glossary, ...) to ``out`` so the
-    notebooks' relative links work there.
+    notebooks' relative links work there. Every notebook is converted before any is written, so
+    a block that cannot be stubbed (:class:`UnsafeStubError`) leaves ``out`` as it was.
     """
     d_src, d_out = default_paths()
     src = Path(src) if src is not None else d_src
@@ -247,8 +252,9 @@ def make_exercises(src: Path | None = None, out: Path | None = None,
     paths = [Path(p) for p in notebooks] if notebooks else find_notebooks(src)
     if not paths:
         raise ValueError(f"src: no notebooks named NN_*.ipynb in {src}")
+    versions = [_learner_version(p, out / p.name) for p in paths]
     out.mkdir(parents=True, exist_ok=True)
-    reports = [make_learner_notebook(p, out / p.name, force=force) for p in paths]
+    reports = [_write(nb, report, force=force) for nb, report in versions]
     for extra in sorted(src.glob("*.md")):
         shutil.copyfile(extra, out / extra.name)
     return reports
