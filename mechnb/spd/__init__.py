@@ -11,11 +11,17 @@ Public API::
     res.U["linear1"], res.V["linear1"]                    # (d_out, C), (d_in, C)
     res.causal_importances(x), res.masked_forward(x, masks), res.history, res.alive()
     mmcs_ml2r(res, "linear1", model.linear1.weight)       # the paper's TMS metrics
+    evaluate(res, x)                                      # stochastic / rounded / adversarial recon, L0
+
+Recipe switches from the authors' later code (:class:`SPDConfig`): ``delta_component`` (the
+residual ``W - U V^T`` as a subcomponent of importance 0, replacing faithfulness),
+``lower_sigmoid="leaky_backward"`` and ``ci_fn="vector"`` / ``"shared"``.
 
 Modules: :mod:`.config` (settings), :mod:`.components` (subcomponents, CI MLPs, hard
 sigmoids), :mod:`.losses` (the four losses, pure functions), :mod:`.hooks` (reading and
 rewiring the target), :mod:`.decompose` (step function, training loop, result),
-:mod:`.analysis` (metrics).
+:mod:`.analysis` (metrics, the alive decision), :mod:`.evaluation` (stochastic, rounded and
+adversarial reconstruction, L0).
 Sweeps over the coefficients (notebook 02) are experiments: :mod:`mechnb.experiments.spd`.
 """
 
@@ -30,7 +36,10 @@ from mechnb.spd.analysis import (
 )
 from mechnb.spd.components import (
     CausalImportanceMLPs,
+    SharedCIMLPs,
     SPDComponents,
+    VectorCIMLPs,
+    lower_leaky_backward_hard_sigmoid,
     lower_leaky_hard_sigmoid,
     upper_leaky_hard_sigmoid,
 )
@@ -44,6 +53,7 @@ from mechnb.spd.decompose import (
     importance_minimality_loss,
     stochastic_masks,
 )
+from mechnb.spd.evaluation import SPDEvaluation, adversarial_masks, evaluate
 
 __all__ = [
     "SPDConfig",
@@ -58,11 +68,17 @@ __all__ = [
     "summarize",
     "SPDComponents",
     "CausalImportanceMLPs",
+    "VectorCIMLPs",
+    "SharedCIMLPs",
     "lower_leaky_hard_sigmoid",
+    "lower_leaky_backward_hard_sigmoid",
     "upper_leaky_hard_sigmoid",
     "faithfulness_loss",
     "importance_minimality_loss",
     "stochastic_masks",
     "compress_zero_rows",
     "LOSS_NAMES",
+    "evaluate",
+    "SPDEvaluation",
+    "adversarial_masks",
 ]

@@ -108,7 +108,7 @@ def one_hot_causal_importances(
         if n_features is None:
             raise ValueError("n_features: the model has no n_features attribute; pass n_features")
     n = check_positive_int("n_features", n_features)
-    x = torch.eye(n, device=result._device(), dtype=result.components.ci.W_in.dtype) * mag
+    x = torch.eye(n, device=result._device(), dtype=result.components.dtype) * mag
     ci = result.causal_importances(x, kind=kind)
     return {k: v.cpu().numpy() for k, v in ci.items()}
 
@@ -180,7 +180,7 @@ def keep_only_output(
     result._check_module(module)
     if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= int(c) < result.C:
         raise ValueError(f"c: expected a subcomponent index in [0, {result.C}), got {c!r}")
-    dtype = result.components.ci.W_in.dtype
+    dtype = result.components.dtype
     e = torch.zeros(result.C, device=result._device(), dtype=dtype)
     e[int(c)] = 1.0
     layers = _tied_group(result, module) if with_tied else [module]

@@ -77,7 +77,7 @@ class SPDConfig:
         lr_schedule: ``"cosine"`` - ``lr * cos(pi/2 * t)`` for training fraction ``t``, a
             quarter period from ``lr`` down to 0 as in the authors' code - or ``"constant"``;
             after ``lr_warmup_frac * steps`` linear warm-up steps.
-        ci_hidden: hidden width of each subcomponent's causal-importance MLP ``1 -> ci_hidden -> 1``.
+        ci_hidden: hidden width of the causal-importance MLPs (see ``ci_fn``).
         n_mask_samples: stochastic masks drawn per example for each stochastic loss.
         faithfulness: coefficient of ``L_faithfulness`` (paper, method section).
         stochastic_recon: coefficient of ``L_stochastic-recon`` (all layers masked).
@@ -88,6 +88,23 @@ class SPDConfig:
         p_anneal_final: if set, ``p`` is annealed linearly to this value between
             ``p_anneal_start_frac`` and ``p_anneal_end_frac`` of the main phase.
         leaky_alpha: slope of the leaky parts of the hard sigmoids (paper: 0.01).
+        lower_sigmoid: the hard sigmoid of the masks' causal importances: ``"leaky"`` - the
+            paper's ``alpha * x`` below 0; ``"leaky_backward"`` - the authors' later version,
+            ``clamp(x, 0, 1)`` forward with the leak only in the backward pass and only where the
+            gradient asks for a larger importance
+            (:func:`mechnb.spd.lower_leaky_backward_hard_sigmoid`), which keeps dead
+            pre-activations from drifting without bound in long runs.
+        ci_fn: the causal-importance functions: ``"scalar"`` - the paper's one MLP
+            ``1 -> ci_hidden -> 1`` per subcomponent on its inner activation; ``"vector"`` - one MLP
+            ``d_in -> ci_hidden -> 1`` per subcomponent on the whole layer input; ``"shared"`` - one
+            MLP ``d_in -> ci_hidden -> C`` per layer (both from the authors' later code, see
+            :mod:`mechnb.spd.components`).
+        delta_component: add the residual ``Delta_l = W_l - U_l V_l^T`` to every replaced layer as
+            one more subcomponent with causal importance 0 (its stochastic mask is a fresh
+            ``r ~ U(0, 1)``), as in the authors' later code. The masked model with every mask 1 is
+            then the target exactly, and the reconstruction losses push ``Delta_l a`` to 0 on the
+            data: the delta component *replaces* the faithfulness loss, whose value is still
+            recorded in the history but no longer enters the total.
         faithfulness_warmup_steps: steps of faithfulness-only optimisation (lr
             ``faithfulness_warmup_lr``) before the main phase; 0 disables it.
         compress_zero_rows: merge all-zero input rows of a batch into one weighted row. The
@@ -119,6 +136,9 @@ class SPDConfig:
     p_anneal_start_frac: float = 0.0
     p_anneal_end_frac: float = 1.0
     leaky_alpha: float = 0.01
+    lower_sigmoid: str = "leaky"
+    ci_fn: str = "scalar"
+    delta_component: bool = False
     faithfulness_warmup_steps: int = 0
     faithfulness_warmup_lr: float = 1e-2
     compress_zero_rows: bool = True
@@ -148,6 +168,10 @@ class SPDConfig:
                 f"got {self.p_anneal_end_frac}"
             )
         check_positive_float("leaky_alpha", self.leaky_alpha, allow_zero=True)
+        check_choice("lower_sigmoid", self.lower_sigmoid, ["leaky", "leaky_backward"])
+        check_choice("ci_fn", self.ci_fn, ["scalar", "vector", "shared"])
+        if not isinstance(self.delta_component, bool):
+            raise TypeError(f"delta_component: expected a bool, got {type(self.delta_component).__name__}")
         check_positive_int("faithfulness_warmup_steps", self.faithfulness_warmup_steps, minimum=0)
         check_positive_float("faithfulness_warmup_lr", self.faithfulness_warmup_lr)
         if not isinstance(self.compress_zero_rows, bool):

@@ -17,6 +17,7 @@ read and rewire the target are in :mod:`mechnb.spd.hooks`.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,15 @@ from torch import nn
 from torch.profiler import record_function
 from tqdm.auto import tqdm
 
-from mechnb._checks import check_finite, check_positive_float, check_tensor, resolve_device
+from mechnb._checks import (
+    check_finite,
+    check_float_input,
+    check_materialized,
+    check_positive_float,
+    check_positive_int,
+    check_tensor,
+    resolve_device,
+)
 from mechnb._torch import eval_mode
 from mechnb.io import saveable
 from mechnb.spd.components import SPDComponents
@@ -36,6 +45,7 @@ from mechnb.spd.hooks import HookedTarget, causal_importances, frozen_parameters
 from mechnb.spd.losses import (
     LOSS_NAMES,
     SPDLosses,
+    _importance_minimality,
     faithfulness_loss,
     importance_minimality_loss,
     stochastic_masks,
@@ -72,7 +82,18 @@ def compress_zero_rows(x: torch.Tensor, multiple: int = 64) -> tuple[torch.Tenso
     ``N'`` is rounded up to a multiple of ``multiple`` (at most ``B``) with extra zero rows of
     weight 0, so that successive batches reuse a few tensor shapes: with a new shape every
     step the CPU allocator fragments and the process grows by hundreds of MB.
+
+    Args:
+        x: a non-empty floating batch ``(B, ...)``, ``B >= 1``.
+        multiple: an int ``>= 1`` (1: no padding).
     """
+    x = check_tensor("x", x, floating=True)
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"x: expected a non-empty batch (B, ...) with B >= 1, got shape {tuple(x.shape)}")
+    return _compress_zero_rows(x, check_positive_int("multiple", multiple))
+
+
+def _compress_zero_rows(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, torch.Tensor]:
     B = x.shape[0]
     nonzero = x.reshape(B, -1).ne(0).any(dim=1)
     n_nonzero = int(nonzero.sum())
@@ -89,16 +110,27 @@ def compress_zero_rows(x: torch.Tensor, multiple: int = 64) -> tuple[torch.Tenso
 
 def _draw_batch(sample_inputs: Sampler, config: SPDConfig, generator: torch.Generator, device: torch.device,
                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x (N, ...), weights (N,))``: ``config.batch_size`` inputs, zero rows compressed if configured."""
+    """``(x (N, ...), weights (N,))``: ``config.batch_size`` inputs, zero rows compressed if configured.
+
+    Dtype policy (:func:`mechnb._checks.check_float_input`): a real floating batch is cast to the
+    decomposed weights' ``dtype``; a complex one raises ``TypeError``; an integer or bool batch
+    (token ids) is handed to the model as it is, and the model's own complaint, if any, is
+    re-raised naming ``sample_inputs`` (:class:`~mechnb.spd.hooks.HookedTarget`).
+    """
     x = sample_inputs(config.batch_size, generator)
-    x = check_tensor("sample_inputs(...)", x)
+    x = check_tensor("sample_inputs", x)
     if x.ndim < 1 or x.shape[0] != config.batch_size:
         raise ValueError(
             f"sample_inputs: expected a batch of {config.batch_size} rows, got shape {tuple(x.shape)}"
         )
+    if x.is_complex():
+        raise TypeError(f"sample_inputs: expected a real tensor (floating inputs are cast to the model's dtype "
+                        f"{dtype}), got dtype {x.dtype}")
+    if x.is_floating_point():
+        x = check_float_input("sample_inputs", x, dtype)
     x = x.to(device)
     if config.compress_zero_rows and x.is_floating_point():
-        return compress_zero_rows(x)
+        return _compress_zero_rows(x, 64)
     return x, torch.full((x.shape[0],), 1.0 / x.shape[0], device=device, dtype=dtype)
 
 
@@ -114,7 +146,8 @@ def spd_step(target: HookedTarget, targets: dict[str, torch.Tensor], x: torch.Te
     minimality (exponent ``p``) and, for each of ``config.n_mask_samples`` fresh mask samples,
     the stochastic reconstruction (all layers masked) and layerwise reconstruction (one layer
     at a time) losses, averaged over the samples. A reconstruction term whose coefficient is 0
-    is not computed (returned as 0).
+    is not computed (returned as 0). With ``config.delta_component`` each layer's masks get one
+    more column, the delta component's mask ``r ~ U(0, 1)`` (its causal importance is 0).
 
     Args:
         target: the hooked target model (its components are the ones being trained).
@@ -131,10 +164,12 @@ def spd_step(target: HookedTarget, targets: dict[str, torch.Tensor], x: torch.Te
     with record_function("spd/target_forward"), torch.no_grad():
         target_out, acts = target.capture(x)
     with record_function("spd/causal_importances"):
-        ci_lower, ci_upper = causal_importances(components, acts, config.leaky_alpha)
+        ci_lower, ci_upper = causal_importances(components, acts, config.leaky_alpha, config.lower_sigmoid)
     with record_function("spd/faithfulness_and_minimality"):
         loss_faith = faithfulness_loss(components, targets)
-        loss_imp = importance_minimality_loss(ci_upper, p, weights)
+        loss_imp = _importance_minimality(ci_upper, p, weights)
+    if config.delta_component:  # the delta component: one more subcomponent per layer, with importance 0
+        ci_lower = torch.cat([ci_lower, ci_lower.new_zeros((*ci_lower.shape[:2], 1))], dim=-1)
 
     def masked_forward(replace: dict[str, torch.Tensor]) -> torch.Tensor:
         return target.masked(x, replace)
@@ -198,14 +233,17 @@ class _History:
 
 
 def _report(step: int, history: _History, bar: Any, progress: bool, result: SPDResult,
-            callback: Callable[[int, SPDResult], bool | None] | None) -> bool:
-    """Every ``log_every`` steps: reject a non-finite loss, refresh the bar, call ``callback``; True stops."""
+            callback: Callable[[int, SPDResult], bool | None] | None, diagnose: Callable[[], str]) -> bool:
+    """At step 0 and every ``log_every`` steps: reject a non-finite loss (with ``diagnose()``'s
+    message), refresh the bar, call ``callback``; True stops."""
     config = result.config
-    if (step + 1) % config.log_every != 0 and step != config.steps - 1:
+    if step != 0 and (step + 1) % config.log_every != 0 and step != config.steps - 1:
         return False
     last = history.last()
     if not torch.isfinite(last).all():
-        raise FloatingPointError(f"decompose: loss became non-finite at step {step}; lower config.lr")
+        raise FloatingPointError(diagnose())
+    if (step + 1) % config.log_every != 0 and step != config.steps - 1:
+        return False
     if progress:
         bar.set_postfix(total=f"{last[0]:.3g}", recon=f"{last[2]:.3g}", imp=f"{last[4]:.3g}")
     if callback is not None:
@@ -215,16 +253,52 @@ def _report(step: int, history: _History, bar: Any, progress: bool, result: SPDR
 
 
 @torch.no_grad()
+def _diagnose_nonfinite(history: _History, target: HookedTarget, sample_inputs: Sampler, config: SPDConfig,
+                        targets: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype) -> str:
+    """Why the loss became non-finite: the data's scale (inputs, target outputs, weights) or the optimisation.
+
+    Redraws the first training batch and runs the target on it: values whose squares overflow
+    ``dtype`` (``|v| > sqrt(finfo.max) / 1e3``) or a non-finite target output name the data as
+    the cause; otherwise the optimisation diverged and the message asks for a lower ``lr``.
+    """
+    rows = torch.stack(history.rows).cpu()
+    first = int((~torch.isfinite(rows).all(dim=1)).nonzero()[0])
+    terms = [n for n, v in zip(("total", *LOSS_NAMES), rows[first].tolist()) if not math.isfinite(v)]
+    where = f"decompose: the loss became non-finite at step {first} ({', '.join(terms)})"
+    limit = math.sqrt(torch.finfo(dtype).max) / 1e3
+    x, _ = _draw_batch(sample_inputs, config, torch.Generator().manual_seed(config.seed + 1), device, dtype)
+    out, acts = target.capture(x)
+    x_max = float(x.abs().max()) if x.is_floating_point() else float("nan")
+    out_max = float(out.abs().max()) if out.is_floating_point() else float("nan")
+    act_max = max(float(a.abs().max()) for a in acts.values()) if acts else 0.0
+    w_name, w_max = max(((n, float(W.abs().max())) for n, W in targets.items()), key=lambda t: t[1])
+    finite_out = bool(torch.isfinite(out).all()) if out.is_floating_point() else True
+    if not finite_out or out_max > limit or act_max > limit or x_max > limit:
+        return (f"{where}: the data is too large for {dtype}, not the learning rate - sample_inputs gives values up "
+                f"to {x_max:.3g}, the decomposed layers see inputs up to {act_max:.3g} and the target's outputs "
+                f"reach {out_max:.3g}{'' if finite_out else ' (non-finite)'}, while squared errors overflow "
+                f"{dtype} above about {math.sqrt(torch.finfo(dtype).max):.3g}; rescale sample_inputs "
+                "(or decompose a float64 copy of the model)")
+    if w_max > limit:
+        return (f"{where}: the weight of {w_name!r} reaches {w_max:.3g}, too large to square in {dtype}; "
+                "rescale the model or decompose a float64 copy")
+    return (f"{where}: the inputs (up to {x_max:.3g}) and the target's outputs (up to {out_max:.3g}) are finite "
+            f"and moderate, so the optimisation diverged; lower config.lr (now {config.lr:g})"
+            + (f" or config.faithfulness_warmup_lr (now {config.faithfulness_warmup_lr:g})"
+               if config.faithfulness_warmup_steps else ""))
+
+
+@torch.no_grad()
 def _ci_max(target: HookedTarget, sample_inputs: Sampler, config: SPDConfig) -> dict[str, torch.Tensor]:
     """``{layer: (C,)}`` each subcomponent's largest lower-leaky CI over ``config.n_eval_batches`` fresh batches."""
     components = target.components
-    W = components.U(components.names[0])
     generator = torch.Generator().manual_seed(config.seed + 3)
-    mx = torch.full((len(components.names), config.C), -float("inf"), device=W.device, dtype=W.dtype)
+    dev, dtype = components.device, components.dtype
+    mx = torch.full((len(components.names), config.C), -float("inf"), device=dev, dtype=dtype)
     for _ in range(config.n_eval_batches):
-        x, _ = _draw_batch(sample_inputs, config, generator, W.device, W.dtype)
+        x, _ = _draw_batch(sample_inputs, config, generator, dev, dtype)
         _, acts = target.capture(x)
-        lower, _ = causal_importances(components, acts, config.leaky_alpha)
+        lower, _ = causal_importances(components, acts, config.leaky_alpha, config.lower_sigmoid)
         mx = torch.maximum(mx, lower.amax(dim=0))
     return {n: mx[i].detach() for i, n in enumerate(components.names)}
 
@@ -257,14 +331,20 @@ def decompose(
             :class:`SPDResult` (``ci_max`` empty); returning ``True`` stops training.
 
     Returns:
-        An :class:`SPDResult`. A non-finite loss raises ``FloatingPointError`` naming the step.
+        An :class:`SPDResult`. A non-finite loss (checked at step 0 and every ``log_every``
+        steps) raises ``FloatingPointError`` naming the first bad step, the terms and the cause:
+        inputs, outputs or weights too large for the dtype, or a divergent optimisation.
+
+    Raises:
+        TypeError / ValueError naming the argument: ``model`` not a module or with parameters on
+        the ``meta`` device; ``sample_inputs`` returning a wrong-sized, non-finite, complex or
+        (for a float model) integer batch - real floating batches are cast to the model's dtype.
 
     Per main-phase step: draw a batch (zero rows compressed if ``config.compress_zero_rows``),
     compute the four loss terms with :func:`spd_step` (each stochastic one with freshly drawn
     masks), sum them with the config's coefficients and take one AdamW step.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    check_materialized(model, "model")
     if not callable(sample_inputs):
         raise TypeError(f"sample_inputs: expected a callable (batch_size, generator) -> tensor, got {type(sample_inputs).__name__}")
     if not isinstance(config, SPDConfig):
@@ -284,15 +364,20 @@ def decompose(
 
     init_gen = torch.Generator().manual_seed(config.seed)
     comps = SPDComponents(
-        {n: tuple(targets[n].shape) for n in names}, config.C, config.ci_hidden, tied=tied, generator=init_gen
+        {n: tuple(targets[n].shape) for n in names}, config.C, config.ci_hidden, tied=tied, generator=init_gen,
+        ci_fn=config.ci_fn,
     ).to(device=dev, dtype=dtype)
     comps.init_from_targets(targets, generator=init_gen)
     data_gen = torch.Generator().manual_seed(config.seed + 1)
     mask_gen = torch.Generator(device=dev).manual_seed(config.seed + 2)
 
     result = SPDResult(model=model, modules=names, components=comps, config=config, tied=tied)
-    target = HookedTarget(model, modules, comps)
+    target = HookedTarget(model, modules, comps, input_name="sample_inputs")
     history = _History()
+
+    def diagnose() -> str:
+        return _diagnose_nonfinite(history, target, sample_inputs, config, targets, dev, dtype)
+
     with eval_mode(model), frozen_parameters(model), target.hooks():
         if config.faithfulness_warmup_steps > 0:
             _faithfulness_warmup(comps, targets, config)
@@ -312,7 +397,7 @@ def decompose(
             with record_function("spd/optimizer"):
                 opt.step()
             history.append(total, losses)
-            if _report(step, history, bar, progress, result, callback):
+            if _report(step, history, bar, progress, result, callback, diagnose):
                 break
         bar.close()
         result.steps_run = step + 1
@@ -388,12 +473,18 @@ class SPDResult:
             raise ValueError(f"module: expected one of the decomposed layers {self.modules}, got {module!r}")
 
     def _device(self) -> torch.device:
-        return self.components.ci.W_in.device
+        return self.components.device
 
     def _check_x(self, x: Any) -> torch.Tensor:
-        x = check_tensor("x", x, floating=True)
+        """The dtype policy of :func:`decompose`'s batches: real floating ``x`` cast to the components' dtype."""
+        x = check_tensor("x", x)
         if x.ndim < 1 or x.shape[0] == 0:
             raise ValueError(f"x: expected a non-empty batch (batch, ...), got shape {tuple(x.shape)}")
+        if x.is_complex():
+            raise TypeError(f"x: expected a real tensor (floating inputs are cast to the model's dtype "
+                            f"{self.components.dtype}), got dtype {x.dtype}")
+        if x.is_floating_point():
+            x = check_float_input("x", x, self.components.dtype)
         return x.to(self._device())
 
     # -- causal importances --------------------------------------------------------------
@@ -401,7 +492,7 @@ class SPDResult:
         return {n: self.model.get_submodule(n) for n in self.modules}
 
     def _target(self) -> HookedTarget:
-        return HookedTarget(self.model, self._modules_dict(), self.components)
+        return HookedTarget(self.model, self._modules_dict(), self.components, input_name="x")
 
     def _acts_and_output(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         target = self._target()
@@ -409,7 +500,7 @@ class SPDResult:
             return target.capture(x)
 
     def _ci(self, acts: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return causal_importances(self.components, acts, self.config.leaky_alpha)
+        return causal_importances(self.components, acts, self.config.leaky_alpha, self.config.lower_sigmoid)
 
     @torch.no_grad()
     def causal_importances(self, x: torch.Tensor, kind: str = "lower") -> dict[str, torch.Tensor]:
@@ -437,8 +528,10 @@ class SPDResult:
             x: a batch of model inputs ``(batch, ...)``.
             masks: ``{layer: mask}`` with ``mask`` of shape ``(batch, C)`` or ``(C,)``; a layer
                 in ``masks`` computes ``U_l (m * V_l^T a) + b``, a decomposed layer not in
-                ``masks`` keeps the target weight. ``None``: every decomposed layer replaced
-                with all-ones masks (the plain ``U V^T`` model).
+                ``masks`` keeps the target weight. A mask with ``C + 1`` columns also scales the
+                delta component ``W_l - U_l V_l^T`` by its last column. ``None``: every
+                decomposed layer replaced with all-ones masks (the plain ``U V^T`` model). Real
+                floating masks are cast to the components' dtype.
         """
         x = self._check_x(x)
         if masks is None:
@@ -449,10 +542,12 @@ class SPDResult:
             replace = {}
             for n, m in masks.items():
                 self._check_module(n)
-                m = check_tensor(f"masks[{n!r}]", m, ndim=(1, 2), floating=True)
-                if m.shape[-1] != self.C or (m.ndim == 2 and m.shape[0] != x.shape[0]):
+                m = check_tensor(f"masks[{n!r}]", m, ndim=(1, 2))
+                m = check_float_input(f"masks[{n!r}]", m, self.components.dtype)
+                if m.shape[-1] not in (self.C, self.C + 1) or (m.ndim == 2 and m.shape[0] != x.shape[0]):
                     raise ValueError(
-                        f"masks[{n!r}]: expected shape ({x.shape[0]}, {self.C}) or ({self.C},), got {tuple(m.shape)}"
+                        f"masks[{n!r}]: expected shape ({x.shape[0]}, {self.C}) or ({self.C},) (C + 1 = {self.C + 1} "
+                        f"columns with the delta component), got {tuple(m.shape)}"
                     )
                 replace[n] = m.to(self._device())
         target = self._target()

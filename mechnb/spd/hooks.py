@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from mechnb.models import TiedLinear
-from mechnb.spd.components import SPDComponents, lower_leaky_hard_sigmoid, upper_leaky_hard_sigmoid
+from mechnb.spd.components import SPDComponents, _upper_leaky, lower_sigmoid_fn
 
 __all__ = ["resolve_target_modules", "frozen_parameters", "HookedTarget", "causal_importances"]
 
@@ -88,10 +88,15 @@ class HookedTarget:
         model: the target model.
         modules: ``{layer name: module}`` from :func:`resolve_target_modules`.
         components: the :class:`SPDComponents` that replace the layers.
+        input_name: the caller's name for the inputs (``"sample_inputs"`` in :func:`mechnb.spd.decompose`,
+            ``"x"`` in the result's methods): a ``ValueError`` / ``TypeError`` that the model raises
+            about an input in :meth:`capture` is re-raised naming it.
     """
 
-    def __init__(self, model: nn.Module, modules: dict[str, nn.Module], components: SPDComponents) -> None:
+    def __init__(self, model: nn.Module, modules: dict[str, nn.Module], components: SPDComponents,
+                 input_name: str | None = None) -> None:
         self.model, self.modules, self.components = model, modules, components
+        self.input_name = input_name
         self._capture: dict[str, torch.Tensor] | None = None
         self._replace: dict[str, torch.Tensor | None] = {}
 
@@ -114,22 +119,38 @@ class HookedTarget:
                 self._capture[name] = a
             if name in self._replace:
                 bias = module.bias.detach() if getattr(module, "bias", None) is not None else None
-                return self.components.component_forward(name, a, self._replace[name], bias)
+                mask = self._replace[name]
+                weight = module.weight.detach() if mask is not None and mask.shape[-1] != self.components.C else None
+                return self.components.component_forward(name, a, mask, bias, target_weight=weight)
             return None
 
         return hook
 
     def capture(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``(f(x), {layer: a_l})``: the target's output and the decomposed layers' inputs."""
+        """``(f(x), {layer: a_l})``: the target's output and the decomposed layers' inputs.
+
+        A ``ValueError`` / ``TypeError`` from the model is re-raised naming :attr:`input_name`
+        (the caller's argument), not the model's internal one.
+        """
         self._capture, self._replace = {}, {}
         try:
             out = self.model(x)
             return out, self._capture
+        except (TypeError, ValueError) as e:
+            name = self.input_name
+            if name is None or str(e).startswith(f"{name}: "):
+                raise
+            raise type(e)(f"{name}: the model rejects this input of shape {tuple(x.shape)} and dtype "
+                          f"{x.dtype} ({e})") from e
         finally:
             self._capture = None
 
     def masked(self, x: torch.Tensor, replace: dict[str, torch.Tensor | None]) -> torch.Tensor:
-        """The output with the layers in ``replace`` computed by their masked components."""
+        """The output with the layers in ``replace`` computed by their masked components.
+
+        A mask with ``C + 1`` columns also scales the delta component ``W_l - U_l V_l^T`` (its
+        last column, see :meth:`SPDComponents.component_forward`).
+        """
         self._replace = replace
         try:
             return self.model(x)
@@ -138,16 +159,16 @@ class HookedTarget:
 
 
 def causal_importances(
-    components: SPDComponents, acts: dict[str, torch.Tensor], alpha: float
+    components: SPDComponents, acts: dict[str, torch.Tensor], alpha: float, lower: str = "leaky"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lower- and upper-leaky causal importances ``(N, L, C)`` from the layer inputs ``acts``.
 
-    ``g_{l,c}(x) = sigma_H(Gamma_{l,c}(V_l[:, c]^T a_l))`` with ``a_l = acts[l] (N, d_in)``; the
-    lower-leaky hard sigmoid builds the masks, the upper-leaky one enters the minimality loss
-    (paper, method section). The CI MLPs read ``V_l^T a_l`` without detaching (as in the paper),
-    so the importance and reconstruction losses also shape ``V``.
+    ``g_{l,c}(x) = sigma_H(Gamma_{l,c}(V_l[:, c]^T a_l))`` with ``a_l = acts[l] (N, d_in)`` (or the
+    vector / shared CI functions of :meth:`SPDComponents.ci_pre_activations`); the lower hard
+    sigmoid builds the masks, the upper-leaky one enters the minimality loss (paper, method
+    section). ``lower``: ``"leaky"`` (the paper's ``alpha x`` below 0) or ``"leaky_backward"``
+    (:func:`mechnb.spd.lower_leaky_backward_hard_sigmoid`).
     """
-    inner = []
     for n in components.names:
         a = acts[n]
         if a.ndim != 2:
@@ -155,6 +176,5 @@ def causal_importances(
                 f"target_modules: layer {n!r} receives inputs of shape {tuple(a.shape)}; "
                 "mechnb.spd decomposes layers whose inputs are (batch, d_in)"
             )
-        inner.append(a @ components.V(n))
-    pre = components.ci(torch.stack(inner, dim=1))  # (N, L, C)
-    return lower_leaky_hard_sigmoid(pre, alpha), upper_leaky_hard_sigmoid(pre, alpha)
+    pre = components.ci_pre_activations(acts)  # (N, L, C)
+    return lower_sigmoid_fn(lower)(pre, alpha), _upper_leaky(pre, alpha)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mechnb._checks import check_positive_float, check_tensor
 from mechnb.spd.components import SPDComponents
 from mechnb.spd.config import SPDConfig
 
@@ -64,9 +65,15 @@ class SPDLosses:
 
 
 def total_loss(losses: SPDLosses, config: SPDConfig) -> torch.Tensor:
-    """``sum_k coefficient_k * L_k`` with each coefficient the :class:`SPDConfig` field of the same name."""
+    """``sum_k coefficient_k * L_k`` with each coefficient the :class:`SPDConfig` field of the same name.
+
+    With ``config.delta_component`` the faithfulness term is left out (the delta component
+    replaces it; see :class:`SPDConfig`).
+    """
     total = None
     for name, term in zip(LOSS_NAMES, losses.values()):
+        if name == "faithfulness" and config.delta_component:
+            continue
         weighted = getattr(config, name) * term
         total = weighted if total is None else total + weighted
     return total
@@ -87,16 +94,29 @@ def faithfulness_loss(components: SPDComponents, targets: dict[str, torch.Tensor
     return total / n_params
 
 
+def _importance_minimality(ci_upper: torch.Tensor, p: float, weights: torch.Tensor | None) -> torch.Tensor:
+    per_row = (ci_upper.abs() + _EPS).pow(p).sum(dim=(1, 2))
+    return per_row.mean() if weights is None else (per_row * weights).sum()
+
+
 def importance_minimality_loss(ci_upper: torch.Tensor, p: float, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """``E_x sum_{l,c} |g^upper_{l,c}(x)|^p`` (the importance-minimality loss).
+    """``E_x sum_{l,c} |g^upper_{l,c}(x)|^p`` (the importance-minimality loss, paper, method section).
+
+    The absolute value is the paper's: upper-leaky importances are never negative, and any
+    other input (e.g. a lower-leaky ``g`` slightly below 0) is charged ``|g|^p`` instead of
+    giving NaN for a fractional ``p``. ``10^-12`` is added before the power so that the gradient
+    stays finite at ``g = 0`` for ``p < 1``.
 
     Args:
-        ci_upper: upper-leaky causal importances ``(N, L, C)`` (non-negative).
-        p: the exponent.
+        ci_upper: upper-leaky causal importances ``(N, L, C)``, finite.
+        p: the exponent, a finite number ``> 0``.
         weights: per-row weights ``(N,)`` summing to 1 (default: uniform mean).
     """
-    per_row = (ci_upper + _EPS).pow(p).sum(dim=(1, 2))
-    return per_row.mean() if weights is None else (per_row * weights).sum()
+    ci_upper = check_tensor("ci_upper", ci_upper, ndim=3, dims="(batch, L, C)", floating=True)
+    p = check_positive_float("p", p)
+    if weights is not None:
+        weights = check_tensor("weights", weights, shape=(ci_upper.shape[0],), dims="(batch,)", floating=True)
+    return _importance_minimality(ci_upper, p, weights)
 
 
 def stochastic_masks(ci: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -59,7 +59,7 @@ class SubcomponentBrowser:
         result._check_module(self.module)
         self.ci = one_hot_causal_importances(result, n_features, magnitude)[self.module]  # (n_in, C)
         self.n_inputs = self.ci.shape[0]
-        dtype = result.components.ci.W_in.dtype
+        dtype = result.components.dtype
         self.x = torch.eye(self.n_inputs, device=result._device(), dtype=dtype) * magnitude
         with torch.no_grad():
             self.target_out = result.model(self.x).detach().cpu().numpy()
