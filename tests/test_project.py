@@ -48,6 +48,7 @@ CONDA_NAME = {
     "pytest": "pytest",
     "nbval": "nbval",
     "playwright": "playwright",
+    "hypothesis": "hypothesis",
 }
 
 
