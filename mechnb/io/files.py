@@ -158,7 +158,7 @@ def save(result: Any, path: str | os.PathLike) -> Path:
     jpath = _json_path(path)
     enc = Encoder()
     tree = enc.encode(result)
-    blob = st_save(enc.tensors, metadata={"format": FORMAT, "type": entry.name})
+    blob = st_save(enc.tensors, metadata={"format": FORMAT})  # one key: safetensors' header order is not fixed
     sha = hashlib.sha256(blob).hexdigest()
     stem = jpath.name[: -len(".json")]
     tname = f"{stem}.{sha[:16]}.safetensors"
