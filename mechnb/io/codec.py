@@ -254,6 +254,19 @@ class Decoder:
         raise ValueError(f"{where}: unknown tag {tag!r}")
 
     @staticmethod
+    def _flags(flags: Any, where: str) -> dict[str, Any]:
+        if (not isinstance(flags, dict) or set(flags) != {"training", "frozen"} or not isinstance(flags["frozen"], list)
+                or not all(isinstance(k, str) for k in flags["frozen"])):
+            raise ValueError(f"{where}: flags must be {{'training': bool, 'frozen': [names]}}, got {flags!r}")
+        return flags
+
+    @staticmethod
+    def _obj(x: Any, where: str) -> dict:
+        if not isinstance(x, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(x).__name__}")
+        return x
+
+    @staticmethod
     def _list(x: Any, where: str) -> list:
         if not isinstance(x, list):
             raise ValueError(f"{where}: expected a JSON list, got {type(x).__name__}")
@@ -268,19 +281,24 @@ class Decoder:
         if entry.custom:
             self._tagged(x, "$object", {"$object", "version", "package", "tensors", "meta"}
                          | ({"flags"} if "flags" in x else set()), where)
-            tensors = {k: self.decode(v, f"{where}.tensors[{k!r}]") for k, v in x["tensors"].items()}
+            tensors = {k: self.decode(v, f"{where}.tensors[{k!r}]") for k, v in self._obj(x["tensors"], where).items()}
+            if not all(isinstance(t, torch.Tensor) for t in tensors.values()):
+                raise ValueError(f"{where}: the tensors of a {entry.name} must all be $tensor entries")
             meta = self.decode(x["meta"], f"{where}.meta")
             try:
                 with torch.random.fork_rng(devices=[]):
                     obj = entry.cls.from_state(tensors, meta)
-            except (TypeError, ValueError, KeyError, RuntimeError) as e:
-                raise ValueError(f"{where}: {entry.name}.from_state failed: {e}") from None
+            except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as e:
+                raise ValueError(f"{where}: {entry.name}.from_state failed: {type(e).__name__}: {e}") from None
         else:
             self._tagged(x, "$object", {"$object", "version", "package", "fields"}
                          | ({"flags"} if "flags" in x else set()), where)
             obj = self._dataclass(entry, x["fields"], where)
         if isinstance(obj, nn.Module) and "flags" in x:
-            restore_flags(obj.to(self.device), x["flags"])
+            try:
+                restore_flags(obj.to(self.device), self._flags(x["flags"], where))
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from None
         return obj
 
     def _dataclass(self, entry: Any, fields: Any, where: str) -> Any:
@@ -294,17 +312,15 @@ class Decoder:
         try:
             with torch.random.fork_rng(devices=[]):
                 return entry.cls(**kwargs)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as e:
             raise ValueError(f"{where}: {entry.name} could not be rebuilt from the stored fields: {e}") from None
 
     def _module(self, x: dict[str, Any], where: str) -> nn.Module:
         self._tagged(x, "$module", {"$module", "config", "state", "flags"}, where)
-        config = self.decode(x["config"], f"{where} config")
+        config = self._obj(self.decode(x["config"], f"{where} config"), f"{where} config")
         state = {k: self._tensor(v.get("$tensor") if isinstance(v, dict) else None, f"{where}.{k}")
-                 for k, v in x["state"].items()}
-        flags = x["flags"]
-        if not isinstance(flags, dict) or set(flags) != {"training", "frozen"}:
-            raise ValueError(f"{where}: flags must be {{'training', 'frozen'}}, got {flags!r}")
+                 for k, v in self._obj(x["state"], where).items()}
+        flags = self._flags(x["flags"], where)
         try:
             return build_module(str(x["$module"]), config, state, flags).to(self.device)
         except ValueError as e:
