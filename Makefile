@@ -5,6 +5,7 @@
 #                then the notebooks and the numerically sensitive tests again under other CPU kernel
 #                families and thread counts (see "make test runs the suite under several ..." below)
 #   make exercises  write the learner notebooks (solutions replaced by stubs) to exercises/
+#   make lab-exercises  the same, then start JupyterLab on exercises/
 #
 # Knobs (make VAR=value ...):
 #   PYTHON         interpreter used to create .venv                 (default: python3)
@@ -35,7 +36,7 @@ SETUP_KEY := $(shell { cat pyproject.toml; echo "$(TORCH_VERSION) $(TORCH_INDEX)
 STAMP     := $(VENV)/.mechnb-setup-$(SETUP_KEY)
 TORCH_INDEX_ARG := $(if $(strip $(TORCH_INDEX)),--index-url $(strip $(TORCH_INDEX)),)
 
-.PHONY: help setup lab test bench zoo clean exercises browser-deps
+.PHONY: help setup lab test bench zoo clean exercises lab-exercises browser-deps
 
 help:
 	@echo "mechnb — make targets:"
@@ -43,6 +44,7 @@ help:
 	@echo "  make test    set up .venv, run pytest tests/ and every notebook under nbval (MECHNB_FAST=1), then"
 	@echo "               the notebooks and the numerics tests under other CPU kernel families and 2 threads"
 	@echo "  make exercises  write learner notebooks (solutions -> NotImplementedError stubs) to exercises/"
+	@echo "  make lab-exercises  write them (your edited ones are kept), then start JupyterLab on exercises/"
 	@echo "  make browser-deps  install chromium with apt if /usr/bin/chromium is missing (root only)"
 	@echo "  make setup   only create/update .venv (torch $(TORCH_VERSION) + mechnb editable + test tools)"
 	@echo "  make zoo     retrain every zoo model and rewrite data/ (python -m mechnb.zoo build)"
@@ -84,6 +86,9 @@ browser-deps:
 
 exercises: setup
 	$(PY) -m mechnb.exercises.make
+
+lab-exercises: exercises
+	$(PY) -m mechnb.lab --notebook-dir exercises
 
 # The tests default to one torch thread: the zoo models are tiny, and on a 2-core machine torch's
 # spin-waiting worker threads can slow a step tenfold as soon as anything else is busy
