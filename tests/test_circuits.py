@@ -489,7 +489,7 @@ def test_strategies_drive_the_shared_loop(small_lm: TinyTransformer, lang: Synth
     assert all(p.grad is None for p in model.parameters())  # the frozen base collected no gradients
     # circuit-tuning re-discovers at step 0 and exposes the masks it trains under
     circuit = CircuitTuning(copy.deepcopy(small_lm), task, cfg)
-    circuit.before_step(0)
+    circuit.before_step(0, task.sample(0, torch.Generator().manual_seed(0), 4))
     assert circuit.circuit is not None and circuit.circuit.n_edges >= 3 and circuit.circuits[0][0] == 0
     assert circuit.trainable_fraction() == trainable_fraction(circuit.model, circuit.masks) > 0
     with pytest.raises(TypeError, match="strategy"):

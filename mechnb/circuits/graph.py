@@ -35,11 +35,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mechnb._checks import check_tensor
+from mechnb._checks import check_float_input, check_tensor, model_dtype
 from mechnb.models import TinyTransformer
 
-__all__ = ["Edge", "Graph", "WriterCache", "cache_writers", "patched_forward", "reader_gradients", "as_model_float",
-           "model_dtype", "check_reference", "check_metric_value"]
+__all__ = ["Edge", "Graph", "WriterCache", "cache_writers", "patched_forward", "reader_gradients", "check_reference",
+           "check_metric_value"]
 
 QKV = ("q", "k", "v")
 
@@ -313,27 +313,6 @@ def check_metric_value(value: Any, where: str) -> torch.Tensor:
     return value
 
 
-def model_dtype(model: TinyTransformer) -> torch.dtype:
-    """The floating dtype of ``model``'s parameters (what floating inputs are cast to)."""
-    return next(model.parameters()).dtype
-
-
-def as_model_float(name: str, x: torch.Tensor, model: TinyTransformer) -> torch.Tensor:
-    """``x`` cast to ``model``'s dtype and device if it is a real floating tensor.
-
-    The circuits dtype policy: floating inputs (float16, bfloat16, float64, ...) are cast to the
-    model's dtype; integer, bool and complex tensors raise ``TypeError`` naming ``name`` and the
-    dtype expected.
-    """
-    dtype = model_dtype(model)
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor of dtype {dtype}, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name}: expected a real floating-point tensor (it is cast to the model's dtype {dtype}), "
-                        f"got dtype {x.dtype}")
-    return x.to(device=next(model.parameters()).device, dtype=dtype)
-
-
 def check_reference(ref: torch.Tensor, graph: Graph, tokens: torch.Tensor, d_model: int) -> None:
     """``ValueError`` naming ``ref`` unless it is ``[n_writers, batch or 1, pos or 1, d_model]`` for ``tokens``."""
     check_tensor("ref", ref, ndim=4, dims="(n_writers, batch, pos, d_model)", floating=True)
@@ -365,10 +344,11 @@ def patched_forward(
     """
     graph.check_model(model)
     check_tensor("tokens", tokens, ndim=2, dims="(batch, pos)", floating=False)
+    dtype, device = model_dtype(model), next(model.parameters()).device
     check_tensor("alpha", alpha, shape=(graph.n_writers, graph.n_readers), dims="(n_writers, n_readers)")
-    alpha = as_model_float("alpha", alpha, model)
+    alpha = check_float_input("alpha", alpha, dtype).to(device)
     check_tensor("ref", ref, ndim=4, dims="(n_writers, batch, pos, d_model)")
-    ref = as_model_float("ref", ref, model)
+    ref = check_float_input("ref", ref, dtype).to(device)
     check_reference(ref, graph, tokens, model.d_model)
     with _patch_hooks(model, graph, ref, alpha):
         return model(tokens)

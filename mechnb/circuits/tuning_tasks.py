@@ -194,6 +194,13 @@ def _rng(generator: torch.Generator) -> random.Random:
     return random.Random(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
 
 
+def _check_lang(lang: object) -> None:
+    """``TypeError`` naming ``lang`` unless it is a :class:`SyntheticLanguage`."""
+    if not isinstance(lang, SyntheticLanguage):
+        raise TypeError(f"lang: expected a mechnb.tasks.SyntheticLanguage (e.g. zoo.task_for('tiny-lm') or "
+                        f"SyntheticLanguage()), got {type(lang).__name__} {lang!r:.80}")
+
+
 def disagreement_task(
     lang: SyntheticLanguage,
     n_discovery: int = 32,
@@ -213,6 +220,7 @@ def disagreement_task(
     the disagreeing verb form wins; primary, higher is better) and ``disagree_logit_diff``.
     Discovery: :meth:`SyntheticLanguage.agreement_prompts` with :func:`logit_diff`.
     """
+    _check_lang(lang)
     check_positive_int("n_discovery", n_discovery)
     check_positive_int("n_eval", n_eval)
     check_positive_int("n_heldout", n_heldout)
@@ -262,6 +270,7 @@ def debias_task(
     stereotype gap, and ``name_pronoun_acc`` (he/she after a name - a capability that must survive).
     Discovery: ``gender_prompts(subject="occupation")`` with :func:`logit_diff`.
     """
+    _check_lang(lang)
     check_positive_int("n_discovery", n_discovery)
     check_positive_int("n_heldout", n_heldout)
     check_positive_float("pronoun_weight", pronoun_weight)

@@ -9,8 +9,13 @@ Parameters outside the current circuit are held **bit-for-bit** fixed at every s
 the optimiser: gradients outside are zeroed before the step, the optimiser's step is applied,
 then every entry outside the circuit is restored to its pre-step value (momentum and weight
 decay would otherwise move zero-gradient parameters), and the optimiser state of those entries
-(momentum buffers, Adam moments) is reset to 0 so nothing stale leaks in when they join a
-later circuit.
+(momentum buffers, Adam moments and Adam's step count, kept per entry by :class:`EntryAdam`) is
+reset to 0 so that an entry joining a later circuit starts like a fresh one.
+
+Options from the authors' code (:class:`TuneConfig`): discovery on every step's training batch,
+a schedule for the circuit size, exponentially smoothed edge scores across re-discoveries, and
+the random-parameter baseline (:class:`RandomSelectionTuning`: random node-owned blocks with the
+circuit's trainable count).
 
 Baselines (:func:`finetune`): full fine-tuning, fine-tuning of every node parameter
 (``mode="nodes"``, what circuit-tuning becomes with a circuit of every edge), and LoRA (Hu et al.
@@ -21,8 +26,9 @@ Baselines (:func:`finetune`): full fine-tuning, fine-tuning of every node parame
 
 Modules: :mod:`.masks` (which parameter entries a circuit owns), :mod:`.config`
 (:class:`TuneConfig`, :class:`TuneResult`), :mod:`.strategies` (stage 1 :func:`discover` and one
-strategy object per method: :class:`CircuitTuning`, :class:`FullTuning`, :class:`NodeTuning`,
-:class:`LoRATuning`), :mod:`.loop` (the shared loop :func:`run_strategy`, :func:`circuit_tune`,
+strategy object per method: :class:`CircuitTuning`, :class:`RandomSelectionTuning`,
+:class:`FullTuning`, :class:`NodeTuning`, :class:`LoRATuning`), :mod:`.optim` (:class:`EntryAdam`),
+:mod:`.loop` (the shared loop :func:`run_strategy`, :func:`circuit_tune`,
 :func:`finetune`), :mod:`.lora` (:class:`LoRA`) and :mod:`.analysis` (node redundancy, circuit
 history, comparison table).
 """
@@ -37,20 +43,30 @@ from mechnb.circuits.tuning.analysis import (
 from mechnb.circuits.tuning.config import TuneConfig, TuneResult
 from mechnb.circuits.tuning.lora import LoRA
 from mechnb.circuits.tuning.loop import circuit_tune, finetune, run_strategy
-from mechnb.circuits.tuning.masks import node_parameter_mask, parameter_mask, trainable_fraction
+from mechnb.circuits.tuning.masks import (
+    node_parameter_mask,
+    ownership_blocks,
+    parameter_mask,
+    random_blocks_mask,
+    trainable_fraction,
+)
+from mechnb.circuits.tuning.optim import EntryAdam
 from mechnb.circuits.tuning.strategies import (
     CircuitTuning,
     FullTuning,
     LoRATuning,
     NodeTuning,
+    RandomSelectionTuning,
     TuningStrategy,
     discover,
+    discover_on_batch,
 )
 
 __all__ = [
-    "parameter_mask", "node_parameter_mask", "trainable_fraction",
-    "TuneConfig", "TuneResult",
-    "discover", "TuningStrategy", "CircuitTuning", "FullTuning", "NodeTuning", "LoRATuning",
+    "parameter_mask", "node_parameter_mask", "trainable_fraction", "ownership_blocks", "random_blocks_mask",
+    "TuneConfig", "TuneResult", "EntryAdam",
+    "discover", "discover_on_batch", "TuningStrategy", "CircuitTuning", "RandomSelectionTuning", "FullTuning",
+    "NodeTuning", "LoRATuning",
     "run_strategy", "circuit_tune", "finetune", "LoRA",
     "NodeRedundancy", "node_redundancy", "CircuitHistory", "circuit_history", "comparison_table",
 ]

@@ -14,10 +14,16 @@ from tqdm.auto import tqdm
 from mechnb._checks import check_choice, resolve_device
 from mechnb._torch import eval_mode
 from mechnb.circuits.tuning.config import TuneConfig, TuneResult, _check_inputs, _check_task
-from mechnb.circuits.tuning.strategies import CircuitTuning, FullTuning, LoRATuning, NodeTuning, TuningStrategy
+from mechnb.circuits.tuning.strategies import (
+    CircuitTuning,
+    FullTuning,
+    LoRATuning,
+    NodeTuning,
+    RandomSelectionTuning,
+    TuningStrategy,
+)
 from mechnb.circuits.tuning_tasks import TrainBatch, TuneTask
 from mechnb.models import TinyTransformer
-from mechnb.train import make_optimizer
 
 __all__ = ["run_strategy", "circuit_tune", "finetune"]
 
@@ -64,7 +70,8 @@ def run_strategy(
 ) -> TuneResult:
     """Tune ``strategy.model`` on ``task`` for ``config.steps`` steps (the loop every method shares).
 
-    Each step samples a training batch from the task's seeded stream, takes one step of
+    Each step samples a training batch from the task's seeded stream, hands it to
+    ``strategy.before_step`` (circuit-tuning may re-discover its circuit on it), takes one step of
     ``strategy`` (or only evaluates the loss when nothing can move) and, every ``log_every``
     steps and at 0 and the end, logs the task metrics, held-out losses and trainable fraction.
     ``callback(step, model, masks)`` runs after every step. ``result.model`` is left to the caller
@@ -76,16 +83,16 @@ def run_strategy(
     cfg, model = strategy.config, strategy.model
     result = TuneResult(strategy.mode, task.name, task.primary, {**cfg.to_dict(), **asdict(strategy.optim)})
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = make_optimizer(strategy.trainable_parameters(), strategy.optim)
+    opt = strategy.make_optimizer()
     device = next(model.parameters()).device
     with strategy.running():
         model.train()
         bar = tqdm(range(cfg.steps), desc=f"{strategy.mode}-tune {task.name}", disable=not progress, leave=False)
         for step in bar:
-            strategy.before_step(step)
+            batch = task.sample(step, gen, cfg.batch_size).to(device)
+            strategy.before_step(step, batch)
             if step == 0:
                 result.log.append(_log_record(strategy, task, 0))
-            batch = task.sample(step, gen, cfg.batch_size).to(device)
             if strategy.can_move():
                 result.losses.append(_tuning_step(strategy, opt, task, batch, step))
             else:
@@ -132,6 +139,10 @@ def circuit_tune(
     """Circuit-tuning (Li et al. 2025, Alg. 1): every ``discover_every`` steps find the top-``top_n``
     circuit of ``task`` and train only the parameters its nodes own (:func:`parameter_mask`).
 
+    ``config`` selects the options of the authors' code (discovery on the training batch, a
+    circuit-size schedule, smoothed edge scores; :class:`TuneConfig`) and, with
+    ``selection="random"``, the random-parameter baseline (:class:`RandomSelectionTuning`).
+
     Args:
         model: the model to tune (copied unless ``inplace``).
         task: a :class:`TuneTask` (:func:`~mechnb.circuits.tuning_tasks.disagreement_task`, ...).
@@ -144,7 +155,7 @@ def circuit_tune(
         fraction per logged step, and every discovered circuit (see :class:`CircuitTuning`).
     """
     model, config = _prepare(model, task, config, inplace, device)
-    strategy = CircuitTuning(model, task, config)
+    strategy = (RandomSelectionTuning if config.selection == "random" else CircuitTuning)(model, task, config)
     res = run_strategy(strategy, task, progress=progress, callback=callback)
     res.circuits, res.circuit_scores, res.model = strategy.circuits, strategy.scores, strategy.finish()
     return res

@@ -1,7 +1,10 @@
 """What one tuning step may change: one strategy object per method.
 
 * :class:`CircuitTuning` - the circuit's node parameters only, the circuit re-discovered every
-  ``discover_every`` steps (:func:`discover`; Li, Yuan & Wang 2025, Alg. 1);
+  ``discover_every`` steps (:func:`discover`; Li, Yuan & Wang 2025, Alg. 1), with the options of
+  the authors' code (discovery on the training batch, a circuit-size schedule, smoothed scores);
+* :class:`RandomSelectionTuning` - the random-parameter baseline: random node-owned blocks with
+  the circuit's trainable count;
 * :class:`FullTuning` - every parameter; :class:`NodeTuning` - every parameter some node owns;
 * :class:`LoRATuning` - low-rank adapters (Hu et al. 2021) with the base model frozen.
 
@@ -23,31 +26,56 @@ from mechnb.circuits.circuit import Circuit, EdgeScores
 from mechnb.circuits.graph import Graph
 from mechnb.circuits.tuning.config import TuneConfig, _check_config, _check_model, _check_task
 from mechnb.circuits.tuning.lora import LoRA
-from mechnb.circuits.tuning.masks import node_parameter_mask, parameter_mask, trainable_fraction
-from mechnb.circuits.tuning_tasks import TuneTask
+from mechnb.circuits.tuning.masks import (
+    node_parameter_mask,
+    ownership_blocks,
+    parameter_mask,
+    random_blocks_mask,
+    trainable_fraction,
+)
+from mechnb.circuits.tuning.optim import entry_adam
+from mechnb.circuits.tuning_tasks import TrainBatch, TuneTask
 from mechnb.models import TinyTransformer
-from mechnb.train import OptimConfig
+from mechnb.train import OptimConfig, make_optimizer
 
-__all__ = ["discover", "TuningStrategy", "FullTuning", "NodeTuning", "CircuitTuning", "LoRATuning"]
+__all__ = ["discover", "discover_on_batch", "TuningStrategy", "FullTuning", "NodeTuning", "CircuitTuning",
+           "RandomSelectionTuning", "LoRATuning"]
 
 
 def discover(model: TinyTransformer, task: TuneTask, top_n: int, method: str = "eap", ig_steps: int = 5,
-             graph: Graph | None = None) -> tuple[Circuit, EdgeScores]:
+             graph: Graph | None = None, ablation: str = "corrupted") -> tuple[Circuit, EdgeScores]:
     """Stage 1 of circuit-tuning: the circuit of ``task`` on its discovery prompts, and the scores.
 
     Edges are taken in order of ``|score|`` until the circuit, with dangling edges pruned, has at
     least ``top_n`` edges (``EdgeScores.top_n(top_n, fill=True)``).
     """
     graph = graph or Graph.from_model(model)
-    scores = attribute(model, graph, task.discovery, metric=task.metric, method=method, ig_steps=ig_steps)
+    scores = attribute(model, graph, task.discovery, metric=task.metric, method=method, ig_steps=ig_steps,
+                       ablation=ablation)
+    return scores.top_n(top_n, fill=True), scores
+
+
+def discover_on_batch(model: TinyTransformer, task: TuneTask, batch: TrainBatch, top_n: int, method: str = "eap",
+                      ig_steps: int = 5, graph: Graph | None = None, ablation: str = "mean") -> tuple[Circuit, EdgeScores]:
+    """Stage 1 on a training batch (the authors' code): edges scored by their effect on ``-loss`` of the
+    batch (``task.loss`` of ``model(batch.tokens[:, :-1])``), patched towards a zero or mean reference
+    over the batch (there are no corrupted prompts); then as :func:`discover`."""
+    graph = graph or Graph.from_model(model)
+
+    def neg_loss(logits: torch.Tensor, _: object) -> torch.Tensor:
+        return -task.loss(logits, batch)
+
+    scores = attribute(model, graph, batch.tokens[:, :-1], metric=neg_loss, method=method, ig_steps=ig_steps,
+                       ablation=ablation)
     return scores.top_n(top_n, fill=True), scores
 
 
 class TuningStrategy:
     """What a tuning run trains and how each step is constrained: one subclass per method.
 
-    The shared loop calls, at every step: :meth:`before_step` (circuit-tuning re-discovers its
-    circuit here), then - if :meth:`can_move` - the forward pass through :meth:`forward`, the
+    The shared loop builds the optimiser with :meth:`make_optimizer`, then calls, at every step:
+    :meth:`before_step` with the step's training batch (circuit-tuning re-discovers its circuit
+    here), then - if :meth:`can_move` - the forward pass through :meth:`forward`, the
     backward pass, :meth:`after_backward`, gradient clipping over :meth:`clip_parameters`, the
     optimiser step over :meth:`trainable_parameters` and :meth:`after_step`. Logged steps record
     the metrics of :meth:`eval_model`, :meth:`trainable_fraction` and :meth:`log_extra`. The whole
@@ -74,6 +102,10 @@ class TuningStrategy:
         """The parameters the optimiser steps."""
         raise NotImplementedError
 
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """The optimiser over :meth:`trainable_parameters` (:func:`mechnb.train.make_optimizer` of ``optim``)."""
+        return make_optimizer(self.trainable_parameters(), self.optim)
+
     def trainable_fraction(self) -> float:
         """Fraction of the model's parameter entries this step can change."""
         raise NotImplementedError
@@ -90,8 +122,8 @@ class TuningStrategy:
         """Method-specific entries of each log record."""
         return {}
 
-    def before_step(self, step: int) -> None:
-        """Called at the start of every step."""
+    def before_step(self, step: int, batch: TrainBatch) -> None:
+        """Called at the start of every step, with the step's training batch."""
 
     def can_move(self) -> bool:
         """Whether any parameter can change this step (if not, the backward pass is skipped)."""
@@ -151,16 +183,21 @@ class NodeTuning(FullTuning):
 class CircuitTuning(TuningStrategy):
     """Circuit-tuning (Li et al. 2025, Alg. 1): train only what the current circuit's nodes own.
 
-    Every ``discover_every`` steps the circuit of ``task`` is re-discovered (:func:`discover`) and
-    its :func:`parameter_mask` becomes ``masks``. At each step the gradient outside the mask is
-    zeroed, the gradient norm is clipped over the parameters with a trainable entry, and after the
-    optimiser step every entry outside the mask is restored bit for bit to its pre-step value and
-    its optimiser state (momentum, Adam moments) is reset to 0 - momentum and weight decay would
-    otherwise move parameters whose gradient is zero.
+    Every ``discover_every`` steps the circuit is re-discovered - on the task's discovery prompts
+    (:func:`discover`) or on the step's training batch (:func:`discover_on_batch`,
+    ``config.discover_on="batch"``) -, with the circuit size of ``config.top_n_at(step)`` and, if
+    ``config.score_ema > 0``, from the exponentially smoothed scores; its :func:`parameter_mask`
+    becomes ``masks``. At each step the gradient outside the mask is zeroed, the gradient norm is
+    clipped over the parameters with a trainable entry, and after the optimiser step every entry
+    outside the mask is restored bit for bit to its pre-step value and its optimiser state
+    (momentum, Adam moments and Adam's per-entry step count) is reset to 0 - momentum and weight
+    decay would otherwise move parameters whose gradient is zero, and a stale step count would make
+    a joining entry's first Adam step ~3x too large (:class:`~mechnb.circuits.tuning.optim.EntryAdam`).
 
     Attributes:
         circuit: the current circuit; ``circuits``: ``(step, edge names)`` per discovery;
-        ``scores``: the per-edge scores (``graph.edges`` order) behind each of them.
+        ``scores``: the per-edge scores (``graph.edges`` order) the circuits were chosen from
+        (smoothed if ``score_ema > 0``); ``raw_scores``: the scores of each discovery before smoothing.
     """
 
     mode = "circuit"
@@ -175,10 +212,18 @@ class CircuitTuning(TuningStrategy):
         self.masks: dict[str, torch.Tensor] = {}
         self.circuits: list[tuple[int, list[str]]] = []
         self.scores: list[list[float]] = []
+        self.raw_scores: list[list[float]] = []
+        self._smoothed: torch.Tensor | None = None
         self._saved: list[torch.Tensor] = []
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for _, p in self._named]
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """SGD as configured; Adam/AdamW as :class:`EntryAdam` (a step count per entry)."""
+        if self.optim.optimizer in ("adam", "adamw"):
+            return entry_adam(self.trainable_parameters(), self.optim)
+        return super().make_optimizer()
 
     def trainable_fraction(self) -> float:
         return trainable_fraction(self.model, self.masks)
@@ -187,14 +232,33 @@ class CircuitTuning(TuningStrategy):
         assert self.circuit is not None
         return {"n_edges": self.circuit.n_edges, "n_nodes": self.circuit.n_nodes}
 
-    def before_step(self, step: int) -> None:
+    def _scores(self, step: int, batch: TrainBatch) -> EdgeScores:
+        """This discovery's edge scores, smoothed across discoveries if ``score_ema > 0``."""
+        cfg = self.config
+        if cfg.discover_on == "batch":
+            _, scores = discover_on_batch(self.model, self.task, batch, 0, cfg.method, cfg.ig_steps, self.graph,
+                                          cfg.ablation)
+        else:
+            _, scores = discover(self.model, self.task, 0, cfg.method, cfg.ig_steps, self.graph, cfg.ablation)
+        self.raw_scores.append(scores.values.tolist())
+        if cfg.score_ema == 0:
+            return scores
+        s = scores.scores
+        self._smoothed = s.clone() if self._smoothed is None else cfg.score_ema * self._smoothed + (1 - cfg.score_ema) * s
+        return replace(scores, scores=self._smoothed.clone(), info={**scores.info, "score_ema": cfg.score_ema})
+
+    def _select(self, circuit: Circuit, step: int) -> dict[str, torch.Tensor]:
+        """The parameter entries to train for ``circuit``: the ones its nodes own."""
+        return parameter_mask(self.model, circuit)
+
+    def before_step(self, step: int, batch: TrainBatch) -> None:
         """Stage 1 every ``discover_every`` steps: re-discover the circuit and its parameter mask."""
         if step % self.config.discover_every:
             return
-        cfg = self.config
-        circuit, scores = discover(self.model, self.task, cfg.top_n, cfg.method, cfg.ig_steps, self.graph)
+        scores = self._scores(step, batch)
+        circuit = scores.top_n(self.config.top_n_at(step), fill=True)
         self.circuit = circuit
-        owned = parameter_mask(self.model, circuit)
+        owned = self._select(circuit, step)
         self.masks = {n: owned[n].to(p.device) for n, p in self._named}
         self.circuits.append((step, [e.name for e in circuit.edges]))
         self.scores.append(scores.values.tolist())
@@ -222,6 +286,28 @@ class CircuitTuning(TuningStrategy):
             for v in opt.state[p].values():
                 if isinstance(v, torch.Tensor) and v.shape == p.shape:
                     v.masked_fill_(~m, 0)
+
+
+class RandomSelectionTuning(CircuitTuning):
+    """The random-parameter baseline of circuit-tuning (``mode="random"``, ``selection="random"``).
+
+    The circuit is discovered exactly as by :class:`CircuitTuning` (its size is logged), but the
+    entries trained are random node-owned blocks - a head's query, key, value or output slice, an
+    MLP's input side (``ln2``, ``W_in``, ``b_in``) or output side (``W_out``, ``b_out``) - drawn in a
+    random order (seeded by ``config.seed`` and the step) until their total is closest to the
+    circuit's trainable count. Freezing outside the selection is bit-exact, as for circuit-tuning.
+    """
+
+    mode = "random"
+
+    def __init__(self, model: TinyTransformer, task: TuneTask, config: TuneConfig) -> None:
+        super().__init__(model, task, config)
+        self._blocks = ownership_blocks(model)
+
+    def _select(self, circuit: Circuit, step: int) -> dict[str, torch.Tensor]:
+        owned = parameter_mask(self.model, circuit)
+        target = sum(int(m.sum()) for m in owned.values())
+        return random_blocks_mask(self.model, self._blocks, target, seed=self.config.seed * 1_000_003 + step)
 
 
 class LoRATuning(TuningStrategy):
