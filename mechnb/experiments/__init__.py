@@ -8,8 +8,10 @@ the method packages never import this package (see ``ARCHITECTURE.md``).
 * :mod:`mechnb.experiments.spd` — sweeps over SPD's importance-minimality coefficient (notebook 02).
 * :mod:`mechnb.experiments.gw` — toy point clouds and the training-strategy variants compared
   layer by layer with Gromov-Wasserstein (notebook 03).
+* :mod:`mechnb.experiments.circuits` — a transformer with a planted induction circuit among
+  distractors, the ground truth for circuit discovery (notebook 04).
 """
 
-from mechnb.experiments import degeneracy, gw, spd
+from mechnb.experiments import circuits, degeneracy, gw, spd
 
-__all__ = ["degeneracy", "gw", "spd"]
+__all__ = ["circuits", "degeneracy", "gw", "spd"]
