@@ -91,7 +91,8 @@ def fake_exercises():
     _stubs._ANNOUNCED.clear()
 
 
-EX1 = '''def double(x, scale=2):
+EX1 = '''# NBVAL_CHECK_OUTPUT
+def double(x, scale=2):
     """Twice x."""
     # SOLUTION
     y = x * scale  # secret double
@@ -220,7 +221,7 @@ def test_synthetic_notebook_learner_version(tmp_path: Path, fake_exercises, caps
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.outputs == [] and c.execution_count is None for c in code)
 
-    # the blocks replaced at their indentation, the functions marked as stubs, the rest kept
+    # the blocks replaced at their indentation, the functions marked as stubs, the rest kept (nbval's markers go)
     assert [c.source for c in code[1:5]] == [LEARNER["EX1"], LEARNER["EX2"], LEARNER["EX3"], LEARNER["EX4"]]
     for src_text in (EX1, EX2, EX3, EX4):
         for line in src_text.splitlines():
@@ -712,6 +713,17 @@ def test_learner_and_facilitator_versions_in_a_kernel(tmp_path: Path, monkeypatc
     assert "Traceback" not in learner[0]
     assert learner[1] == ("↪ using the reference solution for Exercise 3.2 (GW between two-point spaces): your "
                           "`gw_two_point` is still the stub\n0.5\n")
+
+
+def test_readme_shows_a_real_learner_cell_and_note(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    reports = make_exercises(NOTEBOOKS, tmp_path, [NOTEBOOKS / "02_stochastic_parameter_decomposition.ipynb"])
+    stub = next(st for st in reports[0].stubs if st.exercise == "2.1")
+    cell = nbformat.read(reports[0].target, as_version=4).cells[stub.cell + 1].source
+    assert f"```python\n{cell}\n```" in readme, f"README should show the learner cell of exercise 2.1:\n{cell}"
+    note = _stubs.fallback_note(exercises.exercise_by_id("2.1"), stub.name)
+    assert f"`{note}`" in readme, f"README should quote the fallback note {note!r}"
+    assert "make lab-exercises" in readme and "make lab-exercises" in (ROOT / "notebooks" / "00_welcome_and_model_zoo.ipynb").read_text()
 
 
 def test_learner_edits_are_not_overwritten(tmp_path: Path, fake_exercises,

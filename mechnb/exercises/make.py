@@ -27,7 +27,7 @@ at the top level) and the reference each stub falls back to are those of
 :mod:`mechnb.exercises._stubgen`; any other block, or one used by later cells without a reference
 solution, stops this tool with a message naming the cell and line (nothing is written).
 
-Outputs and execution counts are stripped, a note saying where the complete version lives
+Outputs, execution counts and nbval's ``# NBVAL_...`` marker lines are stripped, a note saying where the complete version lives
 is put at the top, and the other files of ``notebooks/`` that the notebooks link to (``*.md``,
 e.g. the glossary) are copied along.
 
@@ -128,6 +128,9 @@ def _relative(path: Path) -> Path:
         return path
 
 
+_NBVAL_LINE = re.compile(r"^[ \t]*#[ \t]*NBVAL_\w+.*(?:\n|$)", re.MULTILINE)
+
+
 def _strip(cell: nbformat.NotebookNode) -> None:
     if cell.cell_type == "code":
         cell.outputs = []
@@ -199,6 +202,9 @@ def _learner_version(source: Path, target: Path) -> tuple[nbformat.NotebookNode,
         report.n_stubs += len(ids)
         report.stubs += stubs
         report.exercises += [i for i in dict.fromkeys(ids) if i not in report.exercises]
+    for cell in nb.cells:  # after stubbing, so that messages give the facilitator notebook's line numbers
+        if cell.cell_type == "code":
+            cell.source = _NBVAL_LINE.sub("", cell.source)  # nbval's markers mean nothing to a learner
     note = nbformat.v4.new_markdown_cell(LEARNER_NOTE.format(source=source.name))
     if (nb.nbformat, nb.nbformat_minor) >= (4, 5):
         note.id = "mechnb-learner-note"  # fixed, so regenerating gives the same file
