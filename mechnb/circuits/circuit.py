@@ -10,6 +10,7 @@ baseline every ranking must beat).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ import torch
 
 from mechnb._checks import check_choice, check_positive_int, check_tensor
 from mechnb.circuits.graph import Edge, Graph
+from mechnb.io import saveable
 
 __all__ = ["Circuit", "EdgeScores", "prune_dangling"]
 
@@ -42,6 +44,7 @@ def prune_dangling(graph: Graph, mask: torch.Tensor) -> torch.Tensor:
     return mask & keep_src[:, None] & keep_dst[None, :]
 
 
+@saveable()
 @dataclass
 class Circuit:
     """A set of edges of a :class:`Graph` (``mask [n_writers, n_readers]`` bool, pruned).
@@ -71,6 +74,56 @@ class Circuit:
             edge = graph.edges[graph.edge_index[name]]
             mask[graph.writer_index[edge.src], graph.reader_index[(edge.dst, edge.letter)]] = True
         return cls(graph, prune_dangling(graph, mask) if prune else mask)
+
+    # -- sharing as plain JSON -----------------------------------------------------------
+    def to_json(self, scores: EdgeScores | None = None, *, indent: int | None = 1) -> str:
+        """The circuit as plain JSON, for sharing and for other tools.
+
+        ``{"format": "mechnb.circuit", "version": 1, "graph": {"n_layers", "n_heads", "attn_only"},
+        "edges": [edge names, graph order], "nodes": [node names]}``, plus ``"scores": {edge name:
+        score}`` for the circuit's edges when ``scores`` (:class:`EdgeScores` of the same graph) is
+        given. :meth:`from_json` reads it back; unlike :func:`mechnb.io.save` nothing is checksummed.
+        """
+        doc: dict[str, Any] = {"format": "mechnb.circuit", "version": 1, "graph": self.graph.config(),
+                               "edges": [e.name for e in self.edges], "nodes": self.nodes}
+        if scores is not None:
+            if not isinstance(scores, EdgeScores):
+                raise TypeError(f"scores: expected an EdgeScores, got {type(scores).__name__}")
+            if scores.graph.config() != self.graph.config():
+                raise ValueError(f"scores: expected scores of the circuit's graph {self.graph.config()}, "
+                                 f"got scores of {scores.graph.config()}")
+            values = scores.as_dict()
+            bad = [e for e in doc["edges"] if not np.isfinite(values[e])]
+            if bad:
+                raise ValueError(f"scores: expected finite scores, got {values[bad[0]]} for edge {bad[0]!r}")
+            doc["scores"] = {e: values[e] for e in doc["edges"]}
+        return json.dumps(doc, indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str | dict[str, Any]) -> Circuit:
+        """The circuit :meth:`to_json` wrote (the JSON text or its parsed dict), mask exactly as written."""
+        if isinstance(text, str):
+            try:
+                doc = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"text: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+        elif isinstance(text, dict):
+            doc = text
+        else:
+            raise TypeError(f"text: expected a JSON string or a dict, got {type(text).__name__}")
+        if not isinstance(doc, dict) or doc.get("format") != "mechnb.circuit":
+            got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+            raise ValueError(f'text: expected a mechnb circuit ({{"format": "mechnb.circuit"}}), got {got!r}')
+        if doc.get("version") != 1:
+            raise ValueError(f"text: circuit JSON version {doc.get('version')!r}; this mechnb reads version 1")
+        config, edges = doc.get("graph"), doc.get("edges")
+        if not isinstance(config, dict) or not isinstance(edges, list) or not all(isinstance(e, str) for e in edges):
+            raise ValueError('text: expected "graph" (an object) and "edges" (a list of edge names)')
+        try:
+            graph = Graph(**config)
+        except TypeError as e:
+            raise ValueError(f"text: graph {config} does not describe a Graph ({e})") from None
+        return cls.from_edges(graph, edges, prune=False)
 
     @classmethod
     def full(cls, graph: Graph) -> Circuit:
@@ -116,6 +169,7 @@ class Circuit:
         return f"Circuit({self.n_edges} edges, {self.n_nodes} nodes of {self.graph.n_edges} / {self.graph.n_nodes})"
 
 
+@saveable()
 @dataclass
 class EdgeScores:
     """One signed score per edge: ``scores [n_writers, n_readers]`` (0 off the graph).

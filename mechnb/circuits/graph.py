@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from mechnb._checks import check_float_input, check_tensor, model_dtype
+from mechnb.io import saveable
 from mechnb.models import TinyTransformer
 
 __all__ = ["Edge", "Graph", "WriterCache", "cache_writers", "patched_forward", "reader_gradients", "check_reference",
@@ -63,6 +64,7 @@ class Edge:
         return self.name
 
 
+@saveable()
 class Graph:
     """Nodes and edges of a :class:`TinyTransformer` (build it with :meth:`from_model`).
 
@@ -118,6 +120,20 @@ class Graph:
         if not isinstance(model, TinyTransformer):
             raise TypeError(f"model: expected a mechnb.models.TinyTransformer, got {type(model).__name__}")
         return cls(model.n_layers, model.n_heads, model.attn_only)
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments, so ``Graph(**g.config())`` rebuilds the graph (used by
+        :meth:`Circuit.to_json` and :func:`mechnb.io.save`)."""
+        return {"n_layers": self.n_layers, "n_heads": self.n_heads, "attn_only": self.attn_only}
+
+    def to_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """For :func:`mechnb.io.save`: no tensors (the edges follow from the architecture) and :meth:`config`."""
+        return {}, self.config()
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Graph:
+        """The graph :meth:`to_state` describes."""
+        return cls(**meta)
 
     # -- sizes ------------------------------------------------------------------------
     @property
