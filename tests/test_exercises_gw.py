@@ -1,9 +1,11 @@
 """The check functions of notebook 03 (mechnb.exercises.gw).
 
 For every check: a correct solution passes with the success line; a typical mistake fails with
-"expected" and "got" in the report. For the new checks: their known answers are right (closed
-forms by hand, POT's own GW objective, mechnb.gw.distance_matrix), and the ids follow the order
-of the exercises in the notebook.
+"expected" and "got" in the report; the written-out reference ``solution_<name>`` passes; a learner
+function that only calls the package function the exercise asks for fails with "write it yourself".
+For the checks: their known answers are right (closed forms by hand, POT's own GW objective,
+mechnb.gw.distance_matrix, mechnb.gw.layer_gw_matrix), and the ids follow the order of the exercises
+in the notebook.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import numpy as np
 import ot
 import pytest
 import torch
+from scipy.cluster import hierarchy
+from scipy.spatial.distance import squareform
 
 from mechnb import experiments, gw
 from mechnb.exercises import gw as gw_ex
@@ -74,21 +78,147 @@ def uncentred_cka(X, Y):
     return float((K * L).sum() / (K.norm() * L.norm()))
 
 
+def layer_gw_groups(reps, *, normalize="max", fill="both", diagonal=0.0, init="identity", method="average",
+                    cut="gap"):
+    """The notebook's answer to 3.5, with switches for the typical mistakes."""
+    names = list(reps)
+    Cs = [gw.distance_matrix(X, normalize=normalize) for X in reps.values()]
+    L = len(Cs)
+    M = np.full((L, L), 0.0)
+    np.fill_diagonal(M, diagonal)
+    for i in range(L):
+        for j in range(i + 1, L):
+            v = gw.gw_solve(Cs[i], Cs[j], init=init).value
+            M[i, j] = v
+            if fill == "both":
+                M[j, i] = v
+    Z = hierarchy.linkage(squareform(M, checks=False), method=method)
+    if cut == "gap":
+        h = np.concatenate([[0.0], np.sort(Z[:, 2])])
+        k = int(np.argmax(np.diff(h)))
+        labels = hierarchy.fcluster(Z, t=0.5 * (h[k] + h[k + 1]), criterion="distance")
+    else:
+        labels = hierarchy.fcluster(Z, t=2, criterion="maxclust")
+    return M, gw.layer_groups(labels, names)
+
+
+def layer_gw_groups_tensor(reps):  # also right: a torch matrix, tuples of names, own distance matrices
+    names = list(reps)
+    Cs = [torch.cdist(X, X) / torch.cdist(X, X).max() for X in reps.values()]
+    M = torch.zeros(len(Cs), len(Cs), dtype=torch.float64)
+    for i in range(len(Cs)):
+        for j in range(i + 1, len(Cs)):
+            M[i, j] = M[j, i] = gw.gw_solve(Cs[i], Cs[j], init="identity").value
+    Z = hierarchy.linkage(squareform(M.numpy(), checks=False), method="average")
+    h = np.concatenate([[0.0], np.sort(Z[:, 2])])
+    k = int(np.argmax(np.diff(h)))
+    labels = hierarchy.fcluster(Z, t=0.5 * (h[k] + h[k + 1]), criterion="distance")
+    return M, [tuple(g) for g in gw.layer_groups(labels, names)]
+
+
+LAYER_MISTAKES = {
+    "no normalisation": dict(normalize=None),
+    "upper triangle only": dict(fill="upper"),
+    "diagonal of ones": dict(diagonal=1.0),
+    "product start": dict(init="product"),
+    **{f"{m} linkage": dict(method=m) for m in ("single", "complete", "weighted", "ward", "centroid", "median")},
+    "always two groups": dict(cut="maxclust"),
+}
+
+
+def _mistake(kwargs):
+    return lambda reps: layer_gw_groups(reps, **kwargs)
+
+
 SOLUTIONS = {
     "check_gw_loss": ([gw_loss, gw_loss_einsum], [gw_loss_uniform, gw_loss_no_two]),
     "check_gw_two_point": ([lambda a, b: (a - b) ** 2 / 2], [lambda a, b: (a - b) ** 2, lambda a, b: abs(a - b) / 2]),
-    "check_distance_matrix": ([distance_matrix, gw.distance_matrix],
+    "check_distance_matrix": ([distance_matrix],
                               [distance_matrix_squared, lambda X: torch.cdist(X, X),
                                lambda X: distance_matrix(X) * X.shape[0]]),
     "check_linear_cka": ([linear_cka], [uncentred_cka]),
+    "check_layer_gw_groups": ([layer_gw_groups, layer_gw_groups_tensor], [_mistake(k) for k in LAYER_MISTAKES.values()]),
+}
+
+#: learner functions that only call the package's own answer: each must fail its check
+PACKAGE_CALLS = {
+    "check_gw_loss": lambda C1, C2, T: float(ot.gromov.gwloss(*ot.gromov.init_matrix(
+        C1.numpy(), C2.numpy(), T.sum(1).numpy(), T.sum(0).numpy(), "square_loss"), T.numpy())),
+    "check_gw_two_point": lambda a, b: gw.gw_distance(np.array([[0, a], [a, 0]]), np.array([[0, b], [b, 0]])),
+    "check_distance_matrix": lambda X: gw.distance_matrix(X),
+    "check_linear_cka": lambda X, Y: gw.cka(X, Y),
+    "check_layer_gw_groups": lambda reps: (lambda r: (r.matrix, gw.layer_groups(r.groups(), r.names)))(
+        gw.layer_gw_matrix(reps, init="identity", tol=1e-9, dtype="float64", progress=False)),
 }
 
 
 def test_every_check_of_the_topic_is_covered() -> None:
-    assert set(gw_ex.__all__) == set(SOLUTIONS)
+    checks = {n for n in gw_ex.__all__ if n.startswith("check_")}
+    assert checks == set(SOLUTIONS) == set(PACKAGE_CALLS)
+    assert {n for n in gw_ex.__all__ if n.startswith("solution_")} == {"solution_" + n[6:] for n in checks}
     ours = {name: ex.id for name, ex in registry().items() if ex.notebook == gw_ex.NOTEBOOK}
     assert ours == {"check_gw_loss": "3.1", "check_gw_two_point": "3.2", "check_distance_matrix": "3.3",
-                    "check_linear_cka": "3.4"}
+                    "check_linear_cka": "3.4", "check_layer_gw_groups": "3.5"}
+
+
+@pytest.mark.parametrize("name", sorted(SOLUTIONS))
+def test_reference_solution_passes_and_is_written_out(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import inspect
+
+    solution = getattr(gw_ex, "solution_" + name.removeprefix("check_"))
+    assert getattr(gw_ex, name)(solution).passed, capsys.readouterr().out
+    body = inspect.getsource(solution)
+    # not a call of the package function the exercise asks for
+    for forbidden in ("layer_gw_matrix(", "cluster_layers(", "gw.cka(", "gw.distance_matrix(X)\n", "gwloss("):
+        if name == "check_layer_gw_groups" and forbidden.startswith("gw.distance_matrix"):
+            continue
+        assert forbidden not in body, (name, forbidden)
+
+
+@pytest.mark.parametrize("name", sorted(PACKAGE_CALLS))
+def test_calling_the_package_does_not_pass(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    res = getattr(gw_ex, name)(PACKAGE_CALLS[name])
+    out = capsys.readouterr().out
+    assert not res.passed and res.n_failed == res.n_cases, out
+    assert "WriteItYourself" in out and "Write it yourself" in out, out
+
+
+def test_package_call_through_an_earlier_import_is_caught(capsys: pytest.CaptureFixture[str]) -> None:
+    from mechnb.gw.distances import distance_matrix as imported_long_ago
+
+    res = gw_ex.check_distance_matrix(lambda X: imported_long_ago(X))
+    assert not res.passed and "your function called gw.distance_matrix" in capsys.readouterr().out
+    # the guard is gone afterwards: the package function works as usual
+    assert gw.distance_matrix(torch.eye(3)).shape == (3, 3)
+    import sys
+
+    assert sys.getprofile() is None
+
+
+def test_layer_gw_groups_mistakes_are_named(capsys: pytest.CaptureFixture[str]) -> None:
+    expected_words = {"no normalisation": "normalize='max'", "upper triangle only": "not symmetric",
+                      "diagonal of ones": "on the diagonal", "product start": "expected",
+                      "single linkage": "average linkage", "always two groups": "groups: expected"}
+    for mistake, words in expected_words.items():
+        gw_ex.check_layer_gw_groups(_mistake(LAYER_MISTAKES[mistake]))
+        out = capsys.readouterr().out
+        assert words in out, (mistake, out)
+
+
+def test_layer_cases_expected_values() -> None:
+    cases = gw_ex._layer_cases()
+    assert len(cases) == 3
+    for case in cases:
+        (reps,) = case.args
+        M, groups = case.expected
+        L = len(reps)
+        assert M.shape == (L, L) and np.array_equal(M, M.T) and np.all(np.diag(M) == 0) and np.all(M > 0) == (L == 1)
+        assert sorted(n for g in groups for n in g) == sorted(reps)
+    # the planted families come out as the three families
+    assert cases[0].expected[1] == [["layer0", "layer2"], ["layer1", "layer4"], ["layer3", "layer5"]]
+    # the drifting chains: every other linkage rule gives other groups in at least one of them
+    for method in ("single", "complete", "weighted", "ward", "centroid", "median"):
+        assert any(layer_gw_groups(c.args[0], method=method)[1] != c.expected[1] for c in cases[1:]), method
 
 
 @pytest.mark.parametrize("name", sorted(SOLUTIONS))
@@ -181,7 +311,7 @@ def test_notebook_exercises_in_order_and_checked() -> None:
              for m in re.finditer(r"\*\*Exercise (\d+\.\d+) · ", c.source)]
     markers = [m.group(1) for c in nb.cells if c.cell_type == "code"
                for m in re.finditer(r"^\s*# SOLUTION (\d+\.\d+)", c.source, re.MULTILINE)]
-    assert boxes == ["3.1", "3.2", "3.3", "3.4"]
+    assert boxes == ["3.1", "3.2", "3.3", "3.4", "3.5"]
     assert markers == boxes
     by_id = {ex.id: name for name, ex in registry().items() if ex.notebook == gw_ex.NOTEBOOK}
     code = [c.source for c in nb.cells if c.cell_type == "code"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -39,3 +40,59 @@ def test_train_variants_reuses_the_zoo_run_for_the_recipe() -> None:
     ref, info = zoo.load("modadd-mlp")
     assert all(torch.equal(a, b) for a, b in zip(v.model.state_dict().values(), ref.state_dict().values()))
     assert v.test_acc == pytest.approx(info["metrics"]["test_acc"])
+
+
+def test_train_variants_leaves_the_global_rng_alone_and_follows_the_recipe() -> None:
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = experiments.gw.train_variants(["scratch", "l1"], P=5, hidden=(8,), steps=3, progress=False)
+    assert torch.equal(torch.get_rng_state(), state)  # no reseeding of the caller's RNG (issue 13)
+    b = experiments.gw.train_variants(["scratch"], P=5, hidden=(8,), steps=3, progress=False)
+    # same seed, same starting weights: bit-identical runs
+    assert all(torch.equal(x, y) for x, y in zip(a["scratch"].model.state_dict().values(),
+                                                 b["scratch"].model.state_dict().values()))
+    recipe = zoo.RECIPES["modadd-mlp"]
+    m = a["scratch"].model
+    assert m.sizes == [10, 8, 5] and isinstance(recipe, zoo.ModularMLPRecipe)
+    assert a["l1"].config.l1 == pytest.approx(2e-6) and a["scratch"].config.schedule == recipe.train.schedule
+
+
+def _block_matrix(within: float, between: float, drift: float = 0.0) -> gw.LayerMatrix:
+    L = 6
+    M = np.zeros((L, L))
+    for i in range(L):
+        for j in range(L):
+            if i != j:
+                M[i, j] = (within if (i < 3) == (j < 3) else between) + drift * abs(i - j)
+    return gw.LayerMatrix([f"l{i}" for i in range(L)], M, "gw", 10)
+
+
+def test_variant_structure_blocks_and_drift() -> None:
+    blocks = experiments.gw.variant_structure(_block_matrix(0.01, 0.2))
+    assert blocks.groups == [["l0", "l1", "l2"], ["l3", "l4", "l5"]]
+    assert blocks.within_max == pytest.approx(0.01) and blocks.between_min == pytest.approx(0.2)
+    assert blocks.contrast == pytest.approx(20.0)
+    chain = experiments.gw.variant_structure(_block_matrix(0.0, 0.0, drift=0.05))
+    assert chain.drift == pytest.approx(1.0)  # GW grows exactly with the distance in depth
+    forced = experiments.gw.variant_structure(_block_matrix(0.0, 0.0, drift=0.05), labels=[0, 0, 0, 1, 1, 1])
+    assert forced.contrast < 1  # a cut through a drift: cross pairs closer than some pairs inside
+    assert "block contrast" in forced.describe() and "{l0 … l2} | {l3 … l5}" in forced.describe()
+    with pytest.raises(TypeError, match="matrix: expected a gw.LayerMatrix"):
+        experiments.gw.variant_structure(np.zeros((3, 3)))
+
+
+@pytest.mark.numerics
+def test_compare_starts_on_planted_layers() -> None:
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    reps = {f"l{k}": torch.cat([base + 0.05 * k * torch.randn(40, 3, generator=g, dtype=torch.float64),
+                                torch.zeros(40, k, dtype=torch.float64)], 1) for k in range(4)}
+    cmp = experiments.gw.compare_starts(reps, n_samples=30)
+    iu = np.triu_indices(4, 1)
+    # the identity coupling is one coupling: GW from its start can only be at most its cost
+    assert np.all(cmp.identity.matrix[iu] <= cmp.aligned[iu] * (1 + 1e-4) + 1e-12)  # float32 solves
+    assert np.all(cmp.identity_over_aligned <= 1 + 1e-4) and cmp.mean_iterations >= 1
+    assert cmp.n_pairs == 6 and cmp.n_product_lower + cmp.n_product_higher <= 6
+    assert cmp.identity.n_samples == 30 and set(cmp.groups) == {"aligned", "identity", "product"}
+    lines = cmp.summary()
+    assert len(lines) == 4 and "6 pairs of layers, n = 30 inputs." == lines[0]

@@ -45,12 +45,21 @@ def test_gw_zero_for_rotated_translated_permuted_copy(n: int, d: int) -> None:
 
 @pytest.mark.numerics
 def test_gw_symmetric() -> None:
+    # GW(A, B) = GW(B, A): the coupling found for (A, B), transposed, is a coupling of (B, A) with the same
+    # value, and the solver started there stays (two independent non-convex solves need not meet the
+    # same local optimum, so their digits are not compared)
     g = _gen(1)
     A = gw.distance_matrix(torch.randn(25, 3, generator=g))
     B = gw.distance_matrix(torch.randn(18, 7, generator=g) ** 2)
-    ab, ba = gw.gw_distance(A, B), gw.gw_distance(B, A)
-    assert ab > 1e-3
-    assert ab == pytest.approx(ba, rel=1e-6)
+    ab = gw.gw_solve(A, B)
+    assert ab.value > 1e-3
+    ba = gw.gw_solve(B, A, init=ab.coupling.T)
+    assert ba.value == pytest.approx(ab.value, rel=1e-9)
+    assert gw.gw_solve(A, B, init=ba.coupling.T).value == pytest.approx(ab.value, rel=1e-9)
+    # and the best of several starts is as low from either side, up to the local optima they reach
+    both = gw.gw_distance(A, B, n_init=8), gw.gw_distance(B, A, n_init=8)
+    assert gw.gw_lower_bound(A, B) == pytest.approx(gw.gw_lower_bound(B, A), rel=1e-9)
+    assert all(gw.gw_lower_bound(A, B) <= v + 1e-12 for v in both)
 
 
 @pytest.mark.numerics
@@ -386,6 +395,21 @@ def test_plots_return_labelled_figures() -> None:
         plt.close(fig)
     with pytest.raises(ValueError, match="labels"):
         gwplots.plot_layer_matrix(res, labels=[0, 1])
+    schematic = gwplots.plot_gw_schematic(s["L"], s["L moved"], sol.coupling, i=3, k=5, names=("L", "L moved"))
+    top = schematic.axes[0]
+    assert top.get_xlabel() and top.get_ylabel() and "one term of GW" in top.get_title()
+    # at the solver's coupling of two isometric clouds the drawn term is 0: the two distances agree
+    assert float(top.get_title().rsplit("= ", 1)[1]) < 1e-20
+    assert [ax.get_title() for ax in schematic.axes[1::2]][:3] == ["C1: distances in L",
+                                                                    "T: the coupling (mass from x to y)",
+                                                                    "C2: distances in L moved"]
+    plt.close(schematic)
+    with pytest.raises(ValueError, match="k: expected a second point different from i=2"):
+        gwplots.plot_gw_schematic(s["L"], s["L moved"], sol.coupling, i=2, k=2)
+    with pytest.raises(ValueError, match="i: expected a point index in \\[0, 7\\), got 9"):
+        gwplots.plot_gw_schematic(s["L"], s["L moved"], sol.coupling, i=9)
+    with pytest.raises(ValueError, match="T: expected a non-negative coupling"):
+        gwplots.plot_gw_schematic(s["L"], s["L moved"], -sol.coupling)
     assert gwplots.short_name("blocks.1.hook_resid_mid") == "1.resid_mid"
     assert gwplots.short_name("blocks.0.attn.hook_result") == "0.attn.result"
 

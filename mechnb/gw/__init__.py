@@ -24,6 +24,7 @@ Public API::
     reps = layer_representations(model, inputs)            # name -> (n, d_l)
     C = distance_matrix(reps["h1"])                        # (n, n), max-normalised
     sol = gw_solve(C1, C2); gw_distance(C1, C2)            # coupling + value / value
+    gw_distance(C1, C2, n_init=10); gw_lower_bound(C1, C2) # best of 10 starts / certified lower bound
     res = layer_gw_matrix(reps)                            # LayerMatrix (L, L)
     labels = cluster_layers(res.matrix); layer_groups(labels, res.names)
     cka(X, Y), layer_cka_matrix(reps), probe_accuracy(reps, y)
@@ -39,17 +40,29 @@ from mechnb.gw.baselines import cka, probe_accuracy
 from mechnb.gw.clustering import auto_threshold, cluster_layers, layer_groups, layer_linkage
 from mechnb.gw.distances import METRICS, NORMALIZATIONS, distance_matrix
 from mechnb.gw.layers import LayerMatrix, layer_cka_matrix, layer_gw_matrix
-from mechnb.gw.representations import layer_representations
-from mechnb.gw.solve import INITS, SOLVERS, GWSolution, GWSolverError, gw_distance, gw_solve
+from mechnb.gw.representations import layer_representations, subsample_reps
+from mechnb.gw.solve import (
+    INITS,
+    SOLVERS,
+    GWSolution,
+    GWSolverError,
+    gw_distance,
+    gw_lower_bound,
+    gw_solve,
+    random_coupling,
+)
 
 __all__ = [
     "GWSolverError",
     "GWSolution",
     "LayerMatrix",
     "layer_representations",
+    "subsample_reps",
     "distance_matrix",
     "gw_solve",
     "gw_distance",
+    "gw_lower_bound",
+    "random_coupling",
     "layer_gw_matrix",
     "layer_linkage",
     "cluster_layers",

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from mechnb._checks import check_choice, check_positive_float, check_tensor
-from mechnb.gw.representations import as_float64, check_reps
+from mechnb._checks import check_choice, check_positive_float, check_seed, check_tensor
+from mechnb.gw.representations import as_float64, check_reps, power_of_two_scale
 
 __all__ = ["cka", "probe_accuracy"]
 
@@ -58,12 +58,15 @@ def cka(X: Any, Y: Any, kernel: str = "linear", debiased: bool = False, *, rbf_s
     estimator (needs ``n >= 4``), which removes the upward bias of CKA for ``d >> n``.
 
     Args:
-        X: ``(n, d1)``; Y: ``(n, d2)``. Computed in float64 on ``X``'s device.
+        X: ``(n, d1)``; Y: ``(n, d2)``, real (complex raises ``TypeError``). Computed in float64 on
+            ``X``'s device, each rescaled by a power of two first (exact; CKA ignores isotropic
+            scaling), so huge or tiny but finite entries give the right value, never NaN.
 
     Returns:
         a float, 1 for identical representations (biased CKA lies in [0, 1]).
     """
-    A, B = as_float64("X", X), as_float64("Y", Y).to(as_float64("X", X).device)
+    A = power_of_two_scale(as_float64("X", X))[0]
+    B = power_of_two_scale(as_float64("Y", Y))[0].to(A.device)
     check_choice("kernel", kernel, ["linear", "rbf"])
     rbf_sigma = check_positive_float("rbf_sigma", rbf_sigma)
     if A.shape[0] != B.shape[0]:
@@ -98,6 +101,7 @@ def probe_accuracy(reps: Mapping[str, torch.Tensor], y: torch.Tensor, *, train_f
     names, Xs = check_reps(reps, min_layers=1)
     check_tensor("y", y, shape=(Xs[0].shape[0],), dims="(n,)", floating=False)
     check_positive_float("ridge", ridge)
+    seed = check_seed("seed", seed)
     n = Xs[0].shape[0]
     n_train = int(round(n * check_positive_float("train_frac", train_frac)))
     if not 1 <= n_train < n:
@@ -107,6 +111,7 @@ def probe_accuracy(reps: Mapping[str, torch.Tensor], y: torch.Tensor, *, train_f
     classes, yi = torch.unique(y, return_inverse=True)
     out: dict[str, float] = {}
     for name, X in zip(names, Xs):
+        X = power_of_two_scale(X)[0]  # exact; standardising removes the scale, and 1e200-sized features cannot overflow
         dev = X.device
         Y = torch.nn.functional.one_hot(yi.to(dev), len(classes)).double()
         mu, sd = X[tr.to(dev)].mean(0), X[tr.to(dev)].std(0).clamp_min(1e-8)

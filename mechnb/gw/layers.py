@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mechnb._checks import check_positive_int, check_seed
 from mechnb.gw.baselines import cka
 from mechnb.gw.clustering import cluster_layers
 from mechnb.gw.distances import distance_matrix
@@ -87,6 +88,7 @@ def layer_gw_matrix(
     solver: str = "exact",
     epsilon: float | None = None,
     init: str = "identity",
+    n_init: int = 1,
     n_samples: int | None = None,
     seed: int = 0,
     max_iter: int | None = None,
@@ -115,14 +117,19 @@ def layer_gw_matrix(
             :func:`~mechnb.gw.representations.layer_representations`).
         metric, normalize: passed to :func:`~mechnb.gw.distances.distance_matrix`.
         solver, epsilon, init, max_iter, tol, dtype: passed to :func:`~mechnb.gw.solve.gw_solve`.
+        n_init: starts per pair (:func:`~mechnb.gw.solve.gw_solve`): ``init`` first, then the
+            product coupling and seeded random couplings; the lowest value is kept. The default 1
+            keeps the sample-aligned start alone.
         n_samples: use a seeded random subset of this many rows (the same rows in every layer).
-        seed: seeds that subset.
+        seed: seeds that subset and the random starts (an int >= 0).
         progress: ``tqdm`` bar over the pairs.
 
     Returns:
         a :class:`LayerMatrix` with ``kind="gw"``, the per-pair iteration counts in ``n_iter``.
     """
     names, Xs = check_reps(reps)
+    seed = check_seed("seed", seed)
+    n_init = check_positive_int("n_init", n_init)
     Xs = subsample_rows(Xs, n_samples, seed)
     t0 = time.perf_counter()
     Cs = _layer_distance_matrices(names, Xs, metric, normalize)
@@ -135,14 +142,14 @@ def layer_gw_matrix(
         dtype = "float32" if solver == "exact" else "float64"
     for i, j in tqdm(_pairs(L), desc="GW pairs", disable=not progress, leave=False):
         try:
-            sol = gw_solve(Cs[i], Cs[j], solver=solver, epsilon=epsilon, init=init, max_iter=max_iter, tol=tol,
-                           dtype=dtype)
+            sol = gw_solve(Cs[i], Cs[j], solver=solver, epsilon=epsilon, init=init, n_init=n_init, seed=seed,
+                           max_iter=max_iter, tol=tol, dtype=dtype)
         except GWSolverError as e:
             raise GWSolverError(f"layers {names[i]!r} vs {names[j]!r}: {e}") from None
         M[i, j] = M[j, i] = sol.value
         iters[i, j] = iters[j, i] = sol.n_iter
-    settings = dict(metric=metric, normalize=normalize, solver=solver, epsilon=epsilon, init=init, seed=seed,
-                    max_iter=max_iter, tol=tol, dtype=dtype)
+    settings = dict(metric=metric, normalize=normalize, solver=solver, epsilon=epsilon, init=init, n_init=n_init,
+                    seed=seed, max_iter=max_iter, tol=tol, dtype=dtype)
     return LayerMatrix(names, M, "gw", Xs[0].shape[0], settings, time.perf_counter() - t0, iters)
 
 
@@ -151,6 +158,7 @@ def layer_cka_matrix(reps: Mapping[str, torch.Tensor], *, kernel: str = "linear"
                      progress: bool = False) -> LayerMatrix:
     """The ``L x L`` CKA similarity matrix of ``reps`` (see :func:`~mechnb.gw.baselines.cka`), ``kind="cka"``."""
     names, Xs = check_reps(reps)
+    seed = check_seed("seed", seed)
     Xs = subsample_rows(Xs, n_samples, seed)
     t0 = time.perf_counter()
     L = len(Xs)

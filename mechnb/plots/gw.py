@@ -14,7 +14,7 @@ from scipy.cluster import hierarchy
 from mechnb._checks import check_array
 from mechnb.gw import LayerMatrix, layer_linkage
 
-__all__ = ["short_name", "plot_coupling", "plot_layer_matrix", "plot_dendrogram", "plot_layer_comparison",
+__all__ = ["short_name", "plot_coupling", "plot_gw_schematic", "plot_layer_matrix", "plot_dendrogram", "plot_layer_comparison",
            "plot_matrix_grid", "plot_probe_accuracy"]
 
 _GROUP_COLORS = plt.get_cmap("tab10").colors
@@ -64,6 +64,112 @@ def plot_coupling(X: Any, Y: Any, T: Any, *, names: tuple[str, str] = ("X", "Y")
     ax_t.set_ylabel(f"point i of {names[0]}")
     ax_t.set_title("coupling T[i, j]")
     fig.colorbar(im, ax=ax_t, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def _pairwise(P: np.ndarray) -> np.ndarray:
+    """Euclidean distances between the rows of ``P (n, d)``: ``(n, n)``."""
+    return np.sqrt(((P[:, None, :] - P[None, :, :]) ** 2).sum(-1))
+
+
+def _index(name: str, value: Any, n: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int point index, got {type(value).__name__} {value!r}")
+    if not 0 <= int(value) < n:
+        raise ValueError(f"{name}: expected a point index in [0, {n}), got {value}")
+    return int(value)
+
+
+def plot_gw_schematic(X: Any, Y: Any, T: Any, *, i: int = 0, k: int = 1, C1: Any = None, C2: Any = None,
+                      names: tuple[str, str] = ("layer ℓ", "layer m")) -> Figure:
+    """One term of the GW objective drawn: ``(C1[i,k] - C2[j,l])**2 * T[i,j] * T[k,l]``.
+
+    Top: the two point clouds (their first two coordinates, side by side - they need not share a
+    space or a dimension), the pair ``x_i, x_k`` with its distance ``C1[i, k]``, the points
+    ``y_j, y_l`` that receive most of their mass under the coupling (``j = argmax T[i]``,
+    ``l = argmax T[k]``) with their distance ``C2[j, l]``, and arrows for the mass ``T[i, j]``,
+    ``T[k, l]``. Bottom: the three matrices GW works with, ``C1 (n1, n1)``, ``T (n1, n2)`` and
+    ``C2 (n2, n2)``, with the entries of this term framed. GW sums this term over all ``i, k, j, l``
+    and minimises over the coupling ``T`` (Mémoli 2011; Peyré, Cuturi & Solomon 2016).
+
+    Args:
+        X: ``(n1, d1)`` points; Y: ``(n2, d2)`` points (``d >= 1``; only two coordinates are drawn).
+        T: ``(n1, n2)`` non-negative coupling.
+        i, k: the pair of points of ``X`` to draw (``i != k``).
+        C1, C2: the distance matrices (default: Euclidean distances of ``X`` and ``Y``).
+    """
+    A, B, P = check_array("X", X, ndim=2), check_array("Y", Y, ndim=2), check_array("T", T, ndim=2)
+    n1, n2 = A.shape[0], B.shape[0]
+    if P.shape != (n1, n2):
+        raise ValueError(f"T: expected shape {(n1, n2)} (points of X, points of Y), got {P.shape}")
+    if (P < 0).any():
+        raise ValueError(f"T: expected a non-negative coupling, got min {P.min():.3g}")
+    i, k = _index("i", i, n1), _index("k", k, n1)
+    if i == k:
+        raise ValueError(f"k: expected a second point different from i={i}, got k={k}")
+    D1 = _pairwise(A) if C1 is None else check_array("C1", C1, ndim=2, square=True)
+    D2 = _pairwise(B) if C2 is None else check_array("C2", C2, ndim=2, square=True)
+    if D1.shape != (n1, n1) or D2.shape != (n2, n2):
+        raise ValueError(f"C1, C2: expected shapes {(n1, n1)} and {(n2, n2)}, got {D1.shape} and {D2.shape}")
+    j, l = int(np.argmax(P[i])), int(np.argmax(P[k]))
+
+    def flat2(M: np.ndarray) -> np.ndarray:
+        M2 = np.zeros((M.shape[0], 2))
+        M2[:, : min(2, M.shape[1])] = M[:, :2]
+        return M2 - M2.mean(0)
+
+    A2, B2 = flat2(A), flat2(B)
+    span = max(np.ptp(A2[:, 0]), np.ptp(B2[:, 0]), 1e-9)
+    B2 = B2 + np.array([np.ptp(A2[:, 0]) / 2 + np.ptp(B2[:, 0]) / 2 + 0.6 * span, 0.0])
+    fig = plt.figure(figsize=(11, 7.2))
+    grid = fig.add_gridspec(2, 3, height_ratios=[1.25, 1])
+    ax = fig.add_subplot(grid[0, :])
+    tmax = P.max() if P.max() > 0 else 1.0
+    for a_, b_ in zip(*np.nonzero(P > 1e-3 * tmax)):
+        ax.plot([A2[a_, 0], B2[b_, 0]], [A2[a_, 1], B2[b_, 1]], color="0.85", lw=0.8, zorder=1)
+    ax.scatter(A2[:, 0], A2[:, 1], s=45, color="tab:blue", edgecolor="k", zorder=3, label=f"{names[0]}: points x")
+    ax.scatter(B2[:, 0], B2[:, 1], s=45, color="white", marker="s", edgecolor="k", zorder=3,
+               label=f"{names[1]}: points y")
+    ax.plot(*A2[[i, k]].T, color="tab:blue", lw=2.5, zorder=2)
+    ax.plot(*B2[[j, l]].T, color="tab:orange", lw=2.5, zorder=2)
+    mid1, mid2 = A2[[i, k]].mean(0), B2[[j, l]].mean(0)
+    ax.annotate(f"C1[i,k] = {D1[i, k]:.2f}", mid1, xytext=(0, 10), textcoords="offset points", color="tab:blue",
+                ha="center", fontsize=9)
+    ax.annotate(f"C2[j,l] = {D2[j, l]:.2f}", mid2, xytext=(0, 10), textcoords="offset points", color="tab:orange",
+                ha="center", fontsize=9)
+    for src, dst, lab, frac, dy in ((i, j, f"T[i,j] = {P[i, j]:.3f}", 0.3, 8), (k, l, f"T[k,l] = {P[k, l]:.3f}",
+                                                                                0.7, -16)):
+        ax.annotate("", xy=B2[dst], xytext=A2[src], arrowprops=dict(arrowstyle="->", color="crimson", lw=1.5,
+                                                                     connectionstyle="arc3,rad=0.15"), zorder=4)
+        ax.annotate(lab, (1 - frac) * A2[src] + frac * B2[dst], xytext=(0, dy), textcoords="offset points",
+                    color="crimson", ha="center", fontsize=9)
+    for idx, name in ((i, "i"), (k, "k")):
+        ax.annotate(name, A2[idx], xytext=(-10, -4), textcoords="offset points", fontsize=11, fontweight="bold")
+    for idx, name in ((j, "j"), (l, "l")):
+        ax.annotate(name, B2[idx], xytext=(6, -4), textcoords="offset points", fontsize=11, fontweight="bold")
+    term = (D1[i, k] - D2[j, l]) ** 2 * P[i, j] * P[k, l]
+    ax.set_title(f"one term of GW: (C1[i,k] - C2[j,l])² · T[i,j] · T[k,l] = ({D1[i, k]:.2f} - {D2[j, l]:.2f})² · "
+                 f"{P[i, j]:.3f} · {P[k, l]:.3f} = {term:.2e}", fontsize=10)
+    ax.set_xlabel("first coordinate of each cloud (centred, placed side by side: no shared axes needed)")
+    ax.set_ylabel("second coordinate")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.legend(loc="best", fontsize=8)
+    panels = ((D1, f"C1: distances in {names[0]}", [(k, i)], "tab:blue", "point k", "point i"),
+              (P, "T: the coupling (mass from x to y)", [(j, i), (l, k)], "crimson", f"point of {names[1]}",
+               f"point of {names[0]}"),
+              (D2, f"C2: distances in {names[1]}", [(l, j)], "tab:orange", "point l", "point j"))
+    for col, (M, title, boxes, color, xl, yl) in enumerate(panels):
+        axm = fig.add_subplot(grid[1, col])
+        im = axm.imshow(M, cmap="Greys" if M is P else "viridis", aspect="auto")
+        for cx, cy in boxes:
+            axm.add_patch(Rectangle((cx - 0.5, cy - 0.5), 1, 1, fill=False, edgecolor=color, lw=2.2))
+        axm.set_title(title, fontsize=9)
+        axm.set_xlabel(xl, fontsize=8)
+        axm.set_ylabel(yl, fontsize=8)
+        fig.colorbar(im, ax=axm, fraction=0.046)
+    fig.suptitle("GW compares every pair of points of one space with the pair it is coupled to in the other",
+                 fontsize=11)
     fig.tight_layout()
     return fig
 
