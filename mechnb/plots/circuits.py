@@ -148,7 +148,8 @@ def _edge_scores(circuit: Circuit, scores: EdgeScores | Mapping[str, float] | No
         g, h = scores.graph, circuit.graph
         if g.writers != h.writers or g.readers != h.readers or not bool((g.valid == h.valid).all()):
             raise ValueError(f"scores: expected scores of the circuit's graph {h!r}, got scores of {g!r}")
-        return {e.name: float(v) for e, v in zip(g.edges, g.edge_vector(scores.scores).tolist())}
+        every = dict(zip((e.name for e in g.edges), g.edge_vector(scores.scores).tolist()))
+        return {e.name: float(every[e.name]) for e in circuit.edges}
     if not isinstance(scores, Mapping):
         raise TypeError(f"scores: expected an EdgeScores or a mapping edge name -> score, got {type(scores).__name__}")
     missing = [e.name for e in circuit.edges if e.name not in scores]
