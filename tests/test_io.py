@@ -538,6 +538,7 @@ def test_circuit_figure_from_shared_json_and_empty(circuit, eap, graph):
         plots.circuits.circuit_figure(circuit, {})
     with pytest.raises(TypeError, match="circuit: expected a Circuit, got EdgeScores"):
         plots.circuits.circuit_figure(eap)
-    other = circuits.EdgeScores(circuits.Graph(1, 2), torch.zeros(3, 8), "eap")
+    small = circuits.Graph(1, 2)
+    other = circuits.EdgeScores(small, torch.zeros(small.n_writers, small.n_readers), "eap")
     with pytest.raises(ValueError, match="scores: expected scores of the circuit's graph"):
         plots.circuits.circuit_figure(circuit, other)
