@@ -126,22 +126,27 @@ class HookedTarget:
 
         return hook
 
-    def capture(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``(f(x), {layer: a_l})``: the target's output and the decomposed layers' inputs.
-
-        A ``ValueError`` / ``TypeError`` from the model is re-raised naming :attr:`input_name`
-        (the caller's argument), not the model's internal one.
-        """
-        self._capture, self._replace = {}, {}
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """``model(x)``; a ``ValueError`` / ``TypeError`` is re-raised naming :attr:`input_name`."""
         try:
-            out = self.model(x)
-            return out, self._capture
+            return self.model(x)
         except (TypeError, ValueError) as e:
             name = self.input_name
             if name is None or str(e).startswith(f"{name}: "):
                 raise
             raise type(e)(f"{name}: the model rejects this input of shape {tuple(x.shape)} and dtype "
                           f"{x.dtype} ({e})") from e
+
+    def capture(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(f(x), {layer: a_l})``: the target's output and the decomposed layers' inputs.
+
+        A ``ValueError`` / ``TypeError`` from the model is re-raised naming :attr:`input_name`
+        (the caller's argument), not the model's internal one; so is one from :meth:`masked`.
+        """
+        self._capture, self._replace = {}, {}
+        try:
+            out = self._run(x)
+            return out, self._capture
         finally:
             self._capture = None
 
@@ -153,7 +158,7 @@ class HookedTarget:
         """
         self._replace = replace
         try:
-            return self.model(x)
+            return self._run(x)
         finally:
             self._replace = {}
 
