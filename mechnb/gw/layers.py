@@ -27,10 +27,12 @@ from mechnb.gw.clustering import cluster_layers
 from mechnb.gw.distances import distance_matrix
 from mechnb.gw.representations import check_reps, subsample_rows
 from mechnb.gw.solve import GWSolverError, gw_solve
+from mechnb.io import saveable
 
 __all__ = ["LayerMatrix", "layer_gw_matrix", "layer_cka_matrix"]
 
 
+@saveable()
 @dataclass
 class LayerMatrix:
     """A layer x layer comparison: ``names`` (L), ``matrix`` (L, L) and how it was made.
