@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -107,12 +106,15 @@ def register(cls: type, name: str | None = None, *, version: int = 1) -> type:
     return cls
 
 
-def saveable(name: str | None = None, *, version: int = 1) -> Callable[[T], T]:
+def saveable(name: str | type | None = None, *, version: int = 1) -> Any:
     """Class decorator: make a result type writable by :func:`mechnb.io.save` (see :func:`register`).
 
-    Bump ``version`` when the stored layout changes incompatibly: files of another version are
-    then refused with a message naming both versions.
+    ``@saveable()``, ``@saveable`` and ``@saveable("Name", version=2)`` all work. Bump ``version``
+    when the stored layout changes incompatibly: files of another version are then refused with a
+    message naming both versions.
     """
+    if isinstance(name, type):  # used bare: @saveable
+        return register(name, version=version)
 
     def deco(cls: T) -> T:
         register(cls, name, version=version)
