@@ -121,7 +121,7 @@ class Circuit:
             raise ValueError('text: expected "graph" (an object) and "edges" (a list of edge names)')
         try:
             graph = Graph(**config)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise ValueError(f"text: graph {config} does not describe a Graph ({e})") from None
         return cls.from_edges(graph, edges, prune=False)
 
