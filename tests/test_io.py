@@ -302,6 +302,30 @@ def test_the_types_the_notebooks_produce_are_registered():
             "RankDecision"} <= names
 
 
+def test_registration_rules(monkeypatch, graph, tmp_path):
+    from mechnb.io import registry
+
+    monkeypatch.setattr(registry, "_BY_NAME", dict(registry._BY_NAME))
+    monkeypatch.setattr(registry, "_BY_CLASS", dict(registry._BY_CLASS))
+    with pytest.raises(ValueError, match="name: 'EdgeScores' is already registered for mechnb.circuits.circuit.EdgeScores"):
+        io.register(circuits.FaithfulnessCurve, "EdgeScores")
+    with pytest.raises(TypeError, match="cls: dict is neither a dataclass nor defines to_state"):
+        io.register(dict)
+
+    @dataclasses.dataclass
+    class Local:
+        x: int
+
+    with pytest.raises(ValueError, match="cls: expected a class defined in a mechnb module"):
+        io.register(Local)
+    with pytest.raises(ValueError, match="version: expected an int >= 1, got 0"):
+        io.saveable(version=0)(circuits.FaithfulnessCurve)
+    assert io.saveable(circuits.FaithfulnessCurve) is circuits.FaithfulnessCurve  # bare @saveable
+    curve = circuits.FaithfulnessCurve([0, 3], [0, 3], [0, 4], [0.0, 0.5], "corrupted")
+    assert_same(io.load(io.save(curve, tmp_path / "curve")), curve)
+    assert io.register(circuits.EdgeScores) is circuits.EdgeScores  # registering a class again is harmless
+
+
 def test_load_imports_the_package_that_registers_the_type(eap, tmp_path):
     """In a fresh interpreter only mechnb.io is imported; loading an EdgeScores imports mechnb.circuits."""
     path = io.save(eap, tmp_path / "eap")
@@ -505,6 +529,12 @@ def test_circuit_from_json_rejects_bad_input(circuit):
         circuits.Circuit.from_json(json.dumps(doc))
     with pytest.raises(TypeError, match="text: expected a JSON string or a dict"):
         circuits.Circuit.from_json(3)
+    doc = json.loads(circuit.to_json())
+    doc["graph"]["n_layers"] = "two"
+    with pytest.raises(ValueError, match="text: graph .* does not describe a Graph"):
+        circuits.Circuit.from_json(doc)
+    with pytest.raises(ValueError, match="text: circuit JSON version 2; this mechnb reads version 1"):
+        circuits.Circuit.from_json({**json.loads(circuit.to_json()), "version": 2})
 
 
 def test_circuit_figure_draws_only_the_circuit(circuit, eap, tmp_path):
