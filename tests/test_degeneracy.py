@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -777,6 +778,112 @@ def test_bad_inputs_name_the_argument():
     with pytest.raises(ValueError, match="acts: expected shape"):
         basis.transform(1, x)
     assert math.isfinite(float(block_weight(model, 0, True).sum()))
+
+
+class _WithUnused(nn.Module):
+    """A linear model plus a parameter the forward pass never touches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+        self.unused = nn.Parameter(torch.ones(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+
+@pytest.mark.parametrize("gauss_newton", [False, True])
+def test_hessian_spectrum_with_an_unused_parameter_adds_exact_zeros(gauss_newton):
+    # issue 13: both modes raised "One of the differentiated Tensors appears to not have been used"
+    torch.manual_seed(0)
+    model = _WithUnused().double()
+    x, y = torch.randn(20, 3, dtype=torch.float64), torch.randn(20, 2, dtype=torch.float64)
+    ev = hessian_spectrum(model, sum_mse, x, y, gauss_newton=gauss_newton)
+    assert ev.shape == (8 + 4,)
+    # without the unused parameter: the 8 eigenvalues of the linear model's Hessian, plus 4 exact zeros
+    ref = hessian_spectrum(model.lin, sum_mse, x, y, gauss_newton=gauss_newton)
+    np.testing.assert_allclose(ev[:8], ref, rtol=1e-10)
+    assert np.all(ev[8:] == 0.0)
+    top = hessian_spectrum(model, sum_mse, x, y, k=3, gauss_newton=gauss_newton)
+    np.testing.assert_allclose(top, ref[:3], rtol=1e-8)
+
+
+def test_hessian_spectrum_gauss_newton_rejects_a_non_scalar_loss():
+    model, x = planted_mlp()
+    y = torch.zeros(x.shape[0], 3)
+
+    def per_sample(out, t):
+        return ((out - t) ** 2).sum(-1)  # (n,): not reduced
+
+    for gn in (False, True):
+        with pytest.raises(ValueError, match=r"loss_fn: expected a scalar loss.*got shape \(%d,\)" % x.shape[0]):
+            hessian_spectrum(model, per_sample, x, y, gauss_newton=gn)
+
+
+def test_nan_weights_and_huge_activations_are_named_not_eigh_failures():
+    model, x = planted_mlp()
+    bad = copy.deepcopy(model)
+    with torch.no_grad():
+        bad.layers[0].weight[0, 0] = float("nan")
+    for call in (lambda: degeneracy_report(bad, x), lambda: interaction_basis(bad, x),
+                 lambda: effective_parameter_count(bad, x), lambda: jacobian_gram(bad, x, 1),
+                 lambda: hessian_spectrum(bad, sum_mse, x, torch.zeros(x.shape[0], 3))):
+        with pytest.raises(ValueError, match=r"model: 'layers.0.weight' has 1 NaN"):
+            call()
+    acts = torch.randn(10, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"acts: .*overflow float64"):
+        gram_spectrum(acts * 1e200)
+    # large but representable: the same spectrum, scaled by 1e300
+    np.testing.assert_allclose(gram_spectrum(acts * 1e150, with_bias=False), gram_spectrum(acts, with_bias=False) * 1e300,
+                               rtol=1e-10)
+
+
+def test_models_on_the_meta_device_are_rejected_by_name():
+    with torch.device("meta"):
+        meta = MLP([4, 6, 3])
+    x = torch.randn(5, 4)
+    with pytest.raises(ValueError, match=r"model: 'layers.0.weight' is on the 'meta' device"):
+        hessian_spectrum(meta, sum_mse, x, torch.zeros(5, 3))
+    with pytest.raises(ValueError, match="meta"):
+        degeneracy_report(meta, x)
+    with pytest.raises(ValueError, match="meta"):
+        interaction_basis(meta, x)
+
+
+def test_edges_for_takes_a_fraction_in_zero_one():
+    E = InteractionEdges(ib={0: np.arange(24, dtype=float).reshape(4, 6)}, pca={0: np.ones((4, 6))})
+    assert E.edges_for(1.0) == 23  # the zero edge holds none of the strength
+    assert E.edges_for(1.0, "pca") == 24
+    assert E.edges_for(1 / 24, "pca") == 1
+    for bad in (2.0, -1.0, 0.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"fraction: expected a number in \(0, 1\]"):
+            E.edges_for(bad)
+    with pytest.raises(TypeError, match="fraction"):
+        E.edges_for("0.5")
+    zero = InteractionEdges(ib={0: np.zeros((2, 2))}, pca={0: np.zeros((2, 2))})
+    assert zero.edges_for(0.5) == 0  # no strength at all: no edge is needed
+
+
+def test_dtype_policy_casts_real_floats_and_names_the_argument_otherwise():
+    model, x = planted_mlp()
+    y = torch.zeros(x.shape[0], 3)
+    ref = degeneracy_report(model, x).measured_nullity
+    for dt in (torch.float16, torch.bfloat16, torch.float64):  # cast to float64 inside: the planted zeros stay exact
+        assert degeneracy_report(model, x.to(dt)).measured_nullity == ref
+    ev32 = hessian_spectrum(model, sum_mse, x, y)
+    np.testing.assert_allclose(hessian_spectrum(model, sum_mse, x.double(), y.double()), ev32, rtol=1e-10, atol=1e-12)
+    for fn in (lambda z: degeneracy_report(model, z), lambda z: interaction_basis(model, z),
+               lambda z: effective_parameter_count(model, z), lambda z: jacobian_gram(model, z, 1),
+               lambda z: hessian_spectrum(model, sum_mse, z, y)):
+        with pytest.raises(TypeError, match=r"inputs: expected a real floating-point tensor.*complex"):
+            fn(x.to(torch.complex64))
+    for fn in (lambda z: degeneracy_report(model, z), lambda z: interaction_basis(model, z)):
+        with pytest.raises(TypeError, match=r"inputs: expected a real floating-point tensor.*int64"):
+            fn(x.long())
+    with pytest.raises(TypeError, match=r"targets: expected a real.*complex"):
+        hessian_spectrum(model, sum_mse, x, y.to(torch.complex64))
+    with pytest.raises(TypeError, match=r"acts: expected a real-valued tensor.*complex"):
+        gram_spectrum(x.to(torch.complex128))
 
 
 # --------------------------------------------------------------------------------------

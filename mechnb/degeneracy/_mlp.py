@@ -20,19 +20,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mechnb._checks import check_tensor
+from mechnb._checks import check_float_input, check_materialized, check_tensor
 
 __all__ = ["check_mlp", "check_layer", "check_inputs", "mlp_forward", "act_derivative", "block_weight",
            "block_jacobian_factors", "ext_block_jacobian", "output_jacobian"]
 
 
 def check_mlp(model: nn.Module, name: str = "model") -> None:
-    """Require a :class:`mechnb.models.MLP` (layer addressing is defined for it)."""
+    """Require a :class:`mechnb.models.MLP` (layer addressing is defined for it) with finite, materialised weights."""
     from mechnb.models import MLP
 
     if not isinstance(model, MLP):
         raise TypeError(f"{name}: expected a mechnb.models.MLP (layers[i], forward(x, return_activations=True)), "
                         f"got {type(model).__name__}")
+    check_materialized(model, name, finite=True)  # no meta-device or NaN/inf weights
 
 
 def check_layer(model: nn.Module, layer: int, name: str = "layer", *, allow_output: bool = True) -> int:
@@ -50,10 +51,12 @@ def check_layer(model: nn.Module, layer: int, name: str = "layer", *, allow_outp
 
 def check_inputs(model: nn.Module, inputs: torch.Tensor, name: str = "inputs") -> torch.Tensor:
     d_in = model.sizes[0]  # type: ignore[attr-defined]
-    check_tensor(name, inputs, shape=(None, d_in), dims="(n_samples, in_features)", floating=True)
+    check_tensor(name, inputs, shape=(None, d_in), dims="(n_samples, in_features)")
     if inputs.shape[0] < 1:
         raise ValueError(f"{name}: expected at least one sample, got shape {tuple(inputs.shape)}")
-    return inputs
+    # dtype policy: any real floating precision is accepted (everything here is computed in float64);
+    # integer, bool and complex inputs raise TypeError naming the argument
+    return check_float_input(name, inputs, torch.float64)
 
 
 def _params64(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor | None]]:

@@ -27,7 +27,7 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 from torch import nn
 from tqdm.auto import tqdm
 
-from mechnb._checks import check_array, check_positive_int, check_tensor
+from mechnb._checks import check_array, check_materialized, check_positive_int, check_tensor
 from mechnb._linalg import DEFAULT_MIN_GAP, RankDecision, canonical_signs, rank_decision, sym_eig
 
 __all__ = ["hessian_spectrum", "hessian_matvec", "hessian_nullity"]
@@ -52,19 +52,26 @@ class _Curvature:
         self.y = y.to(torch.float64) if y.is_floating_point() else y
         self.gauss_newton = gauss_newton
         out = self.model(self.x)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"model: expected model(inputs) to return a tensor, got {type(out).__name__}")
         if gauss_newton:
             self.out = out
             self.u = torch.zeros_like(out, requires_grad=True)
-            # g(u) = J^T u, kept with its graph so that J v = ∂(g(u)·v)/∂u
-            self.JTu = torch.autograd.grad(out, self.params, grad_outputs=self.u, create_graph=True)
+            # g(u) = J^T u, kept with its graph so that J v = ∂(g(u)·v)/∂u. Parameters the output does
+            # not depend on (unused ones) have J = 0: their rows and columns of G are zero.
+            JTu = torch.autograd.grad(out, self.params, grad_outputs=self.u, create_graph=True, allow_unused=True)
+            self.jtu_idx = [i for i, g in enumerate(JTu) if g is not None and g.requires_grad]
+            self.JTu = [JTu[i] for i in self.jtu_idx]
             out_d = out.detach().requires_grad_(True)
             self.out_d = out_d
-            self.grad_out = torch.autograd.grad(loss_fn(out_d, self.y), out_d, create_graph=True)[0]
+            loss = _scalar_loss(loss_fn(out_d, self.y))
+            self.grad_out = torch.autograd.grad(loss, out_d, create_graph=True)[0]
         else:
-            loss = loss_fn(out, self.y)
-            if loss.ndim != 0:
-                raise ValueError(f"loss_fn: expected a scalar loss, got shape {tuple(loss.shape)}")
-            self.grads = torch.autograd.grad(loss, self.params, create_graph=True)
+            loss = _scalar_loss(loss_fn(out, self.y))
+            # unused parameters (and ones the gradient is constant in) have zero Hessian rows: skip them
+            grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+            self.grad_idx = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+            self.grads = [grads[i] for i in self.grad_idx]
 
     def _split(self, V: torch.Tensor) -> list[torch.Tensor]:
         out, off = [], 0
@@ -76,17 +83,37 @@ class _Curvature:
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
         """``V (k, P)`` -> ``(k, P)`` rows ``A v``."""
         Vs = self._split(V)
+        zeros = [None] * len(self.params)
         if not self.gauss_newton:
-            res = torch.autograd.grad(self.grads, self.params, grad_outputs=Vs, is_grads_batched=True,
-                                      retain_graph=True, allow_unused=True)
+            res = zeros
+            if self.grads:
+                res = torch.autograd.grad(self.grads, self.params, grad_outputs=[Vs[i] for i in self.grad_idx],
+                                          is_grads_batched=True, retain_graph=True, allow_unused=True)
         else:
-            Jv = torch.autograd.grad(self.JTu, self.u, grad_outputs=Vs, is_grads_batched=True, retain_graph=True)[0]
-            HJv = torch.autograd.grad(self.grad_out, self.out_d, grad_outputs=Jv, is_grads_batched=True,
-                                      retain_graph=True)[0]
-            res = torch.autograd.grad(self.out, self.params, grad_outputs=HJv, is_grads_batched=True,
-                                      retain_graph=True, allow_unused=True)
+            res = zeros
+            if self.JTu:
+                Jv = torch.autograd.grad(self.JTu, self.u, grad_outputs=[Vs[i] for i in self.jtu_idx],
+                                         is_grads_batched=True, retain_graph=True, allow_unused=True)[0]
+                if Jv is not None and self.grad_out.requires_grad:
+                    HJv = torch.autograd.grad(self.grad_out, self.out_d, grad_outputs=Jv, is_grads_batched=True,
+                                              retain_graph=True, allow_unused=True)[0]
+                    if HJv is not None:
+                        res = torch.autograd.grad(self.out, self.params, grad_outputs=HJv, is_grads_batched=True,
+                                                  retain_graph=True, allow_unused=True)
         return torch.cat([(r if r is not None else torch.zeros(V.shape[0], *p.shape, dtype=V.dtype, device=V.device))
                           .reshape(V.shape[0], -1) for r, p in zip(res, self.params)], dim=1)
+
+
+def _scalar_loss(loss: object) -> torch.Tensor:
+    """The contract of ``loss_fn``: a 0-d tensor (a mean over the batch)."""
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"loss_fn: expected loss_fn(output, target) to return a scalar tensor, got {type(loss).__name__}")
+    if loss.ndim != 0:
+        raise ValueError(f"loss_fn: expected a scalar loss (reduce over the batch, e.g. a mean), got shape "
+                         f"{tuple(loss.shape)}")
+    if not bool(torch.isfinite(loss)):
+        raise ValueError(f"loss_fn: the loss at the current parameters is {float(loss)}; expected a finite value")
+    return loss
 
 
 def hessian_matvec(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor, targets: torch.Tensor, *,
@@ -118,9 +145,14 @@ def hessian_spectrum(
     """Eigenvalues of the loss Hessian (or of its Gauss-Newton term) at the current parameters.
 
     Args:
-        model: any ``nn.Module``; parameters with ``requires_grad=False`` are left out.
-        loss_fn: ``loss_fn(model(inputs), targets) -> scalar`` (a mean over the batch).
-        inputs, targets: the data the loss is evaluated on (all at once).
+        model: any ``nn.Module`` with finite, materialised (not ``meta``) parameters; those with
+            ``requires_grad=False`` are left out; those the loss does not depend on get zero rows
+            and columns (exact zero eigenvalues).
+        loss_fn: ``loss_fn(model(inputs), targets) -> scalar`` (a mean over the batch); a
+            non-scalar or non-finite loss raises ``ValueError``.
+        inputs, targets: the data the loss is evaluated on (all at once). Dtype policy: the
+            model is evaluated in float64 and real floating ``inputs`` / ``targets`` are cast to
+            it; integer ones (token ids, class labels) pass unchanged; complex ones raise ``TypeError``.
         k: ``None`` for the full spectrum (needs ``P <= max_full``); otherwise the ``k``
             algebraically largest eigenvalues by Lanczos (``eigsh(which="LA")``).
         gauss_newton: the spectrum of ``G = (1/n) Σ Jᵀ (∂²ℓ/∂f²) J`` instead of ``H``.
@@ -137,12 +169,15 @@ def hessian_spectrum(
         ``return_eigenvectors``, ``(eigenvalues, eigenvectors)``. Count the zero ones with
         :func:`hessian_nullity`.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    check_materialized(model, "model", finite=True)
     if not callable(loss_fn):
         raise TypeError(f"loss_fn: expected a callable loss_fn(output, target) -> scalar, got {type(loss_fn).__name__}")
     check_tensor("inputs", inputs)
     check_tensor("targets", targets)
+    for name, t in (("inputs", inputs), ("targets", targets)):
+        if t.is_complex():  # dtype policy: real floats are cast to float64, integers (ids, labels) pass as they are
+            raise TypeError(f"{name}: expected a real floating-point tensor (cast to float64) or an integer tensor, "
+                            f"got dtype {t.dtype}")
     if inputs.ndim == 0 or targets.ndim == 0 or inputs.shape[0] != targets.shape[0]:
         raise ValueError(f"inputs, targets: expected the same leading (sample) dimension, got shapes "
                          f"{tuple(inputs.shape)} and {tuple(targets.shape)}")

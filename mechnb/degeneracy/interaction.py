@@ -270,9 +270,22 @@ class InteractionEdges:
         return np.arange(1, w.size + 1) / w.size, cum
 
     def edges_for(self, fraction: float, which: str = "ib") -> int:
-        """Smallest number of edges holding ``fraction`` of the total strength."""
+        """Smallest number of edges holding ``fraction`` (in ``(0, 1]``) of the total strength.
+
+        At most the number of edges with non-zero strength (``0`` when every edge is zero).
+        """
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating, np.integer)):
+            raise TypeError(f"fraction: expected a number in (0, 1], got {type(fraction).__name__} {fraction!r}")
+        fraction = float(fraction)
+        if not 0.0 < fraction <= 1.0:  # also rejects nan
+            raise ValueError(f"fraction: expected a number in (0, 1] (a share of the total edge strength), got {fraction}")
+        edges = _select(self, which)
+        w = np.concatenate([e.ravel() for e in edges.values()])
+        n_nonzero = int(np.count_nonzero(w))
+        if n_nonzero == 0:
+            return 0
         _, cum = self.sparsity_curve(which)
-        return int(np.searchsorted(cum, fraction - 1e-12) + 1)
+        return min(int(np.searchsorted(cum, fraction - 1e-12) + 1), n_nonzero)
 
 
 def _select(edges: InteractionEdges | Mapping[int, Any], which: str) -> dict[int, np.ndarray]:

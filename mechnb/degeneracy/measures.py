@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mechnb._checks import check_array, check_positive_float, check_tensor
+from mechnb._checks import check_array, check_float_input, check_materialized, check_positive_float, check_tensor
 from mechnb._linalg import DEFAULT_MIN_GAP, RankDecision, rank_decision
 from mechnb.degeneracy._mlp import (
     check_inputs,
@@ -109,7 +109,9 @@ def gram_spectrum(acts: torch.Tensor | np.ndarray, with_bias: bool = True) -> np
     next layer's bias folded into its weights, so ``G`` is the Gram of what that layer reads).
 
     Args:
-        acts: ``(n, d)`` activations (a tensor or an array).
+        acts: ``(n, d)`` real activations (a tensor or an array; integers and bools are cast to
+            float64, complex values raise ``TypeError``); values so large that ``G`` overflows
+            float64 (``|acts| ≳ 1e154``) raise ``ValueError``.
         with_bias: append the constant-1 feature (``G`` is then ``(d + 1, d + 1)``).
 
     Returns:
@@ -121,8 +123,17 @@ def gram_spectrum(acts: torch.Tensor | np.ndarray, with_bias: bool = True) -> np
     if not isinstance(with_bias, bool):
         raise TypeError(f"with_bias: expected a bool, got {type(with_bias).__name__}")
     f = _with_one(_as_float64("acts", acts), with_bias)
-    sv = torch.linalg.svdvals(f / f.shape[0] ** 0.5).cpu().numpy()
-    return np.concatenate([sv**2, np.zeros(f.shape[1] - sv.size)])
+    scale = float(f.abs().max())
+    if scale == 0.0:
+        return np.zeros(f.shape[1])
+    # SVD of f / (scale·sqrt(n)): entries in [-1, 1], so LAPACK neither overflows nor fails to converge
+    sv = torch.linalg.svdvals(f / (scale * f.shape[0] ** 0.5)).cpu().numpy()
+    with np.errstate(over="ignore"):
+        ev = (sv * scale) ** 2
+    if not np.all(np.isfinite(ev)):
+        raise ValueError(f"acts: values up to {scale:.3g} make the Gram eigenvalues (~{scale:.1g}²) overflow float64 "
+                         f"(largest {np.finfo(np.float64).max:.3g}); rescale the activations")
+    return np.concatenate([ev, np.zeros(f.shape[1] - sv.size)])
 
 
 def spectrum_decision(eigenvalues: np.ndarray | Sequence[float], rtol: float = DEFAULT_RTOL, *,
@@ -282,8 +293,10 @@ def effective_parameter_count(model: nn.Module, inputs: torch.Tensor, rtol: floa
     ``(n · d_out, P)`` Jacobian in float64.
 
     Args:
-        model: any ``nn.Module`` mapping ``inputs`` to outputs (``(n, ...)``).
-        inputs: the data the behaviour is measured on.
+        model: any ``nn.Module`` mapping ``inputs`` to outputs (``(n, ...)``), with finite,
+            materialised (not ``meta``) parameters.
+        inputs: the data the behaviour is measured on: a real floating tensor of any precision
+            (cast to float64, as the model is); integer and complex tensors raise ``TypeError``.
         rtol: singular values ``<= rtol · max`` count as zero; default numpy's ``matrix_rank``
             rule ``max(n · d_out, P) · eps(float64)``.
         params: restrict to these parameter names (e.g. one weight block); default all.
@@ -291,9 +304,9 @@ def effective_parameter_count(model: nn.Module, inputs: torch.Tensor, rtol: floa
     Returns:
         An :class:`EffectiveParameterCount` (``.decision`` holds the gap of the rank decision).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    check_materialized(model, "model", finite=True)
     check_tensor("inputs", inputs)
+    inputs = check_float_input("inputs", inputs, torch.float64)  # dtype policy: real floats, computed in float64
     if inputs.ndim < 1 or inputs.shape[0] < 1:
         raise ValueError(f"inputs: expected a batch of at least one sample, got shape {tuple(inputs.shape)}")
     rtol = check_positive_float("rtol", rtol) if rtol is not None else None
