@@ -32,7 +32,7 @@ from mechnb._checks import check_choice
 from mechnb._torch import eval_mode
 from mechnb.circuits.ablation import check_ablation, needs_corrupted, reference_from_cache
 from mechnb.circuits.circuit import Circuit, EdgeScores, prune_dangling
-from mechnb.circuits.graph import Graph, cache_writers, patched_forward
+from mechnb.circuits.graph import Graph, cache_writers, patched_forward, patched_logits
 from mechnb.circuits.metric import Metric, bind_metric, check_metric, logit_diff, metric_float, resolve_prompts
 from mechnb.models import TinyTransformer
 from mechnb.tasks import PromptPairs
@@ -155,7 +155,7 @@ def acdc(
             for i in range(n_up - 1, -1, -1):
                 name = f"{graph.writers[i]}->{node}" + (f"<{letter}>" if letter else "")
                 alpha[i, j] = 1.0
-                new = stat(patched_forward(model, graph, clean_t, ref, alpha), f"with {name} removed by ACDC")
+                new = stat(patched_logits(model, graph, clean_t, ref, alpha), f"with {name} removed by ACDC")
                 passes += 1
                 tried.append(name)
                 change = new - current
@@ -165,7 +165,7 @@ def acdc(
                 else:
                     alpha[i, j] = 0.0
         kept = (alpha == 0).cpu() & graph.valid
-        m_circuit = metric_float(m, patched_forward(model, graph, clean_t, ref, alpha), "on the ACDC circuit")
+        m_circuit = metric_float(m, patched_logits(model, graph, clean_t, ref, alpha), "on the ACDC circuit")
     circuit = Circuit(graph, prune_dangling(graph, kept))
     edge_scores = EdgeScores(graph, scores, "acdc", m_full, m_empty,
                              {"threshold": tau, "objective": objective, "forward_passes": passes}, ablation, circuit)

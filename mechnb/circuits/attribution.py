@@ -38,7 +38,7 @@ from mechnb._torch import eval_mode
 from mechnb.circuits.ablation import check_ablation, needs_corrupted, reference_from_cache
 from mechnb.circuits.circuit import EdgeScores
 from mechnb.circuits.exact import DEFAULT_TOKENS_PER_PASS, exact_edge_metrics
-from mechnb.circuits.graph import Graph, WriterCache, cache_writers, patched_forward, reader_gradients
+from mechnb.circuits.graph import Graph, WriterCache, cache_writers, patched_forward, patched_logits, reader_gradients
 from mechnb.circuits.metric import Metric, bind_metric, check_metric, logit_diff, metric_float, resolve_prompts
 from mechnb.models import TinyTransformer
 from mechnb.tasks import PromptPairs
@@ -203,7 +203,7 @@ def _exact_scores(run: _Run) -> tuple[torch.Tensor, dict[str, Any]]:
     for k, (i, j) in enumerate(it):
         alpha.zero_()
         alpha[i, j] = 1.0
-        logits = patched_forward(run.model, graph, run.clean, run.ref, alpha)
+        logits = patched_logits(run.model, graph, run.clean, run.ref, alpha)
         vals[k] = metric_float(run.m, logits, f"with edge {graph.edges[k].name} patched") - m_clean
     return graph.edge_matrix(vals), {"forward_passes": graph.n_edges + 1, "batched": False}
 

@@ -23,7 +23,7 @@ from mechnb._checks import check_positive_int
 from mechnb._torch import eval_mode
 from mechnb.circuits.ablation import check_ablation, needs_corrupted, reference_from_cache
 from mechnb.circuits.circuit import Circuit, EdgeScores
-from mechnb.circuits.graph import Graph, cache_writers, patched_forward
+from mechnb.circuits.graph import Graph, cache_writers, patched_forward, patched_logits
 from mechnb.circuits.metric import Metric, bind_metric, check_metric, logit_diff, metric_float, resolve_prompts
 from mechnb.models import TinyTransformer
 from mechnb.tasks import PromptPairs
@@ -91,7 +91,7 @@ def _faithfulness_values(model: TinyTransformer, graph: Graph, clean_t: torch.Te
         out = []
         for mask in masks:
             alpha = valid * (~mask.to(ref.device)).to(ref.dtype)
-            value = metric_float(m, patched_forward(model, graph, clean_t, ref, alpha), "on the circuit")
+            value = metric_float(m, patched_logits(model, graph, clean_t, ref, alpha), "on the circuit")
             out.append((value - m_empty) / (m_full - m_empty))
     return out
 

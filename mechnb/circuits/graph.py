@@ -39,7 +39,8 @@ from mechnb._checks import check_float_input, check_tensor, model_dtype
 from mechnb.io import saveable
 from mechnb.models import TinyTransformer
 
-__all__ = ["Edge", "Graph", "WriterCache", "cache_writers", "patched_forward", "reader_gradients", "check_reference",
+__all__ = ["Edge", "Graph", "WriterCache", "cache_writers", "patched_forward", "patched_logits", "reader_gradients",
+           "check_reference",
            "check_metric_value"]
 
 QKV = ("q", "k", "v")
@@ -288,6 +289,25 @@ def _patch_hooks(
     alpha = alpha * graph.valid.to(alpha.device, alpha.dtype)
     active = (alpha != 0).any(0).tolist() if not alpha.requires_grad else [True] * graph.n_readers
     hooks = _writer_hooks(graph, store)
+    # without autograd, each writer's out_u - ref_u is computed once into a buffer [n_writers, b, p, d]
+    # and every reader takes one matrix product with it; with autograd the differences are stacked
+    # per reader (an in-place buffer would invalidate what backward needs)
+    buffered = not torch.is_grad_enabled()
+    diffs: dict[str, Any] = {"D": None, "done": 0}
+
+    def differences(n_up: int) -> torch.Tensor:
+        if not buffered:
+            return torch.stack(store[:n_up], 0) - ref[:n_up]  # type: ignore[arg-type]
+        if diffs["D"] is None:
+            first = store[0]
+            assert first is not None
+            diffs["D"] = torch.empty((graph.n_writers, *first.shape), dtype=first.dtype, device=first.device)
+        D = diffs["D"]
+        for u in range(diffs["done"], n_up):
+            torch.sub(store[u], ref[u], out=D[u])  # type: ignore[arg-type]
+        diffs["done"] = max(diffs["done"], n_up)
+        return D[:n_up]
+
     for name, idx, per_head in _reader_hook_names(graph):
         if not any(active[i] for i in idx):
             continue
@@ -295,11 +315,13 @@ def _patch_hooks(
 
         def reader_hook(x: torch.Tensor, hook: object, idx: list[int] = idx, n_up: int = n_up,
                         per_head: bool = per_head) -> torch.Tensor:
-            diff = torch.stack(store[:n_up], 0) - ref[:n_up]  # type: ignore[arg-type]
-            a = alpha[:n_up, idx[0]: idx[-1] + 1]
+            diff = differences(n_up)  # [n_up, b, p, d]
+            a = alpha[:n_up, idx[0]: idx[-1] + 1].to(diff.dtype)  # [n_up, H] or [n_up, 1]
+            b, p, d = diff.shape[1:]
+            corr = a.T @ diff.reshape(n_up, -1)  # [H, b*p*d]: the sum over writers as one product
             if per_head:
-                return x - torch.einsum("wbpd,wh->bphd", diff, a)
-            return x - torch.einsum("wbpd,w->bpd", diff, a[:, 0])
+                return x - corr.reshape(-1, b, p, d).permute(1, 2, 0, 3)
+            return x - corr.reshape(b, p, d)
 
         hooks.append((name, reader_hook))
     with model.hooks(hooks):
@@ -366,6 +388,14 @@ def patched_forward(
     check_tensor("ref", ref, ndim=4, dims="(n_writers, batch, pos, d_model)")
     ref = check_float_input("ref", ref, dtype).to(device)
     check_reference(ref, graph, tokens, model.d_model)
+    return patched_logits(model, graph, tokens, ref, alpha)
+
+
+def patched_logits(model: TinyTransformer, graph: Graph, tokens: torch.Tensor, ref: torch.Tensor,
+                   alpha: torch.Tensor) -> torch.Tensor:
+    """:func:`patched_forward` without its input checks, for loops that checked ``ref`` once
+    (ACDC, faithfulness curves, the per-edge exact loop): ``ref`` and ``alpha`` must already be in
+    the model's dtype and on its device."""
     with _patch_hooks(model, graph, ref, alpha):
         return model(tokens)
 
