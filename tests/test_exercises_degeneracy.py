@@ -88,6 +88,12 @@ WRONG = {
     "check_gram_nullity": {
         "no constant-1 feature":
             lambda a, rtol=1e-6: degeneracy.spectrum_nullity(degeneracy.gram_spectrum(a, with_bias=False)),
+        "hard-coded 1e-6 (rtol ignored)": lambda a, rtol=1e-6: gram_nullity(a),
+        "λ/λ_max instead of sqrt(λ/λ_max)": lambda a, rtol=1e-6: gram_nullity(a, rtol=math.sqrt(rtol)),
+        "rtol times λ_max on λ, no square root":
+            lambda a, rtol=1e-6: (lambda ev: int((ev <= rtol * ev.max()).sum()))(
+                torch.linalg.eigvalsh((lambda f: f.T @ f / f.shape[0])(
+                    torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype)], dim=1)))),
     },
     "check_sgld_step": {
         "noise times lr": lambda w, w_star, grad, noise, *, lr, nbeta, localization:

@@ -181,7 +181,45 @@ def check_gram_nullity(fn: Callable[..., int]) -> CheckResult:
                         ("one-hot codes (their sum is the constant 1)", one_hot)]:
         expected = degeneracy.spectrum_nullity(degeneracy.gram_spectrum(acts, with_bias=True))
         cases.append(Case((acts,), int(expected), label=f"acts = {label} {tuple(acts.shape)}", hint=hint))
+    # the threshold convention: singular values σ/σ_max of [acts, 1] / sqrt(n) planted at these ratios, and
+    # thresholds chosen so that λ/λ_max (= ratio²) or a hard-coded 1e-6 count differently from sqrt(λ/λ_max)
+    graded = graded_activations(GRADED_RATIOS)
+    ratios = ", ".join(f"{r:g}" for r in GRADED_RATIOS)
+    conv = ("the threshold is on sqrt(λ / λ_max) (a singular-value ratio), not on λ / λ_max; and use the rtol "
+            "argument, do not hard-code it")
+    for rtol in (1e-6, 1e-3, 0.05):
+        expected = degeneracy.spectrum_nullity(degeneracy.gram_spectrum(graded, with_bias=True), rtol)
+        cases.append(Case((graded,), int(expected), kwargs={"rtol": rtol}, hint=conv,
+                          label=f"acts {tuple(graded.shape)} whose [acts, 1] has σ/σ_max = {ratios}; rtol={rtol:g}"))
     return run_cases(fn, cases)
+
+
+GRADED_RATIOS = (1.0, 0.5, 0.1, 0.02, 1e-4, 1e-7)
+
+
+def graded_activations(ratios: tuple[float, ...] = GRADED_RATIOS, n: int = 64, seed: int = 0) -> torch.Tensor:
+    """``(n, len(ratios) - 1)`` float64 activations whose extended matrix ``[acts, 1] / sqrt(n)`` has
+    singular values ``ratios · 2`` up to the constant's one, which is ``1`` (ratio 0.5 of the largest).
+
+    Built as ``[acts, 1] = Q diag(s) R`` with ``Q`` orthonormal (first column ``1/sqrt(n)``) and ``R``
+    orthogonal with last column ``e_0`` (so the last column of the product is the constant 1).
+    ``ratios`` must contain 0.5 (the constant direction) and start with 1.
+    """
+    if not ratios or ratios[0] != 1.0 or 0.5 not in ratios:
+        raise ValueError(f"ratios: expected a tuple starting with 1.0 and containing 0.5, got {ratios!r}")
+    g = torch.Generator().manual_seed(seed)
+    d = len(ratios) - 1
+    raw = torch.cat([torch.ones(n, 1, dtype=torch.float64), torch.randn(n, d, generator=g, dtype=torch.float64)], 1)
+    Q, _ = torch.linalg.qr(raw)  # (n, d + 1), column 0 = ±1/sqrt(n)
+    Q = Q * torch.sign(Q[0:1, :])  # column 0 = +1/sqrt(n)
+    rest = [2.0 * r for i, r in enumerate(ratios) if i != ratios.index(0.5)]
+    s = torch.tensor([n**0.5] + [r * n**0.5 for r in rest], dtype=torch.float64)  # constant: σ = 1 after /sqrt(n)
+    rot, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    R = torch.zeros(d + 1, d + 1, dtype=torch.float64)
+    R[0, d] = 1.0
+    R[1:, :d] = rot
+    f = (Q * s[None, :]) @ R  # (n, d + 1); last column = Q[:, 0] * sqrt(n) = 1
+    return f[:, :d].contiguous()
 
 
 # --------------------------------------------------------------------------------------------
