@@ -48,10 +48,11 @@ def check_metric(metric: Any) -> None:
 
 
 def bind_metric(metric: Metric, batch: Any) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``m(logits) = metric(logits, batch)``; each value is checked to be a finite real scalar."""
+    """``m(logits) = metric(logits, batch)``; its callers check each value with
+    :func:`~mechnb.circuits.graph.check_metric_value`, saying where it was evaluated."""
 
     def m(logits: torch.Tensor) -> torch.Tensor:
-        return check_metric_value(metric(logits, batch), "")
+        return metric(logits, batch)
 
     return m
 
