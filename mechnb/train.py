@@ -25,7 +25,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mechnb._checks import check_choice, check_positive_float, check_positive_int, check_seed, resolve_device
+from mechnb._checks import (
+    check_choice, check_materialized, check_positive_float, check_positive_int, check_seed, resolve_device,
+)
 from mechnb._torch import eval_mode
 
 __all__ = [
@@ -333,8 +335,7 @@ def train(
         The model is trained in train mode and handed back in the mode the caller gave it
         (also when training raises).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    check_materialized(model, "model")
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
     model.to(resolve_device(device))

@@ -354,3 +354,11 @@ def test_seeds_are_validated(seed, exc):
 def test_decay_frac_of_the_wrong_type_is_named():
     with pytest.raises(TypeError, match="decay_frac"):
         TrainConfig(decay_frac="a")
+
+
+def test_a_model_on_the_meta_device_is_refused_before_training():
+    with torch.device("meta"):
+        m = MLP([2, 3, 1])
+    with pytest.raises(ValueError, match=r"model: 'layers.0.weight' is on the 'meta' device"):
+        train(m, lambda s, g: None, lambda model, batch: model(torch.zeros(1, 2)).sum(), TrainConfig(steps=1),
+              progress=False)
