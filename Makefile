@@ -102,7 +102,9 @@ TEST_THREADS ?= 1
 #      ATEN_CPU_CAPABILITY unset, MKL's own choice), TEST_THREADS threads;
 #   2. notebooks/ and the numerics subset (NUMERICS_MARK) under KERNELS_DEFAULT (torch's portable
 #      kernels, MKL's SSE4.2 code path: what a machine without AVX computes);
-#   3. the quick numerics subset (NUMERICS_MARK_QUICK) with 2 threads (other reduction orders);
+#   3. the quick numerics subset (NUMERICS_MARK_QUICK) with 2 threads (other reduction orders;
+#      waiting threads sleep instead of spinning: a spinning pair made this step 8x slower on a
+#      busy 2-core machine, and the wait policy does not change what is computed);
 #   4. the quick numerics subset under KERNELS_AVX2 (an AVX2 machine), when the best family is AVX-512.
 # torch's ATEN_CPU_CAPABILITY does not reach MKL's BLAS/LAPACK (matmul, eigh, svd), which
 # dispatch on their own; MKL_ENABLE_INSTRUCTIONS does (it is ignored where torch has no MKL).
@@ -112,6 +114,7 @@ TEST_THREADS ?= 1
 # time of each comes last. TEST_MATRIX=0 runs configuration 1 only.
 KERNELS_DEFAULT ?= ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2
 KERNELS_AVX2    ?= ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2
+THREADS_2       ?= OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE
 NUMERICS_MARK       ?= numerics
 NUMERICS_MARK_QUICK ?= numerics and not slow
 NUMERICS_PATHS  ?=
@@ -163,8 +166,8 @@ test: setup browser-deps
 	if [ "$(TEST_MATRIX)" != 0 ]; then \
 		begin "numerics subset under $(KERNELS_DEFAULT)"; numerics "$(NUMERICS_MARK)" $(KERNELS_DEFAULT); end; \
 		begin "notebooks under $(KERNELS_DEFAULT)"; notebooks $(KERNELS_DEFAULT); end; \
-		begin "quick numerics subset with 2 threads (OMP_NUM_THREADS=2 MKL_NUM_THREADS=2)"; \
-		numerics "$(NUMERICS_MARK_QUICK)" OMP_NUM_THREADS=2 MKL_NUM_THREADS=2; end; \
+		begin "quick numerics subset with 2 threads ($(THREADS_2))"; \
+		numerics "$(NUMERICS_MARK_QUICK)" $(THREADS_2); end; \
 		if [ $$avx2 = 1 ]; then \
 			begin "quick numerics subset under $(KERNELS_AVX2)"; numerics "$(NUMERICS_MARK_QUICK)" $(KERNELS_AVX2); end; \
 		else echo; echo "==> the AVX2 configuration is skipped: the best kernel family here is $$best, not AVX512"; fi; \

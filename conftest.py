@@ -104,7 +104,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     import torch
 
     # The numeric configuration this run computes under (make test reruns the suite under several).
-    knobs = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    knobs = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")
     env = " ".join(f"{k}={os.environ[k]}" for k in knobs if k in os.environ)
     lines = [f"torch {torch.__version__}: CPU kernels {torch.backends.cpu.get_cpu_capability()}, "
              f"{torch.get_num_threads()} threads" + (f" ({env})" if env else "")]

@@ -144,7 +144,8 @@ def test_make_test_and_make_lab_run_the_documented_commands():
     assert re.search(r'MECHNB_FAST=1 \S*python -m pytest -m "\$mark" tests/', test)
     assert 'numerics "numerics" ' in test and 'numerics "numerics and not slow" ' in test
     assert "compgen -G \"notebooks/*.ipynb\"" in test  # an empty notebooks/ must not fail make test
-    for config in ("ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2", "OMP_NUM_THREADS=2",
+    for config in ("ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2",
+                   "OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE",
                    "ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2"):
         assert config in test, config
     lab_cmd = _make_dry_run("lab")
@@ -155,7 +156,8 @@ def test_make_test_and_make_lab_run_the_documented_commands():
 #: run with the environment that matters, and exits with FAKE_RC when its arguments contain FAKE_FAIL.
 _FAKE_PYTHON = """#!/usr/bin/env bash
 if [ "$1" = -c ]; then echo "$FAKE_BEST"; exit 0; fi
-echo "ATEN=${ATEN_CPU_CAPABILITY:-} MKL=${MKL_ENABLE_INSTRUCTIONS:-} OMP=$OMP_NUM_THREADS FAST=$MECHNB_FAST | $*" \\
+echo "ATEN=${ATEN_CPU_CAPABILITY:-} MKL=${MKL_ENABLE_INSTRUCTIONS:-} OMP=$OMP_NUM_THREADS${OMP_WAIT_POLICY:+/$OMP_WAIT_POLICY} \\
+FAST=$MECHNB_FAST | $*" \\
     >> "$FAKE_LOG"
 if [ -n "${FAKE_FAIL:-}" ] && [[ "$OMP_NUM_THREADS $*" == *"$FAKE_FAIL"* ]]; then exit "$FAKE_RC"; fi
 exit 0
@@ -187,7 +189,7 @@ def test_make_test_runs_the_suite_under_every_numeric_configuration(tmp_path):
         "ATEN= MKL= OMP=1 FAST=1 | -m pytest --nbval-lax --nbval-current-env notebooks/",
         "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -m numerics tests/",
         "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest --nbval-lax --nbval-current-env notebooks/",
-        "ATEN= MKL= OMP=2 FAST=1 | -m pytest -m numerics and not slow tests/",
+        "ATEN= MKL= OMP=2/PASSIVE FAST=1 | -m pytest -m numerics and not slow tests/",
         "ATEN=avx2 MKL=AVX2 OMP=1 FAST=1 | -m pytest -m numerics and not slow tests/",
     ], out
     headers = re.findall(r"^==> \[(\d)/(\d)\] (.*)$", out, flags=re.M)
