@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mechnb._checks import check_choice, check_float_input, check_positive_float, check_positive_int, check_tensor
+from mechnb._checks import (
+    check_choice, check_float_input, check_positive_float, check_positive_int, check_seed, check_tensor,
+)
 
 __all__ = ["HookPoint", "TiedLinear", "TMS", "ResidualMLP", "MLP", "TinyTransformer", "LayerNorm"]
 
@@ -227,7 +229,7 @@ class ResidualMLP(nn.Module):
         self.d_embed = check_positive_int("d_embed", d_embed)
         self.d_mlp = check_positive_int("d_mlp", d_mlp)
         self.n_layers = check_positive_int("n_layers", n_layers)
-        g = torch.Generator().manual_seed(embed_seed)
+        g = torch.Generator().manual_seed(check_seed("embed_seed", embed_seed))
         W_E = torch.randn(n_features, d_embed, generator=g)
         self.register_buffer("W_E", W_E / W_E.norm(dim=1, keepdim=True))
         self.layers = nn.ModuleList(_ResidualBlock(d_embed, d_mlp) for _ in range(n_layers))
@@ -481,6 +483,8 @@ class TinyTransformer(_HookedMixin, nn.Module):
         self.unembed = nn.Module()
         self.unembed.W_U = nn.Parameter(torch.empty(d_model, vocab_size))
         self.unembed.b_U = nn.Parameter(torch.zeros(vocab_size))
+        if init_seed is not None:
+            check_seed("init_seed", init_seed)
         self.reset_parameters(init_seed)
         _name_hook_points(self)
 
@@ -492,7 +496,7 @@ class TinyTransformer(_HookedMixin, nn.Module):
     @torch.no_grad()
     def reset_parameters(self, seed: int | None = None) -> None:
         """GPT-2 style init: N(0, 0.02) weights, zero biases, unit LayerNorm gains."""
-        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        g = torch.Generator().manual_seed(check_seed("seed", seed)) if seed is not None else None
         for name, p in self.named_parameters():
             leaf = name.split(".")[-1]
             if leaf.startswith("W_"):

@@ -588,3 +588,14 @@ def test_transformer_tokens_of_a_float_or_bool_dtype_are_named(tt):
     for dtype in (torch.float32, torch.bool, torch.complex64):
         with pytest.raises(TypeError, match=f"tokens: expected an integer tensor, got dtype {dtype}"):
             tt(torch.zeros(1, 3, dtype=dtype))
+
+
+@pytest.mark.parametrize(("seed", "exc"), [(1.5, TypeError), ("0", TypeError), (True, TypeError), (-1, ValueError)])
+def test_model_seeds_are_ints(seed, exc):
+    with pytest.raises(exc, match="embed_seed: expected an int seed"):
+        ResidualMLP(4, 3, 2, 1, embed_seed=seed)
+    with pytest.raises(exc, match="init_seed: expected an int seed"):
+        TinyTransformer(5, 4, 1, 1, 4, 3, init_seed=seed)
+    tt = TinyTransformer(5, 4, 1, 1, 4, 3)
+    with pytest.raises(exc, match="seed: expected an int seed"):
+        tt.reset_parameters(seed)
