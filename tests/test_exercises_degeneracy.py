@@ -71,7 +71,55 @@ def llc_estimate(losses, init_loss, nbeta):
     return nbeta * (np.asarray(losses).mean() - init_loss)
 
 
+def _eig_desc(A, rtol):
+    ev, vec = torch.linalg.eigh(0.5 * (A + A.T))
+    ev, vec = ev.flip(0), vec.flip(1)
+    keep = ev > rtol * ev[0]
+    return ev[keep], vec[:, keep], ev, vec
+
+
+def ib_layer(G, M, rtol=1e-10):  # a learner's version: eigh, flip, cut, whiten, rotate, scale
+    D, U, _, _ = _eig_desc(G, rtol)
+    Lam, V, _, _ = _eig_desc(D.sqrt()[:, None] * (U.T @ M @ U) * D.sqrt()[None, :], rtol)
+    return U @ torch.diag(D.rsqrt()) @ V @ torch.diag(Lam.sqrt()), Lam
+
+
+def ib_layer_svd(G, M, rtol=1e-10):  # the same through an SVD of the whitened Jacobian factor
+    D, U, _, _ = _eig_desc(G, rtol)
+    Mw = D.sqrt()[:, None] * (U.T @ M @ U) * D.sqrt()[None, :]
+    Uw, S, _ = torch.linalg.svd(0.5 * (Mw + Mw.T))
+    keep = S > rtol * S[0]
+    V, Lam = Uw[:, keep], S[keep]
+    return (U / D.sqrt()) @ V * Lam.sqrt(), Lam
+
+
+def _ib_no_whitening(G, M, rtol=1e-10):
+    D, U, _, _ = _eig_desc(G, rtol)
+    Lam, V, _, _ = _eig_desc(U.T @ M @ U, rtol)
+    return U @ V * Lam.sqrt(), Lam
+
+
+def _ib_no_g_cut(G, M, rtol=1e-10):
+    _, _, D, U = _eig_desc(G, rtol)
+    D = D.clamp_min(1e-300)
+    Lam, V, _, _ = _eig_desc(D.sqrt()[:, None] * (U.T @ M @ U) * D.sqrt()[None, :], rtol)
+    return (U / D.sqrt()) @ V * Lam.sqrt(), Lam
+
+
+def _ib_no_lambda_cut(G, M, rtol=1e-10):
+    D, U, _, _ = _eig_desc(G, rtol)
+    _, _, Lam, V = _eig_desc(D.sqrt()[:, None] * (U.T @ M @ U) * D.sqrt()[None, :], rtol)
+    Lam = Lam.clamp_min(0)
+    return (U / D.sqrt()) @ V * Lam.sqrt(), Lam
+
+
+def _ib_ascending(G, M, rtol=1e-10):
+    C, Lam = ib_layer(G, M, rtol)
+    return C.flip(1), Lam.flip(0)
+
+
 RIGHT = {
+    "check_interaction_basis_layer": [ib_layer, ib_layer_svd],
     "check_gauss_newton": [gauss_newton, gauss_newton_jacrev],
     "check_gram_nullity": [gram_nullity],
     "check_sgld_step": [sgld_step],
@@ -79,6 +127,14 @@ RIGHT = {
 }
 
 WRONG = {
+    "check_interaction_basis_layer": {
+        "no whitening (eigenvectors of Uᵀ M' U)": _ib_no_whitening,
+        "scaled by Λ^-½ instead of Λ^½": lambda G, M, rtol=1e-10: (lambda C, L: (C / L, L))(*ib_layer(G, M, rtol)),
+        "G's zero eigenvalues kept": _ib_no_g_cut,
+        "Λ's zero eigenvalues kept": _ib_no_lambda_cut,
+        "eigenvalues in eigh's ascending order": _ib_ascending,
+        "C without the Λ^½ scaling": lambda G, M, rtol=1e-10: (lambda C, L: (C / L.sqrt(), L))(*ib_layer(G, M, rtol)),
+    },
     "check_gauss_newton": {
         "Hessian of the squared error (factor 2)": lambda m, x: 2 * gauss_newton(m, x),
         "divided by n * d_out": lambda m, x: (lambda J: J.T @ J / J.shape[0])(_jacobian(m, x)),
@@ -114,9 +170,24 @@ WRONG = {
 
 def test_every_check_of_the_topic_is_covered() -> None:
     mine = {name for name, e in registry().items() if e.notebook == ex.NOTEBOOK}
-    assert mine == set(ex.__all__) == set(RIGHT) == set(WRONG)
-    ids = [registry()[name].id for name in ex.__all__]
-    assert ids == ["1.1", "1.2", "1.3", "1.4"], ids  # __all__ lists them in notebook order
+    checks = [n for n in ex.__all__ if n.startswith("check_")]
+    assert mine == set(checks) == set(RIGHT) == set(WRONG)
+    assert {n for n in ex.__all__ if n.startswith("solution_")} == {"solution_" + n[6:] for n in checks}
+    ids = [registry()[name].id for name in checks]
+    assert ids == ["1.1", "1.2", "1.3", "1.4", "1.5"], ids  # __all__ lists them in notebook order
+
+
+@pytest.mark.parametrize("name", sorted(RIGHT))
+def test_reference_solution_passes_and_is_written_out(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import inspect
+
+    solution = getattr(ex, "solution_" + name.removeprefix("check_"))
+    res = getattr(ex, name)(solution)
+    assert res.passed, capsys.readouterr().out
+    body = inspect.getsource(solution)
+    for forbidden in ("degeneracy.", "interaction_basis(", "spectrum_nullity(", "gram_spectrum(", "sgld_reference(",
+                      "estimate_llc("):
+        assert forbidden not in body, (name, forbidden)
 
 
 @pytest.mark.parametrize("name", sorted(RIGHT))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +25,9 @@ from torch import nn
 
 from mechnb.exercises._core import Case, CheckResult, compare, exercise, run_cases
 
-__all__ = ["check_gauss_newton", "check_gram_nullity", "check_sgld_step", "check_llc_estimate"]
+__all__ = ["check_gauss_newton", "check_gram_nullity", "check_sgld_step", "check_llc_estimate",
+           "check_interaction_basis_layer", "solution_gauss_newton", "solution_gram_nullity", "solution_sgld_step",
+           "solution_llc_estimate", "solution_interaction_basis_layer"]
 
 NOTEBOOK = "01_degeneracy_and_the_interaction_basis"
 
@@ -301,3 +304,165 @@ def check_llc_estimate(fn: Callable[..., float]) -> CheckResult:
              label="the same losses as a torch tensor, init 0.49, nbeta 30"),
     ]
     return run_cases(fn, cases, atol=1e-8, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# 1.5 the Interaction Basis of one layer (build the method)
+# --------------------------------------------------------------------------------------------
+
+
+def _ib_layer_inputs(model: nn.Module, x: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """``(G, M', basis)`` of one layer of an MLP: the Gram of ``[f^l, 1]``, the package's ``M'`` and its basis."""
+    from mechnb import degeneracy
+    from mechnb.degeneracy._mlp import mlp_forward
+
+    basis = degeneracy.interaction_basis(model, x, layers=[layer])
+    acts, _ = mlp_forward(model, x)
+    f = basis.extend(layer, acts[layer])
+    return f.T @ f / f.shape[0], basis.M[layer].clone(), basis
+
+
+def _compare_ib_layer(G: torch.Tensor, Mp: torch.Tensor) -> Callable[[object, object], str | None]:
+    """Compare ``(C, Λ)``: shapes, ``Λ``, ``CᵀGC = diag(Λ)``, the identity Jacobian Gram, ``C`` up to column signs."""
+
+    def cmp(expected: object, got: object) -> str | None:
+        C_exp, L_exp = expected  # type: ignore[misc]
+        if not (isinstance(got, (tuple, list)) and len(got) == 2):
+            return f"expected a tuple (C, Lambda), got {type(got).__name__}"
+        C, Lam = (torch.as_tensor(np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t),
+                                  dtype=torch.float64) for t in got)
+        if C.shape != C_exp.shape:
+            return (f"expected C of shape {tuple(C_exp.shape)} (d_l + 1 rows, one column per kept direction), got "
+                    f"{tuple(C.shape)}; drop the eigenvalues of G and of M at or below rtol · max")
+        if Lam.shape != L_exp.shape:
+            return f"expected Lambda of shape {tuple(L_exp.shape)}, got {tuple(Lam.shape)}"
+        problem = compare(L_exp, Lam, atol=1e-9 * float(L_exp.max()), rtol=1e-6, path="Lambda")
+        if problem:
+            return problem + " (Λ: the eigenvalues of the whitened M = D^½ Uᵀ M' U D^½, largest first)"
+        scale = float(L_exp.max())
+        dev = float((C.T @ G @ C - torch.diag(Lam)).abs().max())
+        if dev > 1e-7 * scale:
+            return (f"expected CᵀGC = diag(Λ) (the new coordinates are uncorrelated with variances Λ), got a largest "
+                    f"deviation of {dev:.3g} (Λ_max {scale:.3g})")
+        P = Lam.reciprocal()[:, None] * (C.T @ G)  # the pseudo-inverse of C on the data: f̂ -> f
+        eye = P @ Mp @ P.T
+        dev = float((eye - torch.eye(eye.shape[0], dtype=eye.dtype)).abs().max())
+        if dev > 1e-6:
+            return (f"expected the Jacobian Gram in the new coordinates to be the identity, got a largest deviation "
+                    f"of {dev:.3g} from I")
+        signs = torch.sign((C * C_exp).sum(0))
+        signs[signs == 0] = 1.0
+        return compare(C_exp, C * signs[None, :], atol=1e-7 * float(C_exp.abs().max()), rtol=1e-5,
+                       path="C (up to the sign of each column)")
+
+    return cmp
+
+
+@exercise("1.5", "the Interaction Basis of one layer", notebook=NOTEBOOK)
+def check_interaction_basis_layer(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> CheckResult:
+    """Check ``fn(G, M, rtol=1e-10) -> (C, Lambda)``: the Interaction Basis of one layer (2405.10927 Sec. 6).
+
+    ``G (d, d)`` is the Gram matrix of the layer's extended activations ``[f, 1]``, ``M (d, d)``
+    the Jacobian Gram ``M' = (1/n) Σ_x Jᵀ J`` of what comes next. The answer: ``G = U D Uᵀ``
+    keeping ``D > rtol · D_max``; ``M = D^½ Uᵀ M' U D^½ = V Λ Vᵀ`` keeping ``Λ > rtol · Λ_max``
+    (descending); ``C = U D^{-½} V Λ^½`` ``(d, d̂)``. Checked on a synthetic full-rank layer and on
+    layers of :func:`mechnb.experiments.degeneracy.planted_mlp` networks against
+    :func:`mechnb.degeneracy.interaction_basis` (its ``M`` as input, its ``C`` and ``Λ`` as
+    answers), through ``Λ``, ``CᵀGC = diag(Λ)``, the identity Jacobian Gram
+    ``(Λ⁻¹CᵀG) M' (Λ⁻¹CᵀG)ᵀ = I`` and ``C`` up to the sign of each column.
+    """
+    from mechnb.experiments.degeneracy import planted_mlp
+
+    g = torch.Generator().manual_seed(3)
+    f = torch.cat([torch.randn(80, 3, generator=g, dtype=torch.float64) * torch.tensor([2.0, 1.0, 0.5]) + 0.3,
+                   torch.ones(80, 1, dtype=torch.float64)], dim=1)
+    G0 = f.T @ f / 80
+    B = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    M0 = B.T @ B
+    generic, x = planted_mlp(seed=0)
+    copies, _ = planted_mlp(seed=0, duplicated=2)
+    cases = []
+    cases.append(Case((G0, M0), solution_interaction_basis_layer(G0, M0), compare=_compare_ib_layer(G0, M0),
+                      label="synthetic layer: G of [f, 1] (80 samples, 3 features), M' = BᵀB of full rank 4",
+                      hint="whiten before the rotation: M = D^½ Uᵀ M' U D^½, and C = U D^{-½} V Λ^½"))
+    steps = ("PCA of G (drop D <= rtol·D_max), whiten M = D^½ Uᵀ M' U D^½, its eigenvectors largest first "
+             "(drop Λ <= rtol·Λ_max), then C = U D^{-½} V Λ^½")
+    for label, model, layer, hint in [
+            ("planted_mlp(seed=0), layer 1 (6 ReLUs + 1): M' from the 3 outputs has rank 3", generic, 1, steps),
+            ("planted_mlp(seed=0), layer 0 (the 4 inputs + 1)", generic, 0, steps),
+            ("planted_mlp(seed=0, duplicated=2), layer 1: G has 2 zero eigenvalues", copies, 1,
+             "drop the eigenvalues of G at or below rtol · D_max before dividing by sqrt(D); " + steps),
+            ("planted_mlp(seed=0), output layer 2: M' = I (so C is the PCA basis, Λ = D)", generic, 2, steps)]:
+        G, Mp, basis = _ib_layer_inputs(model, x, layer)
+        cases.append(Case((G, Mp), (basis.C[layer], basis.Lambda[layer]), compare=_compare_ib_layer(G, Mp),
+                          label=label, hint=hint))
+    return run_cases(fn, cases)
+
+
+def solution_interaction_basis_layer(G: torch.Tensor, M: torch.Tensor, rtol: float = 1e-10
+                                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference for exercise 1.5: ``C = U D^{-½} V Λ^½`` and ``Λ`` (descending) from ``G`` and ``M'`` (float64).
+
+    Args:
+        G: ``(d, d)`` Gram matrix of the extended activations.
+        M: ``(d, d)`` Jacobian Gram ``M'`` of what comes next, w.r.t. the same coordinates.
+        rtol: eigenvalues of ``G`` and of the whitened ``M`` at or below ``rtol`` times the largest are dropped.
+
+    Returns:
+        ``(C (d, d̂), Lambda (d̂,))``.
+    """
+    G = 0.5 * (G + G.T).to(torch.float64)
+    M = 0.5 * (M + M.T).to(torch.float64)
+    D, U = torch.linalg.eigh(G)  # ascending
+    D, U = D.flip(0), U.flip(1)
+    keep = D > rtol * D[0]
+    D, U = D[keep], U[:, keep]  # step 1: PCA, the directions the data visit
+    sqD = D.sqrt()
+    Mw = sqD[:, None] * (U.T @ M @ U) * sqD[None, :]  # step 3: M' in whitened coordinates z = D^-½ Uᵀ f
+    Mw = 0.5 * (Mw + Mw.T)
+    Lam, V = torch.linalg.eigh(Mw)
+    Lam, V = Lam.flip(0), V.flip(1)
+    keep = Lam > rtol * Lam[0]
+    Lam, V = Lam[keep], V[:, keep]  # directions the next layer reads
+    C = (U / sqD[None, :]) @ V * Lam.sqrt()[None, :]  # steps 2-4: whiten, rotate, scale
+    return C, Lam
+
+
+# --------------------------------------------------------------------------------------------
+# reference solutions of 1.1-1.4 (written out: what the learner notebooks fall back to)
+# --------------------------------------------------------------------------------------------
+
+
+def solution_gauss_newton(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Reference for exercise 1.1: ``G = (1/n) Σ_x J_w(x)ᵀ J_w(x)`` ``(P, P)`` float64, one backward pass per output row."""
+    m = copy.deepcopy(model).to(torch.float64)  # float64: the null space is what we are after
+    params = list(m.parameters())
+    out = m(x.detach().to(torch.float64)).reshape(-1)  # (n * d_out,)
+    rows = []
+    for out_i in out:
+        grads = torch.autograd.grad(out_i, params, retain_graph=True, allow_unused=True)
+        rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                               for g, p in zip(grads, params)]))
+    J = torch.stack(rows)  # (n * d_out, P)
+    return J.T @ J / x.shape[0]
+
+
+def solution_gram_nullity(acts: torch.Tensor, rtol: float = 1e-6) -> int:
+    """Reference for exercise 1.2: eigenvalues of ``G`` of ``[acts, 1]`` with ``sqrt(λ / λ_max) <= rtol``."""
+    acts = torch.as_tensor(acts, dtype=torch.float64)
+    f = torch.cat([acts, torch.ones(acts.shape[0], 1, dtype=acts.dtype)], dim=1)  # (n, d + 1)
+    ev = torch.linalg.eigvalsh(f.T @ f / f.shape[0]).clamp_min(0.0)
+    return int((torch.sqrt(ev / ev.max()) <= rtol).sum())
+
+
+def solution_sgld_step(w: torch.Tensor, w_star: torch.Tensor, grad: torch.Tensor, noise: torch.Tensor, *,
+                       lr: float, nbeta: float, localization: float) -> torch.Tensor:
+    """Reference for exercise 1.3: ``w - (ε/2)(nβ ∇L + γ (w - w*)) + sqrt(ε) ξ`` (broadcasts over chains)."""
+    drift = nbeta * grad + localization * (w - w_star)
+    return w - 0.5 * lr * drift + math.sqrt(lr) * noise
+
+
+def solution_llc_estimate(losses: np.ndarray | torch.Tensor, init_loss: float, nbeta: float) -> float:
+    """Reference for exercise 1.4: ``nβ (mean over chains and draws of L - L_n(w*))`` (Lau et al. Eq. 9)."""
+    arr = losses.detach().cpu().numpy() if isinstance(losses, torch.Tensor) else np.asarray(losses)
+    return float(nbeta * (arr.astype(np.float64).mean() - init_loss))
