@@ -513,6 +513,157 @@ def test_node_redundancy_empty_circuit_changes_nothing(small_lm: TinyTransformer
         node_redundancy(small_lm, task, [], cfg, progress=False)
 
 
+@pytest.mark.parametrize("decoupled", [True, False])
+def test_entry_adam_is_torch_adam_bit_for_bit_and_a_reset_entry_starts_fresh(decoupled: bool) -> None:
+    from mechnb.circuits import EntryAdam
+
+    gen = torch.Generator().manual_seed(0)
+    p1 = nn.Parameter(torch.randn(50, generator=gen))
+    p2 = nn.Parameter(p1.detach().clone())
+    ref_cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+    o1 = ref_cls([p1], lr=0.02, weight_decay=0.05)
+    o2 = EntryAdam([p2], lr=0.02, weight_decay=0.05, decoupled=decoupled)
+    grads = [torch.randn(50, generator=gen) * 10.0 ** torch.randint(-6, 2, (50,), generator=gen) for _ in range(8)]
+    for g in grads:
+        p1.grad, p2.grad = g.clone(), g.clone()
+        o1.step()
+        o2.step()
+        assert torch.equal(p1, p2)  # every entry trained at every step: torch's update to the last bit
+    # zero the state of the first 10 entries (what circuit-tuning does to entries outside the circuit):
+    # their next step is a fresh Adam step, lr * g / (|g| + eps), whatever the tensor's step count
+    for v in o2.state[p2].values():
+        v[:10] = 0
+    g = torch.randn(50, generator=gen)
+    before = p2.detach().clone()
+    p2.grad = g.clone()
+    o2.step()
+    decay = (1 - 0.02 * 0.05) if decoupled else 1.0
+    gg = g[:10] + (0.0 if decoupled else 0.05 * before[:10])
+    fresh = before[:10] * decay - 0.02 * gg / (gg.abs() + 1e-8)
+    torch.testing.assert_close(p2.detach()[:10], fresh, atol=1e-7, rtol=1e-6)
+
+
+def test_entries_that_join_a_later_circuit_take_a_fresh_adam_step(
+    small_lm: TinyTransformer, lang: SyntheticLanguage
+) -> None:
+    """With one step count per tensor, an entry joining at step t > 1 was bias-corrected as if it had t
+    steps of history (~3x a fresh step for large t); per-entry counts give it Adam's first step."""
+    task = disagreement_task(lang, n_discovery=16, n_eval=16, n_heldout=20)
+    lr = 0.01
+    cfg = TuneConfig(steps=9, lr=lr, optimizer="adamw", weight_decay=0.0, grad_clip=None, top_n=20,
+                     top_n_schedule="linear", top_n_start=2, top_n_warmup=8, discover_every=4, log_every=9,
+                     batch_size=8)
+    prev_masks: dict[str, torch.Tensor] = {}
+    prev = {n: p.detach().clone() for n, p in small_lm.named_parameters()}
+    checked = {"joined": 0}
+
+    def callback(step: int, model: TinyTransformer, masks: dict[str, torch.Tensor] | None) -> None:
+        assert masks is not None
+        for n, p in model.named_parameters():
+            if step > 0 and n in prev_masks:
+                joined = masks[n] & ~prev_masks[n]
+                g = p.grad.detach()[joined]
+                moved = (p.detach() - prev[n])[joined]
+                live = g.abs() > 1e-5
+                # a fresh Adam step: m_hat = g, v_hat = g^2, so the step is lr * g / (|g| + eps)
+                torch.testing.assert_close(moved[live], -lr * g[live] / (g[live].abs() + 1e-8), atol=1e-7, rtol=1e-4)
+                checked["joined"] += int(live.sum())
+            prev[n] = p.detach().clone()
+            prev_masks[n] = masks[n].clone()
+
+    res = circuit_tune(small_lm, task, cfg, progress=False, callback=callback)
+    assert [s for s, _ in res.circuits] == [0, 4, 8] and checked["joined"] > 100
+
+
+@pytest.mark.parametrize("options", [
+    {"score_ema": 0.7},
+    {"top_n_schedule": "geometric", "top_n_start": 2, "top_n_warmup": 5},
+    {"discover_on": "batch", "ablation": "mean", "discover_every": 1},
+    {"selection": "random"},
+], ids=["ema", "schedule", "batch-every-step", "random"])
+def test_tuning_options_keep_freezing_bit_exact(small_lm: TinyTransformer, lang: SyntheticLanguage,
+                                                options: dict) -> None:
+    task = disagreement_task(lang, n_discovery=16, n_eval=16, n_heldout=20)
+    base = dict(steps=6, lr=0.05, optimizer="adamw", weight_decay=0.1, top_n=6, discover_every=2, log_every=3,
+                batch_size=8, grad_clip=None)
+    cfg = TuneConfig(**{**base, **options})
+    prev = {n: p.detach().clone() for n, p in small_lm.named_parameters()}
+    checked = {"outside": 0, "moved_inside": 0}
+
+    def callback(step: int, model: TinyTransformer, masks: dict[str, torch.Tensor] | None) -> None:
+        assert masks is not None
+        for n, p in model.named_parameters():
+            m = masks[n]
+            assert torch.equal(p.detach()[~m], prev[n][~m]), f"{n} moved outside the selection at step {step}"
+            checked["outside"] += int((~m).sum())
+            checked["moved_inside"] += int((p.detach()[m] != prev[n][m]).sum())
+            prev[n] = p.detach().clone()
+
+    res = circuit_tune(small_lm, task, cfg, progress=False, callback=callback)
+    assert checked["outside"] > 0 and checked["moved_inside"] > 0
+    assert res.mode == ("random" if options.get("selection") == "random" else "circuit")
+    every = cfg.discover_every
+    assert [s for s, _ in res.circuits] == list(range(0, cfg.steps, every))
+
+
+def test_schedule_ema_batch_discovery_and_random_selection_do_what_they_say(
+    small_lm: TinyTransformer, lang: SyntheticLanguage
+) -> None:
+    from mechnb.circuits import CircuitTuning, RandomSelectionTuning, discover_on_batch
+
+    task = disagreement_task(lang, n_discovery=16, n_eval=16, n_heldout=20)
+    # circuit-size schedules: linear and geometric from top_n_start to top_n over top_n_warmup steps
+    lin = TuneConfig(top_n=20, top_n_schedule="linear", top_n_start=4, top_n_warmup=8)
+    assert [lin.top_n_at(s) for s in (0, 2, 4, 8, 100)] == [4, 8, 12, 20, 20]
+    geo = TuneConfig(top_n=16, top_n_schedule="geometric", top_n_start=1, top_n_warmup=4)
+    assert [geo.top_n_at(s) for s in range(6)] == [1, 2, 4, 8, 16, 16]
+    assert TuneConfig(top_n=7).top_n_at(0) == 7
+    batch = task.sample(0, torch.Generator().manual_seed(0), 8)
+    # smoothed scores: s_bar = beta * s_bar + (1 - beta) * s, the circuit chosen from s_bar
+    cfg = TuneConfig(top_n=5, score_ema=0.6, discover_every=1)
+    strat = CircuitTuning(copy.deepcopy(small_lm), task, cfg)
+    noise = torch.Generator().manual_seed(1)
+    for step in range(3):
+        strat.before_step(step, batch)
+        with torch.no_grad():  # move the model a little between discoveries
+            for p in strat.model.parameters():
+                p.add_(0.02 * torch.randn(p.shape, generator=noise))
+    raw = [torch.tensor(r) for r in strat.raw_scores]
+    want = raw[0]
+    for r in raw[1:]:
+        want = 0.6 * want + 0.4 * r
+    torch.testing.assert_close(torch.tensor(strat.scores[-1]), want, atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(raw[0], raw[-1])  # the smoothing had something to smooth
+    g = strat.graph
+    smoothed = EdgeScores(g, g.edge_matrix(want), "eap")
+    assert strat.circuit is not None and strat.circuit.edges == smoothed.top_n(5, fill=True).edges
+    # discovery on the training batch: scores of -loss on the batch under a mean ablation
+    circuit, scores = discover_on_batch(small_lm, task, batch, 5, ablation="mean")
+    with torch.no_grad():
+        assert scores.metric_clean == pytest.approx(-float(task.loss(small_lm(batch.tokens[:, :-1]), batch)), abs=1e-5)
+    assert scores.ablation == "mean" and circuit.n_edges >= 5
+    bcfg = TuneConfig(top_n=5, discover_on="batch", ablation="mean")
+    bstrat = CircuitTuning(copy.deepcopy(small_lm), task, bcfg)
+    bstrat.before_step(0, batch)
+    assert bstrat.circuit is not None and bstrat.circuit.edges == circuit.edges
+    # the random-parameter baseline: its trainable count is within one block of the circuit's
+    rcfg = TuneConfig(top_n=8, selection="random", seed=3)
+    rstrat = RandomSelectionTuning(copy.deepcopy(small_lm), task, rcfg)
+    rstrat.before_step(0, batch)
+    assert rstrat.circuit is not None
+    owned = parameter_mask(rstrat.model, rstrat.circuit)
+    n_circuit = sum(int(m.sum()) for m in owned.values())
+    n_random = sum(int(m.sum()) for m in rstrat.masks.values())
+    biggest = max(sum(dict(small_lm.named_parameters())[n][h].numel() if h is not None else
+                      dict(small_lm.named_parameters())[n].numel() for n, h in b)
+                  for b in rstrat._blocks)
+    assert abs(n_random - n_circuit) <= biggest / 2 and n_random > 0
+    assert any(not torch.equal(rstrat.masks[n], owned[n]) for n in owned)  # not the circuit's own parameters
+    again = RandomSelectionTuning(copy.deepcopy(small_lm), task, rcfg)
+    again.before_step(0, batch)
+    assert all(torch.equal(again.masks[n], rstrat.masks[n]) for n in owned)  # seeded
+
+
 def test_tuning_rejects_bad_inputs(small_lm: TinyTransformer, lang: SyntheticLanguage) -> None:
     task = disagreement_task(lang, n_discovery=8, n_eval=8, n_heldout=8)
     with pytest.raises(ValueError, match="optimizer"):

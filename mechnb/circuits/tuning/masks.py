@@ -106,7 +106,8 @@ def random_blocks_mask(model: TinyTransformer, blocks: list[list[tuple[str, int 
     """A mask of random ``blocks`` whose entry count is closest to ``target``.
 
     The blocks are taken in a random order (``seed``); each is added if that brings the count
-    closer to ``target`` (so the result is never further from ``target`` than one block).
+    closer to ``target``, so the count ends at most half the largest block away from ``target``
+    (when ``target`` is at most the total of the blocks).
     """
     params = dict(model.named_parameters())
     masks = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in params.items()}

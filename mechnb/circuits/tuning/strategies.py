@@ -294,8 +294,8 @@ class RandomSelectionTuning(CircuitTuning):
     The circuit is discovered exactly as by :class:`CircuitTuning` (its size is logged), but the
     entries trained are random node-owned blocks - a head's query, key, value or output slice, an
     MLP's input side (``ln2``, ``W_in``, ``b_in``) or output side (``W_out``, ``b_out``) - drawn in a
-    random order (seeded by ``config.seed`` and the step) until their total is closest to the
-    circuit's trainable count. Freezing outside the selection is bit-exact, as for circuit-tuning.
+    random order (seeded by ``config.seed`` and the step), each kept if it brings the total closer
+    to the circuit's trainable count (:func:`random_blocks_mask`: at most half a block away). Freezing outside the selection is bit-exact, as for circuit-tuning.
     """
 
     mode = "random"
