@@ -1,0 +1,95 @@
+"""Every learner notebook runs to the end with every exercise left as its stub.
+
+``make exercises`` writes the learner version of each ``notebooks/NN_*.ipynb``; here they are
+written to a temporary folder and each is executed headless in a fresh kernel, exactly as a
+learner who skips every exercise would run it: nothing filled in, fast mode (``MECHNB_FAST=1``),
+one thread, and ``MECHNB_STRICT_CHECKS=1`` (so a check that treated a stub as a failure would
+raise). Asserted for each notebook:
+
+* every code cell ran, and none has an error output or a traceback on stderr;
+* every exercise's check printed "not implemented yet" and that later cells use the reference;
+* every stub that later cells use printed its fallback note
+  (``↪ using the reference solution for Exercise N.M (...): your `f` is still the stub``) exactly
+  once.
+
+Marked ``learner`` (registered in pyproject.toml): it executes every notebook once more, so it
+belongs to one ``make test`` configuration only, not to the ones that repeat the numerics.
+The time of each notebook is printed (``-s``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from mechnb.exercises import exercise_by_id
+from mechnb.exercises._stubs import fallback_note
+from mechnb.exercises.make import find_notebooks, make_exercises, make_learner_notebook
+
+pytestmark = pytest.mark.learner
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+SOURCES = find_notebooks(NOTEBOOKS)
+#: Seconds allowed for one cell (fast mode; generous for a loaded 2-core machine).
+CELL_TIMEOUT_S = 600
+
+
+@pytest.fixture(scope="module")
+def learner_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("exercises")
+
+
+def _text(output: nbformat.NotebookNode) -> str:
+    text = output.get("text", "")
+    return "".join(text) if isinstance(text, list) else text
+
+
+def test_there_are_learner_notebooks(tmp_path: Path) -> None:
+    reports = make_exercises(NOTEBOOKS, tmp_path)
+    assert [r.target.name for r in reports] == [p.name for p in SOURCES] and len(SOURCES) >= 5
+    assert sum(r.n_stubs for r in reports) >= 17, "the notebooks' exercises"
+
+
+@pytest.mark.parametrize("name", [p.name for p in SOURCES], ids=[p.name[:2] for p in SOURCES])
+def test_learner_notebook_runs_to_the_end_with_every_exercise_skipped(
+        name: str, learner_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nbclient = pytest.importorskip("nbclient")
+    out = learner_dir
+    report = make_learner_notebook(NOTEBOOKS / name, out / name, force=True)  # what `make exercises` writes
+    for var, value in {"MECHNB_FAST": "1", "MECHNB_STRICT_CHECKS": "1", "OMP_NUM_THREADS": "1",
+                       "MKL_NUM_THREADS": "1"}.items():
+        monkeypatch.setenv(var, value)  # the kernel inherits this process's environment
+    nb = nbformat.read(out / name, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=True,
+                                     resources={"metadata": {"path": str(out)}})
+    t0 = time.monotonic()
+    client.execute()
+    seconds = time.monotonic() - t0
+    print(f"\n{name}: learner version, every exercise skipped, ran in {seconds:.1f} s "
+          f"({report.n_stubs} stubs, {len(report.fallbacks)} fallbacks)")
+
+    code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    errors = [f"cell {i} ({c.source.splitlines()[0] if c.source else ''!r}): {o.ename}: {o.evalue}"
+              for i, c in code for o in c.outputs if o.output_type == "error"]
+    errors += [f"cell {i}: a traceback on stderr:\n{_text(o)[-800:]}" for i, c in code for o in c.outputs
+               if o.output_type == "stream" and o.name == "stderr" and "Traceback" in _text(o)]
+    assert not errors, f"{name} (learner version) does not run to the end:\n" + "\n".join(errors)
+    not_run = [i for i, c in code if c.execution_count is None]
+    assert not not_run, f"{name} (learner version): cells not executed: {not_run}"
+
+    stdout = "".join(_text(o) for _, c in code for o in c.outputs
+                     if o.output_type == "stream" and o.name == "stdout")
+    for ex_id in report.exercises:
+        ex = exercise_by_id(ex_id)
+        assert f"✎ {ex.label}: not implemented yet" in stdout, f"{name}: the check of {ex_id} did not see the stub"
+    notes = [line for line in stdout.splitlines() if line.startswith("↪ ")]
+    for st in report.fallbacks:
+        note = fallback_note(exercise_by_id(st.exercise), st.name)
+        assert notes.count(note) == 1, (f"{name}: `{st.name}` (exercise {st.exercise}) is used by cell(s) "
+                                        f"{st.used_in}, but its fallback note appeared {notes.count(note)} times")
+    expected = {fallback_note(exercise_by_id(st.exercise), st.name) for st in report.fallbacks}
+    assert set(notes) == expected, f"{name}: unexpected notes {sorted(set(notes) - expected)}"
