@@ -927,14 +927,24 @@ def test_degeneracy_panel_moves_the_nullity_as_predicted():
     from mechnb.widgets.degeneracy import DegeneracyPanel
 
     panel = DegeneracyPanel(d_in=4, d_hidden=6, d_out=4, max_k=3)
+    # predict first: nothing of the answer is shown until reveal
+    assert "press <b>reveal</b>" in panel.text.value and "nullity <b>" not in panel.text.value
+    assert panel.figure is None
+    panel.reveal.value = True
     assert "predicted nullity <b>6</b> · measured <b>6</b>" in panel.text.value
     fig0 = panel.figure
+    assert fig0 is not None
     panel.slider.value = 2  # two duplicated neurons: 2 * (d_out + 1) more free directions
+    assert panel.reveal.value is False and panel.figure is None and "nullity <b>" not in panel.text.value
+    panel.reveal.value = True
     assert "predicted nullity <b>16</b> · measured <b>16</b>" in panel.text.value
     assert panel.figure is not fig0
     panel.kind.value = "synchronised"  # k = 2 synchronised ReLUs: 2 rescalings + 2 mixings
+    assert panel.figure is None
+    panel.reveal.value = True
     assert "predicted nullity <b>10</b> · measured <b>10</b>" in panel.text.value
     panel.slider.value = 3
+    panel.reveal.value = True
     assert "measured <b>15</b>" in panel.text.value
     ks, measured, predicted = panel.sweep("dead")
     assert measured == predicted == [6 + k * (4 + 1 + 4) for k in ks]
@@ -942,6 +952,10 @@ def test_degeneracy_panel_moves_the_nullity_as_predicted():
     assert measured == predicted == [6 + k * (4 + 1) for k in ks]
     with pytest.raises(ValueError, match="kind"):
         DegeneracyPanel(kind="nope")
+    # the default network is the notebook's planted one: 4 inputs, 3 outputs (planted_mlp's defaults)
+    default = DegeneracyPanel(kind="duplicated", k=2, reveal=True)
+    assert default.d_out == 3 and "d_out=3" in default.text.value
+    assert "predicted nullity <b>14</b> · measured <b>14</b>" in default.text.value  # 6 + 2 * (3 + 1), as in part 1
 
 
 def test_modules_panel_reruns_louvain_on_the_slider():

@@ -33,35 +33,51 @@ KIND_LABELS = {
 class DegeneracyPanel:
     """A slider that plants ``k`` degenerate neurons into a small ReLU MLP, and the nullity they cause.
 
-    Controls: ``kind`` (duplicated / unread / dead / synchronised) and ``slider`` (``k``). Output:
-    ``text`` (HTML: the per-layer report and predicted vs measured nullity) and ``figure``
-    (measured vs predicted nullity over every ``k``, the current one marked).
+    Controls: ``kind`` (duplicated / unread / dead / synchronised), ``slider`` (``k``) and
+    ``reveal`` (a toggle). Predict first: until ``reveal`` is pressed, ``text`` shows the network
+    and the question only, and ``figure`` is ``None``; once revealed, ``text`` (HTML: the per-layer
+    report and predicted vs measured nullity) and ``figure`` (measured vs predicted nullity over
+    every ``k``, the current one marked). Changing the kind or ``k`` hides the answer again, so
+    every setting is predicted before it is shown.
 
     The network is :func:`mechnb.experiments.degeneracy.planted_mlp` with ``d_hidden`` generic
-    neurons; the measured value is the rank deficit of the behavioural Gauss-Newton matrix.
+    neurons and, by default, the shape of the notebook's planted networks (4 inputs, 3 outputs);
+    the measured value is the rank deficit of the behavioural Gauss-Newton matrix. One kind is
+    planted at a time; combine kinds with ``planted_mlp`` and ``degeneracy_report`` directly.
     """
 
-    def __init__(self, d_in: int = 4, d_hidden: int = 6, d_out: int = 7, max_k: int = 6, seed: int = 0,
-                 kind: str = "duplicated", k: int = 0) -> None:
+    def __init__(self, d_in: int = 4, d_hidden: int = 6, d_out: int = 3, max_k: int = 6, seed: int = 0,
+                 kind: str = "duplicated", k: int = 0, reveal: bool = False) -> None:
         if kind not in KIND_LABELS:
             raise ValueError(f"kind: expected one of {list(KIND_LABELS)}, got {kind!r}")
+        if not isinstance(reveal, bool):
+            raise TypeError(f"reveal: expected a bool, got {type(reveal).__name__}")
         self.d_in, self.d_hidden, self.d_out, self.seed = d_in, d_hidden, d_out, seed
         self.max_k = max_k
         self.kind = widgets.Dropdown(options=[(v[0], key) for key, v in KIND_LABELS.items()], value=kind,
                                      description="plant")
         self.slider = widgets.IntSlider(value=min(k, self._max_for(kind)), min=0, max=self._max_for(kind),
                                         description="k", continuous_update=False)
+        self.reveal = widgets.ToggleButton(value=reveal, description="reveal", tooltip="show predicted and measured")
         self.text = widgets.HTML()
         self.output = widgets.Output()
         self.figure: Figure | None = None
         self._sweeps: dict[str, tuple[list[int], list[int], list[int]]] = {}
         self.kind.observe(self._on_kind, names="value")
         self.slider.observe(self._on_k, names="value")
-        self.widget = widgets.VBox([widgets.HBox([self.kind, self.slider]), widgets.HBox([self.text, self.output])])
+        self.reveal.observe(self._on_reveal, names="value")
+        self.widget = widgets.VBox([widgets.HBox([self.kind, self.slider, self.reveal]),
+                                    widgets.HBox([self.text, self.output])])
         self.update()
 
     def _max_for(self, kind: str) -> int:
         return min(self.max_k, self.d_in, self.d_out) if kind == "synchronised" else self.max_k
+
+    def _hide(self) -> None:
+        if self.reveal.value:
+            self.reveal.unobserve(self._on_reveal, names="value")
+            self.reveal.value = False
+            self.reveal.observe(self._on_reveal, names="value")
 
     def _on_kind(self, change: dict[str, Any]) -> None:
         new_max = self._max_for(change["new"])
@@ -70,9 +86,14 @@ class DegeneracyPanel:
             self.slider.value = new_max
             self.slider.observe(self._on_k, names="value")
         self.slider.max = new_max
+        self._hide()
         self.update()
 
     def _on_k(self, change: dict[str, Any]) -> None:
+        self._hide()
+        self.update()
+
+    def _on_reveal(self, change: dict[str, Any]) -> None:
         self.update()
 
     def report(self, kind: str, k: int):
@@ -89,14 +110,22 @@ class DegeneracyPanel:
         return self._sweeps[kind]
 
     def update(self) -> None:
-        """Recompute for the current controls and redraw the text and the figure."""
+        """Recompute for the current controls; show the question, or (revealed) the answer and the figure."""
         kind, k = self.kind.value, int(self.slider.value)
-        rep = self.report(kind, k)
         label, rule = KIND_LABELS[kind]
+        n_params = (self.d_in + 1) * self.d_hidden + (self.d_hidden + 1) * self.d_out
+        head = (f"<b>{k} {html.escape(label)}</b> on top of {self.d_hidden} generic ReLUs "
+                f"(d_in={self.d_in}, d_out={self.d_out}; {n_params} parameters without the planted units).<br>")
+        if not self.reveal.value:
+            self.text.value = (head + "How many free directions (Gauss-Newton nullity) does this network have? "
+                               "Work it out from the rules in the text, then press <b>reveal</b>.")
+            self.figure = None
+            self.output.clear_output()
+            return
+        rep = self.report(kind, k)
         base = self.sweep(kind)[1][0]
         self.text.value = (
-            f"<b>{k} {html.escape(label)}</b> on top of {self.d_hidden} generic ReLUs "
-            f"(d_in={self.d_in}, d_out={self.d_out}).<br>{html.escape(rule)}.<br>"
+            head + f"{html.escape(rule)}.<br>"
             f"predicted nullity <b>{rep.predicted_nullity}</b> · measured <b>{rep.measured_nullity}</b> "
             f"(of {rep.gauss_newton.n_params} parameters; {rep.measured_nullity - base} more than with k = 0)"
             f"<pre style='font-size:11px'>{html.escape(rep.table())}</pre>"
