@@ -46,7 +46,7 @@ def test_train_variants_leaves_the_global_rng_alone_and_follows_the_recipe() -> 
     torch.manual_seed(123)
     state = torch.get_rng_state()
     a = experiments.gw.train_variants(["scratch", "l1"], P=5, hidden=(8,), steps=3, progress=False)
-    assert torch.equal(torch.get_rng_state(), state)  # no reseeding of the caller's RNG (issue 13)
+    assert torch.equal(torch.get_rng_state(), state)  # no reseeding of the caller's RNG
     b = experiments.gw.train_variants(["scratch"], P=5, hidden=(8,), steps=3, progress=False)
     # same seed, same starting weights: bit-identical runs
     assert all(torch.equal(x, y) for x, y in zip(a["scratch"].model.state_dict().values(),
@@ -96,3 +96,18 @@ def test_compare_starts_on_planted_layers() -> None:
     assert cmp.identity.n_samples == 30 and set(cmp.groups) == {"aligned", "identity", "product"}
     lines = cmp.summary()
     assert len(lines) == 4 and "6 pairs of layers, n = 30 inputs." == lines[0]
+
+
+def test_small_weight_fraction_counts_the_hidden_matrices() -> None:
+    from mechnb.models import MLP
+
+    torch.manual_seed(0)
+    m = MLP([4, 3, 3, 2])
+    with torch.no_grad():
+        m.layers[1].weight.copy_(torch.tensor([[1.0, 0.0, 0.005], [0.2, 0.0, 0.0], [0.0, 0.5, 0.009]]))
+    # hidden-to-hidden: only layers[1] (3 x 3); 6 of its 9 entries are below 1% of its largest |w| = 1
+    assert experiments.gw.small_weight_fraction(m) == pytest.approx(6 / 9)
+    assert experiments.gw.small_weight_fraction(m, rel=0.3) == pytest.approx(7 / 9)
+    assert np.isnan(experiments.gw.small_weight_fraction(MLP([4, 2])))
+    with pytest.raises(TypeError, match="model: expected an MLP"):
+        experiments.gw.small_weight_fraction(torch.nn.Linear(2, 2))

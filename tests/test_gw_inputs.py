@@ -1,4 +1,4 @@
-"""mechnb.gw fails loudly on odd inputs (issue 13): huge or tiny values, complex numbers, bad seeds, dtypes.
+"""mechnb.gw fails loudly on odd inputs: huge or tiny values, complex numbers, bad seeds, dtypes.
 
 Every case here returned a silent NaN, dropped an imaginary part or crashed with torch's message
 before: the distances and CKA are now computed on inputs rescaled by a power of two (exact), complex

@@ -2,7 +2,7 @@
 
 The GW problem is non-convex: the exact solver stops in a local optimum that depends on its start, and
 from the product coupling the first step can be a tie that round-off breaks differently on different
-CPUs (issue 12). These tests check properties that hold on every machine: the best of several starts is
+CPUs. These tests check properties that hold on every machine: the best of several starts is
 the minimum of their values, the seeded starts are deterministic, the lower bound lies below every
 solver value and meets closed forms.
 """

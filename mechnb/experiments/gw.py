@@ -33,8 +33,8 @@ from mechnb.models import MLP
 from mechnb.tasks import ModularArithmetic
 from mechnb.train import TrainConfig, cross_entropy_loss, train
 
-__all__ = ["VARIANTS", "TrainedVariant", "toy_shapes", "train_variants", "VariantStructure", "variant_structure",
-           "StartComparison", "compare_starts"]
+__all__ = ["VARIANTS", "TrainedVariant", "toy_shapes", "train_variants", "small_weight_fraction", "VariantStructure",
+           "variant_structure", "StartComparison", "compare_starts"]
 
 
 def toy_shapes(seed: int = 0) -> dict[str, np.ndarray]:
@@ -263,6 +263,23 @@ def train_variants(
         tr_acc, te_acc = _fit_modular(model, task, configs[name], dev, progress, name)
         out[name] = TrainedVariant(name, descriptions[name], model.eval(), configs[name], tr_acc, te_acc, pre)
     return out
+
+
+def small_weight_fraction(model: MLP, rel: float = 0.01) -> float:
+    """Fraction of the hidden-to-hidden weights whose ``|w|`` is below ``rel`` times the largest ``|w|`` of their matrix.
+
+    Measures how far an L1 penalty has pruned the hidden layers (``model.layers[1:-1]``; the input and
+    output layers are left out). ``nan`` for an MLP without hidden-to-hidden layers.
+    """
+    if not isinstance(model, MLP):
+        raise TypeError(f"model: expected an MLP, got {type(model).__name__}")
+    rel = check_positive_float("rel", rel)
+    small = total = 0
+    for layer in model.layers[1:-1]:
+        W = layer.weight.detach().abs()
+        small += int((W < rel * W.max()).sum())
+        total += W.numel()
+    return small / total if total else float("nan")
 
 
 # --------------------------------------------------------------------------------------
