@@ -712,6 +712,23 @@ def test_plots_return_labelled_figures() -> None:
     fig = cp.faithfulness_figure({"EAP": curve}, mark=2)
     assert fig.axes[0].get_ylabel().startswith("faithfulness")
     plt.close(fig)
+    fig = cp.faithfulness_figure({"EAP": curve}, x="fraction", show_area=True)
+    assert fig.axes[0].get_legend().get_texts()[0].get_text() == f"EAP (area {curve.area:.2f})"
+    assert fig.axes[0].get_xlabel() == "fraction of edges kept"
+    plt.close(fig)
+    zero = faithfulness_curve(m, eap, pairs, sizes=[0, 2, 10], ablation="zero")
+    fig = cp.faithfulness_panels({"corrupted": {"EAP": curve}, "zero": {"EAP": zero, "exact": zero}})
+    assert len(fig.axes) == 2 and fig.axes[1].get_title() == "ablation: zero" and len(fig.axes[1].lines) >= 2
+    plt.close(fig)
+    from mechnb.circuits import roc_against
+    roc = roc_against(exact, ["input->a0.h1<v>", "a0.h1->logits"])
+    fig = cp.roc_figure({"exact": roc})
+    assert "AUC" in fig.axes[0].get_legend().get_texts()[0].get_text() and "2 planted" in fig.axes[0].get_ylabel()
+    plt.close(fig)
+    with pytest.raises(ValueError, match="x"):
+        cp.faithfulness_figure({"EAP": curve}, x="log")
+    with pytest.raises(ValueError, match="rocs"):
+        cp.roc_figure({})
     nr = NR([1, 2, 4, 8], [0.2, 0.6, 0.95, 1.0], [1, 2, 4, 8], [1, 2, 3, 4], [.1, .2, .3, .4], 0.0, "acc", True)
     fig = cp.node_redundancy_figure(nr)
     assert any("saturation" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
@@ -768,7 +785,11 @@ def test_circuit_explorer_updates_on_controls() -> None:
     assert ex.figure is not fig0 and ex.text.value != text0
     assert len(ex.output.outputs) == 1 and "Figure" in ex.output.outputs[0]["data"]["text/plain"]  # shown once
     ex.method.value = "eap-ig"
-    assert ("copy", "eap-ig") in ex._scores and "EAP-IG" in ex.text.value
+    assert ("copy", "eap-ig", "corrupted") in ex._scores and "EAP-IG" in ex.text.value
+    ex.ablation_control.value = "mean-positional"
+    assert ex.ablation == "mean-positional" and ("copy", "eap-ig", "mean-positional") in ex._scores
+    assert "mean-positional ablation" in ex.text.value and "area under the faithfulness curve" in ex.text.value
+    assert ex._curves[("copy", "eap-ig", "mean-positional")].ablation == "mean-positional"
     ex.task.value = "copy (other seed)"
     assert "copy (other seed)" in ex.text.value
     plt.close("all")

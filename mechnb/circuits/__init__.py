@@ -26,7 +26,7 @@ from mechnb.circuits.acdc import ACDCResult, acdc
 from mechnb.circuits.attribution import METHODS, Metric, attribute, logit_diff
 from mechnb.circuits.circuit import Circuit, EdgeScores
 from mechnb.circuits.evaluation import ROCCurve, rank_agreement, roc_against
-from mechnb.circuits.faithfulness import FaithfulnessCurve, faithfulness, faithfulness_curve
+from mechnb.circuits.faithfulness import FaithfulnessCurve, area_table, faithfulness, faithfulness_curve
 from mechnb.circuits.graph import Edge, Graph, WriterCache, cache_writers, patched_forward, reader_gradients
 from mechnb.circuits.tuning_tasks import (
     TrainBatch,
@@ -69,7 +69,7 @@ from mechnb.circuits.tuning import (
 __all__ = [
     "Edge", "Graph", "WriterCache", "cache_writers", "patched_forward", "reader_gradients",
     "Metric", "logit_diff", "EdgeScores", "Circuit", "attribute", "METHODS", "faithfulness", "faithfulness_curve",
-    "FaithfulnessCurve", "rank_agreement", "ROCCurve", "roc_against", "ABLATIONS", "ablation_reference",
+    "FaithfulnessCurve", "area_table", "rank_agreement", "ROCCurve", "roc_against", "ABLATIONS", "ablation_reference",
     "ACDCResult", "acdc",
     "TrainBatch", "TuneTask", "weighted_lm_loss", "heldout_losses", "prejudice_risk", "disagreement_task",
     "debias_task", "flip_verb",

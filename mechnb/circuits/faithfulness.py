@@ -28,7 +28,7 @@ from mechnb.circuits.metric import Metric, bind_metric, check_metric, logit_diff
 from mechnb.models import TinyTransformer
 from mechnb.tasks import PromptPairs
 
-__all__ = ["faithfulness", "faithfulness_curve", "FaithfulnessCurve", "separation_tolerance"]
+__all__ = ["faithfulness", "faithfulness_curve", "FaithfulnessCurve", "separation_tolerance", "area_table"]
 
 
 def separation_tolerance(dtype: torch.dtype) -> float:
@@ -118,7 +118,7 @@ class FaithfulnessCurve:
                 return s
         return None
 
-    def _points(self) -> tuple[np.ndarray, np.ndarray]:
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
         """``(x, F)``: the fraction of edges kept after pruning and faithfulness, sorted by ``x``, with
         ``(0, 0)`` and ``(1, 1)`` added when the curve lacks them (F of the empty and full circuits)."""
         if self.n_total <= 0:
@@ -147,14 +147,14 @@ class FaithfulnessCurve:
         its fixed grid of circuit sizes (0.1% .. 100% of the edges); we integrate over the sizes the
         curve was measured at, so compare areas of curves measured at the same ``sizes``.
         """
-        x, f = self._points()
+        x, f = self.points()
         return float(np.sum(np.diff(x) * (f[1:] + f[:-1]) / 2))
 
     @property
     def cmd(self) -> float:
         """Normalised area between the curve and 1, ``integral |1 - F| dx`` by the same trapezoidal rule
         as :attr:`area` (MIB's CMD; 0 is best). Equals ``1 - area`` when ``F <= 1`` everywhere."""
-        x, f = self._points()
+        x, f = self.points()
         g = np.abs(1.0 - f)
         return float(np.sum(np.diff(x) * (g[1:] + g[:-1]) / 2))
 
@@ -193,3 +193,19 @@ def faithfulness_curve(
     vals = _faithfulness_values(model, graph, clean_t, corr_t, batch, metric, ablation, [c.mask for c in circuits])
     return FaithfulnessCurve(list(sizes), [c.n_edges for c in circuits], [c.n_nodes for c in circuits], vals,
                              ablation, graph.n_edges, scores.method)
+
+
+def area_table(curves: dict[str, dict[str, FaithfulnessCurve]], digits: int = 3) -> str:
+    """A plain-text table of :attr:`FaithfulnessCurve.area` for ``curves[method][ablation]``: one row
+    per method, one column per ablation (blank where a curve is missing)."""
+    if not curves or not all(isinstance(v, dict) for v in curves.values()):
+        raise ValueError("curves: expected {method: {ablation: FaithfulnessCurve}}, got "
+                         f"{type(curves).__name__}")
+    ablations = list(dict.fromkeys(a for row in curves.values() for a in row))
+    rows = [["method", *ablations]]
+    for method, row in curves.items():
+        rows.append([method, *(f"{row[a].area:.{digits}f}" if a in row else "" for a in ablations)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)

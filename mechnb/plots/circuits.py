@@ -11,8 +11,17 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch
 
-from mechnb._checks import check_array
-from mechnb.circuits import Circuit, EdgeScores, FaithfulnessCurve, Graph, NodeRedundancy, TuneResult, rank_agreement
+from mechnb._checks import check_array, check_choice
+from mechnb.circuits import (
+    Circuit,
+    EdgeScores,
+    FaithfulnessCurve,
+    Graph,
+    NodeRedundancy,
+    ROCCurve,
+    TuneResult,
+    rank_agreement,
+)
 
 __all__ = [
     "node_positions",
@@ -24,6 +33,8 @@ __all__ = [
     "score_agreement",
     "draw_faithfulness",
     "faithfulness_figure",
+    "faithfulness_panels",
+    "roc_figure",
     "explorer_figure",
     "node_redundancy_figure",
     "tuning_comparison",
@@ -272,16 +283,31 @@ def score_agreement(methods: Mapping[str, EdgeScores], reference: EdgeScores, k:
 
 
 def draw_faithfulness(ax: Axes, curves: Mapping[str, FaithfulnessCurve], mark: int | None = None,
-                      title: str | None = None) -> None:
-    """Faithfulness against the number of circuit edges (after pruning) on ``ax``, one line per curve."""
+                      title: str | None = None, x: str = "edges", show_area: bool = False) -> None:
+    """Faithfulness against circuit size on ``ax``, one line per curve.
+
+    ``x="edges"``: the number of circuit edges after pruning, log scale; ``x="fraction"``: the
+    fraction of the graph's edges kept, linear - the axis :attr:`FaithfulnessCurve.area` integrates
+    over. ``show_area`` puts each curve's area in its label.
+    """
+    check_choice("x", x, ["edges", "fraction"])
     for i, (name, c) in enumerate(curves.items()):
-        ax.plot(np.maximum(c.n_edges, 0.8), c.faithfulness, marker="o", ms=3, color=f"C{i}", label=name)
+        label = f"{name} (area {c.area:.2f})" if show_area else name
+        if x == "edges":
+            ax.plot(np.maximum(c.n_edges, 0.8), c.faithfulness, marker="o", ms=3, color=f"C{i}", label=label)
+        else:
+            fx, ff = c.points()
+            ax.plot(fx, ff, marker="o", ms=2.5, color=f"C{i}", label=label, lw=1.2)
     ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
     ax.axhline(0.0, color="0.5", lw=0.8)
-    if mark is not None:
+    if mark is not None and x == "edges":
         ax.axvline(max(mark, 0.8), color="k", lw=0.8, ls=":", label=f"{mark} edges")
-    ax.set_xscale("log")
-    ax.set_xlabel("edges in circuit (log scale)")
+    if x == "edges":
+        ax.set_xscale("log")
+        ax.set_xlabel("edges in circuit (log scale)")
+    else:
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("fraction of edges kept")
     ax.set_ylabel("faithfulness  (m(C) − m(∅)) / (m(G) − m(∅))")
     if title:
         ax.set_title(title)
@@ -289,13 +315,53 @@ def draw_faithfulness(ax: Axes, curves: Mapping[str, FaithfulnessCurve], mark: i
 
 
 def faithfulness_figure(curves: Mapping[str, FaithfulnessCurve], mark: int | None = None,
-                        title: str = "faithfulness as edges are added") -> Figure:
-    """Faithfulness against the number of circuit edges (after pruning), one line per curve;
+                        title: str = "faithfulness as edges are added", x: str = "edges",
+                        show_area: bool = False) -> Figure:
+    """Faithfulness against circuit size, one line per curve (see :func:`draw_faithfulness`);
     ``mark`` draws a vertical line at that circuit size."""
     if not curves:
         raise ValueError("curves: expected at least one FaithfulnessCurve, got none")
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
-    draw_faithfulness(ax, curves, mark, title)
+    draw_faithfulness(ax, curves, mark, title, x=x, show_area=show_area)
+    fig.tight_layout()
+    return fig
+
+
+def faithfulness_panels(curves: Mapping[str, Mapping[str, FaithfulnessCurve]], x: str = "fraction",
+                        title: str = "faithfulness curves under each ablation") -> Figure:
+    """``curves[ablation][method]``: one panel per ablation with every method's curve and its area
+    (the area of :attr:`FaithfulnessCurve.area`, MIB's CPR) in the legend."""
+    if not curves or not all(curves.values()):
+        raise ValueError("curves: expected {ablation: {method: FaithfulnessCurve}} with at least one curve each")
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.4 * len(curves), 3.9), squeeze=False, sharey=True)
+    lo = min(min(min(c.faithfulness) for c in row.values()) for row in curves.values())
+    hi = max(max(max(c.faithfulness) for c in row.values()) for row in curves.values())
+    for ax, (ablation, row) in zip(axes[0], curves.items()):
+        draw_faithfulness(ax, row, title=f"ablation: {ablation}", x=x, show_area=True)
+        ax.set_ylim(min(lo, 0.0) - 0.05, max(hi, 1.0) + 0.05)
+    for ax in axes[0][1:]:
+        ax.set_ylabel("")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def roc_figure(rocs: Mapping[str, ROCCurve], title: str = "recovering the planted circuit") -> Figure:
+    """ROC curves of several rankings against the same true edges, with their AUC in the legend
+    and the diagonal of a random ranking."""
+    if not rocs:
+        raise ValueError("rocs: expected at least one ROCCurve, got none")
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    for i, (name, r) in enumerate(rocs.items()):
+        ax.step(r.fpr, r.tpr, where="post", color=f"C{i}", lw=1.5, label=f"{name} (AUC {r.auc:.2f})")
+    ax.plot([0, 1], [0, 1], color="0.5", lw=0.8, ls="--", label="chance")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.02)
+    first = next(iter(rocs.values()))
+    ax.set_xlabel(f"false positive rate ({first.n_false} other edges)")
+    ax.set_ylabel(f"true positive rate ({first.n_true} planted edges)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
 

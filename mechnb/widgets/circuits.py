@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from mechnb._checks import check_choice, check_positive_int
 from mechnb.circuits import (
+    ABLATIONS,
     EdgeScores,
     FaithfulnessCurve,
     Graph,
@@ -32,10 +33,10 @@ _METHOD_LABELS = {"eap": "EAP", "eap-ig": "EAP-IG", "exact": "exact patching"}
 
 
 class CircuitExplorer:
-    """Slider for the circuit size, dropdowns for the attribution method and the task.
+    """Slider for the circuit size, dropdowns for the attribution method, the ablation and the task.
 
     Every change calls :meth:`update`, which takes edges in order of ``|score|`` from the cached
-    :class:`EdgeScores` of (task, method) until ``size`` edges survive pruning
+    :class:`EdgeScores` of (task, method, ablation) until ``size`` edges survive pruning
     (``top_n(size, fill=True)``), measures the circuit's faithfulness (one patched forward pass)
     and redraws the circuit next to the faithfulness curve. Tests can set
     ``explorer.size.value = 5`` and read ``explorer.text.value`` / ``explorer.figure`` /
@@ -47,6 +48,8 @@ class CircuitExplorer:
         metric: ``metric(logits, pairs) -> scalar`` (default :func:`logit_diff`).
         methods: attribution methods offered (``"eap"``, ``"eap-ig"``, ``"exact"``).
         initial_size: starting circuit size (edges before pruning).
+        ablation: the initial ablation (``"corrupted"``, ``"zero"``, ``"mean"``, ``"mean-positional"``;
+            the dropdown offers all four): what patched edges carry, for the scores and faithfulness.
     """
 
     def __init__(
@@ -69,37 +72,44 @@ class CircuitExplorer:
             check_choice("methods", m, list(_METHOD_LABELS))
         self.model, self.prompts, self.metric = model, dict(prompts), metric
         self.ig_steps = check_positive_int("ig_steps", ig_steps)
-        self.ablation = check_choice("ablation", ablation, ["corrupted", "mean"])
+        check_choice("ablation", ablation, list(ABLATIONS))
         initial_size = min(check_positive_int("initial_size", initial_size), self.graph.n_edges)
         self.size = widgets.IntSlider(value=initial_size, min=1, max=self.graph.n_edges, description="edges",
                                       continuous_update=False)
         self.method = widgets.Dropdown(options=[(_METHOD_LABELS[m], m) for m in methods], value=methods[0],
                                        description="method")
         self.task = widgets.Dropdown(options=list(self.prompts), value=next(iter(self.prompts)), description="task")
+        self.ablation_control = widgets.Dropdown(options=list(ABLATIONS), value=ablation, description="ablation")
         self.text = widgets.HTML()
         self.output = widgets.Output()
         self.figure: Figure | None = None
         self.faithfulness: float = float("nan")
-        self._scores: dict[tuple[str, str], EdgeScores] = {}
-        self._curves: dict[tuple[str, str], FaithfulnessCurve] = {}
-        for control in (self.size, self.method, self.task):
+        self._scores: dict[tuple[str, str, str], EdgeScores] = {}
+        self._curves: dict[tuple[str, str, str], FaithfulnessCurve] = {}
+        for control in (self.size, self.method, self.task, self.ablation_control):
             control.observe(self.update, names="value")
-        self.widget = widgets.VBox([widgets.HBox([self.task, self.method, self.size]), self.text, self.output])
+        self.widget = widgets.VBox([widgets.HBox([self.task, self.method, self.ablation_control, self.size]),
+                                    self.text, self.output])
         self.update()
 
+    @property
+    def ablation(self) -> str:
+        """The ablation currently selected."""
+        return str(self.ablation_control.value)
+
     # -- cached computations ----------------------------------------------------------
-    def scores(self, task: str, method: str) -> EdgeScores:
-        key = (task, method)
+    def scores(self, task: str, method: str, ablation: str | None = None) -> EdgeScores:
+        key = (task, method, ablation or self.ablation)
         if key not in self._scores:
             self._scores[key] = attribute(self.model, self.graph, self.prompts[task], metric=self.metric,
-                                          method=method, ig_steps=self.ig_steps)
+                                          method=method, ig_steps=self.ig_steps, ablation=key[2])
         return self._scores[key]
 
-    def curve(self, task: str, method: str) -> FaithfulnessCurve:
-        key = (task, method)
+    def curve(self, task: str, method: str, ablation: str | None = None) -> FaithfulnessCurve:
+        key = (task, method, ablation or self.ablation)
         if key not in self._curves:
-            self._curves[key] = faithfulness_curve(self.model, self.scores(task, method), self.prompts[task],
-                                                   metric=self.metric, ablation=self.ablation)
+            self._curves[key] = faithfulness_curve(self.model, self.scores(*key), self.prompts[task],
+                                                   metric=self.metric, ablation=key[2])
         return self._curves[key]
 
     # -- callback ---------------------------------------------------------------------
@@ -111,10 +121,11 @@ class CircuitExplorer:
         self.circuit = circuit
         self.faithfulness = faithfulness(self.model, circuit, self.prompts[task], metric=self.metric,
                                          ablation=self.ablation)
-        label = f"{task} / {_METHOD_LABELS[method]}"
+        label = f"{task} / {_METHOD_LABELS[method]} / {self.ablation}"
         self.text.value = (f"<b>{html.escape(label)}</b>: the top edges by |score| until {size} survive pruning "
                            f"&rarr; {circuit.n_edges} edges, {circuit.n_nodes} nodes; "
-                           f"faithfulness {self.faithfulness:.3f}")
+                           f"faithfulness {self.faithfulness:.3f} ({html.escape(self.ablation)} ablation; "
+                           f"area under the faithfulness curve {self.curve(task, method).area:.3f})")
         self.figure = cplots.explorer_figure(self.graph, circuit, scores, self.curve(task, method), label,
                                              self.faithfulness)
         show_figure(self.output, self.figure)
