@@ -14,7 +14,8 @@ raise). Asserted for each notebook:
 
 Marked ``learner`` (registered in pyproject.toml): it executes every notebook once more, so it
 belongs to one ``make test`` configuration only, not to the ones that repeat the numerics.
-The time of each notebook is printed (``-s``).
+The time of each notebook is printed (``-s``), and the executed learner notebook is saved as
+``tests/artifacts/learner_NN_*.ipynb`` (git-ignored) to look at.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.learner
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
+ARTIFACTS = ROOT / "tests" / "artifacts"
 SOURCES = find_notebooks(NOTEBOOKS)
 #: Seconds allowed for one cell (fast mode; generous for a loaded 2-core machine).
 CELL_TIMEOUT_S = 600
@@ -69,6 +71,8 @@ def test_learner_notebook_runs_to_the_end_with_every_exercise_skipped(
     t0 = time.monotonic()
     client.execute()
     seconds = time.monotonic() - t0
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, ARTIFACTS / f"learner_{name}")
     print(f"\n{name}: learner version, every exercise skipped, ran in {seconds:.1f} s "
           f"({report.n_stubs} stubs, {len(report.fallbacks)} fallbacks)")
 
