@@ -109,7 +109,7 @@ def test_environment_yml_names_the_same_dependencies_as_pyproject():
     assert pip_section == ["-e ."]
 
 
-def test_pyproject_has_the_issue_dependencies_and_admits_the_makefile_torch():
+def test_pyproject_has_the_stack_dependencies_and_admits_the_makefile_torch():
     project = _pyproject()["project"]
     deps = {_norm(Requirement(d).name): Requirement(d).specifier for d in project["dependencies"]}
     for name in ("torch", "numpy", "scipy", "pot", "matplotlib", "ipywidgets", "jupyterlab", "tqdm"):
