@@ -14,17 +14,24 @@ stochastic-gradient Langevin dynamics (Sec. 4). This module holds the pieces tha
 * :class:`NoiseStreams` - Gaussian noise with one random stream per parameter tensor;
 * :class:`SGLDSampler` - the chains' state and the SGLD update; a sampler is anything with a
   ``theta (C, P)`` tensor, a ``name`` and ``step(grads)`` (:class:`ChainSampler`), so another
-  SGMCMC sampler (e.g. SGNHT) sits beside it without changing the sampling loop.
+  SGMCMC sampler sits beside it without changing the sampling loop;
+* :class:`SGNHTSampler` - the stochastic-gradient Nosé-Hoover thermostat (Ding et al. 2014);
+* :func:`restriction_mask` - the weight-restricted LLC: which coordinates of ``w`` are sampled.
+
+Both samplers take an optional ``mask (P,)`` (1 = sampled, 0 = held at ``w*``): drift, noise
+and momentum are multiplied by it, so a restricted chain moves only the selected weights and
+its noise on them is exactly that of the unrestricted chain with the same seed.
 """
 
 from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -37,6 +44,9 @@ __all__ = [
     "NoiseStreams",
     "ChainSampler",
     "SGLDSampler",
+    "SGNHTSampler",
+    "restriction_mask",
+    "mala_log_acceptance",
 ]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -99,6 +109,52 @@ class FlatParams:
             return loss_fn(torch.func.functional_call(model, params, (xb,)), yb)
 
         return loss_single
+
+
+def restriction_mask(flat: FlatParams, restrict: Any) -> torch.Tensor | None:
+    """The ``(P,)`` 0/1 mask of the coordinates a weight-restricted chain samples (``None``: all).
+
+    ``restrict`` is ``None`` (every trainable parameter), a parameter name or a list of names
+    (as in ``model.named_parameters()``), a predicate ``name -> bool``, or a mapping
+    ``{name: index}`` whose index (a slice, an int, a tuple of them or a boolean tensor of the
+    parameter's shape) selects part of that parameter - e.g. ``{"W_Q": (0, slice(None))}`` for
+    one attention head's block. The mask is in ``flat.w0``'s dtype; selecting every coordinate
+    returns ``None`` (the unrestricted estimator, bit for bit).
+    """
+    if restrict is None:
+        return None
+    names = flat.names
+    pieces = [torch.zeros(shp, dtype=flat.w0.dtype, device=flat.w0.device) for shp in flat.shapes]
+    if isinstance(restrict, str):
+        restrict = [restrict]
+    if isinstance(restrict, Mapping):
+        items = list(restrict.items())
+    elif callable(restrict):
+        items = []
+        for k in names:
+            v = restrict(k)
+            if not isinstance(v, (bool, np.bool_)):
+                raise TypeError(f"restrict: expected a predicate name -> bool, it returned {type(v).__name__} for {k!r}")
+            if v:
+                items.append((k, slice(None)))
+    elif isinstance(restrict, (list, tuple, set, frozenset)):
+        items = [(k, slice(None)) for k in restrict]
+    else:
+        raise TypeError(f"restrict: expected None, a parameter name, a list of names, a predicate on names or a "
+                        f"mapping name -> index, got {type(restrict).__name__}")
+    for k, idx in items:
+        if not isinstance(k, str) or k not in names:
+            raise ValueError(f"restrict: {k!r} is not a trainable parameter of the model; expected one of {names}")
+        try:
+            pieces[names.index(k)][idx] = 1
+        except (IndexError, TypeError, RuntimeError) as e:
+            raise ValueError(f"restrict: index {idx!r} does not fit parameter {k!r} of shape "
+                             f"{tuple(flat.shapes[names.index(k)])}: {e}") from e
+    mask = torch.cat([p.reshape(-1) for p in pieces])
+    n_on = int(mask.sum())
+    if n_on == 0:
+        raise ValueError(f"restrict: selects no parameter coordinate (got {restrict!r})")
+    return None if n_on == mask.numel() else mask
 
 
 # --------------------------------------------------------------------------------------
@@ -280,22 +336,136 @@ class SGLDSampler:
         localization: ``γ`` (0: no pull towards ``w*``).
         nbeta: inverse temperature ``nβ``.
         noise: the Langevin noise streams (``noise.draw(C) -> (C, P)``).
+        mask: ``(P,)`` 0/1, the coordinates sampled (:func:`restriction_mask`); ``None``: all.
+        track_acceptance: record the MALA acceptance probability of every proposal (below).
+
+    ``w0`` may also be ``(C, P)``: one centre per chain (the chains of several checkpoints run
+    together, :func:`mechnb.degeneracy.llc_trajectory`).
+
+    **MALA acceptance.** Each SGLD step is a Metropolis-adjusted Langevin *proposal*
+    ``w' ~ N(w - (ε/2)∇U(w), ε I)`` with ``U = nβ L_m + γ/2 |w - w*|²``; its acceptance
+    probability ``min(1, exp(U(w) - U(w') + log q(w | w') - log q(w' | w)))`` (never applied,
+    only recorded, with the minibatch losses of the two steps as devinterp does) measures how
+    well the discretisation follows the continuous dynamics: near 1 the step is (perhaps too)
+    small, far below ~0.9 the step size biases the estimate. ``acceptance_sum / acceptance_count``
+    is each chain's mean over the steps tracked.
     """
 
     name = "SGLD"
 
     def __init__(self, w0: torch.Tensor, num_chains: int, *, lr: float, localization: float, nbeta: float,
-                 noise: NoiseStreams) -> None:
+                 noise: NoiseStreams, mask: torch.Tensor | None = None, track_acceptance: bool = False) -> None:
         self.w0 = w0
-        self.theta = w0.unsqueeze(0).repeat(num_chains, 1)  # (C, P)
-        self.nbeta, self.gamma = nbeta, localization
+        self.theta = (w0.unsqueeze(0).repeat(num_chains, 1) if w0.ndim == 1 else w0.clone())  # (C, P)
+        self.nbeta, self.gamma, self.lr = nbeta, localization, lr
         self.half_eps, self.sqrt_eps = 0.5 * lr, math.sqrt(lr)
-        self.noise = noise
+        self.noise, self.mask = noise, mask
+        self.track_acceptance = track_acceptance
+        self.acceptance_sum = torch.zeros(self.theta.shape[0], dtype=torch.float64, device=self.theta.device)
+        self.acceptance_count = 0
+        self._prev: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (theta, drift, U) before the step
 
-    def step(self, grads: torch.Tensor) -> None:
-        """One SGLD step of every chain, in place; ``grads (C, P)`` is overwritten with the drift."""
+    def potential(self, losses: torch.Tensor) -> torch.Tensor:
+        """``U(theta) = nβ L_m + γ/2 |theta - w*|²`` per chain (``(C,)``, float64), restricted coordinates only."""
+        d = self.theta - self.w0
+        if self.mask is not None:
+            d = d * self.mask
+        return self.nbeta * losses.to(torch.float64) + 0.5 * self.gamma * d.pow(2).sum(1).to(torch.float64)
+
+    def step(self, grads: torch.Tensor, losses: torch.Tensor | None = None) -> None:
+        """One SGLD step of every chain, in place; ``grads (C, P)`` is overwritten with the drift.
+
+        ``losses (C,)`` (the minibatch losses at ``theta``) are needed only to track acceptance.
+        """
         drift = grads.mul_(self.nbeta)
         if self.gamma:
             drift.add_(self.theta - self.w0, alpha=self.gamma)
+        if self.mask is not None:
+            drift.mul_(self.mask)
+        if self.track_acceptance and losses is not None:
+            U = self.potential(losses)
+            if self._prev is not None:
+                a = mala_log_acceptance(*self._prev, self.theta, drift, U, self.lr, self.mask)
+                self.acceptance_sum += a.clamp(max=0).exp()
+                self.acceptance_count += 1
+            self._prev = (self.theta.clone(), drift.clone(), U)
         self.theta.add_(drift, alpha=-self.half_eps)
-        self.theta.add_(self.noise.draw(self.theta.shape[0]), alpha=self.sqrt_eps)
+        noise = self.noise.draw(self.theta.shape[0])
+        if self.mask is not None:
+            noise.mul_(self.mask)
+        self.theta.add_(noise, alpha=self.sqrt_eps)
+
+
+def mala_log_acceptance(theta: torch.Tensor, drift: torch.Tensor, U: torch.Tensor, theta_new: torch.Tensor,
+                        drift_new: torch.Tensor, U_new: torch.Tensor, lr: float,
+                        mask: torch.Tensor | None = None) -> torch.Tensor:
+    r"""``log`` of the Metropolis-Hastings ratio of the Langevin proposal ``theta -> theta_new`` per chain.
+
+    With ``q(b | a) = N(b; a - (ε/2) ∇U(a), ε I)`` and ``drift = ∇U``:
+    ``log α = U(θ) - U(θ') + log q(θ | θ') - log q(θ' | θ)``, where
+    ``log q(b | a) = -|b - a + (ε/2)∇U(a)|² / (2ε)`` (constants cancel). All ``(C, P)`` / ``(C,)``;
+    returns ``(C,)`` float64. ``mask`` keeps the sampled coordinates only.
+    """
+    fwd = theta_new - theta + 0.5 * lr * drift
+    bwd = theta - theta_new + 0.5 * lr * drift_new
+    if mask is not None:
+        fwd, bwd = fwd * mask, bwd * mask
+    log_q_fwd = -fwd.pow(2).sum(1).to(torch.float64) / (2 * lr)
+    log_q_bwd = -bwd.pow(2).sum(1).to(torch.float64) / (2 * lr)
+    return U - U_new + log_q_bwd - log_q_fwd
+
+
+class SGNHTSampler:
+    r"""``C`` stochastic-gradient Nosé-Hoover thermostat chains (Ding et al. 2014, NeurIPS, Algorithm 1).
+
+    SGNHT adds a momentum ``p`` and a scalar thermostat ``ξ`` per chain to Langevin dynamics;
+    ``ξ`` adapts the friction so the kinetic energy per coordinate stays at the target
+    temperature, absorbing the unknown extra noise of minibatch gradients. With step ``h = lr``,
+    diffusion ``A`` and ``∇U = nβ ∇L_m(w) + γ (w - w*)`` (the same potential as SGLD)::
+
+        p ← (1 - ξ) p - h ∇U(w) + sqrt(2 A h) N(0, I)
+        w ← w + p
+        ξ ← ξ + (|p|² / d - h)
+
+    (``p`` is the momentum times ``h``; ``d`` the number of sampled coordinates). The chains start
+    at ``w*`` with ``p ~ N(0, h I)`` and ``ξ = A``; the stationary law of ``w`` is
+    ``∝ exp(-U(w))``, the localised tempered posterior of the LLC.
+
+    Args:
+        w0: ``(P,)`` or ``(C, P)`` the centre(s) ``w*``.
+        num_chains: ``C``.
+        lr: step size ``h``.
+        localization: ``γ``.
+        nbeta: ``nβ``.
+        noise: the noise streams (one draw for the initial momentum, one per step).
+        diffusion: ``A`` (default 0.01, devinterp's ``diffusion_factor``).
+        mask: ``(P,)`` 0/1 sampled coordinates, or ``None``.
+    """
+
+    name = "SGNHT"
+
+    def __init__(self, w0: torch.Tensor, num_chains: int, *, lr: float, localization: float, nbeta: float,
+                 noise: NoiseStreams, diffusion: float = 0.01, mask: torch.Tensor | None = None) -> None:
+        self.w0 = w0
+        self.theta = (w0.unsqueeze(0).repeat(num_chains, 1) if w0.ndim == 1 else w0.clone())
+        C = self.theta.shape[0]
+        self.nbeta, self.gamma, self.h, self.A = nbeta, localization, lr, diffusion
+        self.noise, self.mask = noise, mask
+        self.d = float(self.theta.shape[1] if mask is None else mask.sum())
+        self.p = noise.draw(C).mul_(math.sqrt(lr))
+        if mask is not None:
+            self.p.mul_(mask)
+        self.xi = torch.full((C, 1), float(diffusion), dtype=self.theta.dtype, device=self.theta.device)
+        self._noise_scale = math.sqrt(2 * diffusion * lr)
+
+    def step(self, grads: torch.Tensor, losses: torch.Tensor | None = None) -> None:
+        """One SGNHT step of every chain, in place (``grads`` overwritten; ``losses`` unused)."""
+        drift = grads.mul_(self.nbeta)
+        if self.gamma:
+            drift.add_(self.theta - self.w0, alpha=self.gamma)
+        noise = self.noise.draw(self.theta.shape[0])
+        self.p.mul_(1 - self.xi).add_(drift, alpha=-self.h).add_(noise, alpha=self._noise_scale)
+        if self.mask is not None:
+            self.p.mul_(self.mask)
+        self.theta.add_(self.p)
+        self.xi.add_(self.p.pow(2).sum(1, keepdim=True) / self.d - self.h)
