@@ -780,6 +780,51 @@ def test_bad_inputs_name_the_argument():
     assert math.isfinite(float(block_weight(model, 0, True).sum()))
 
 
+@pytest.mark.numerics
+def test_ablation_curves_keep_everything_is_the_intact_model_and_the_output_rank_bounds_ib():
+    from mechnb.degeneracy import ablation_curves
+
+    torch.manual_seed(0)
+    model = MLP([6, 12, 12, 4])
+    x = torch.randn(300, 6)
+    with torch.no_grad():
+        y = model(x).argmax(-1)  # the model's own labels: intact accuracy 1
+    basis = interaction_basis(model, x)
+    for layer in (1, 2):
+        c = ablation_curves(basis, model, x, y, layer)
+        assert c.full_accuracy == 1.0
+        assert c.n_directions == {"ib": basis.C[layer].shape[1], "pca": basis.U[layer].shape[1], "neuron": 12}
+        for key in c.kept:  # every direction kept: the intact network, whatever the basis
+            assert c.kept[key][-1] == c.n_directions[key]
+            assert c.accuracy[key][-1] == 1.0
+            np.testing.assert_allclose(c.loss[key][-1], c.full_loss, rtol=1e-9)
+    # below the linear output layer M' = Wᵀ W has rank <= d_out: at most 4 interaction-basis directions
+    assert basis.C[2].shape[1] <= 4
+    c = ablation_curves(basis, model, x, y, 1, kept=[1, 3])
+    assert list(c.kept["neuron"]) == [1, 3, 12]
+    assert c.needed("neuron", 0.0) >= 1
+    with pytest.raises(ValueError, match="layer: expected a hidden layer"):
+        ablation_curves(basis, model, x, y, 0)
+    with pytest.raises(TypeError, match="targets: expected an integer"):
+        ablation_curves(basis, model, x, y.double(), 1)
+
+
+@pytest.mark.numerics
+def test_same_size_pca_edges_use_the_top_pca_directions():
+    model, x = planted_mlp(seed=0)
+    basis = interaction_basis(model, x)
+    edges = interaction_edges(basis, model, x)
+    for l, E in edges.pca_k.items():
+        assert E.shape == edges.ib[l].shape
+        k_in, k_out = basis.C[l].shape[1], basis.C[l + 1].shape[1]
+        # the top-left block of the full PCA edges is not the same: the kept part is re-projected (C_pinv = Uᵀ)
+        assert E.shape == (k_out, k_in)
+        np.testing.assert_allclose(E, edges.pca[l][:k_out, :k_in], rtol=1e-9, atol=1e-15)
+    assert edges.edges_for(1.0, "pca_k") <= sum(e.size for e in edges.pca_k.values())
+    with pytest.raises(ValueError, match="which"):
+        edges.edges_for(0.5, "nope")
+
+
 class _WithUnused(nn.Module):
     """A linear model plus a parameter the forward pass never touches."""
 
@@ -911,6 +956,9 @@ def test_plots_return_labelled_figures():
         dplots.edge_heatmaps(edges.pca[1], edges.ib[1], 1),
         dplots.edge_sparsity({"PCA": edges.sparsity_curve("pca"), "IB": edges.sparsity_curve("ib")}),
         dplots.module_graph(find_modules(edges, resolution=0.1)),
+        dplots.degenerate_landscapes(),
+        dplots.interaction_basis_steps(),
+        dplots.ablation_curves([degeneracy_ablation(basis, model_b, x_b)]),
     ]
     for fig in figs:
         assert isinstance(fig, Figure)
@@ -921,6 +969,18 @@ def test_plots_return_labelled_figures():
         dplots.nullity_sweep([0, 1], [1.0], [1.0, 2.0], xlabel="k")
     with pytest.raises(ValueError, match="traces"):
         dplots.llc_traces({})
+    with pytest.raises(ValueError, match="levels"):
+        dplots.degenerate_landscapes(levels=(0.1, 0.01))
+    with pytest.raises(ValueError, match="curves"):
+        dplots.ablation_curves([])
+
+
+def degeneracy_ablation(basis, model, x):
+    from mechnb.degeneracy import ablation_curves
+
+    with torch.no_grad():
+        y = model(x).argmax(-1)
+    return ablation_curves(basis, model, x, y, 1)
 
 
 def test_degeneracy_panel_moves_the_nullity_as_predicted():

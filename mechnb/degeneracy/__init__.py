@@ -19,9 +19,11 @@ planted degeneracies (``planted_mlp``, ``planted_dln``) are experiments, in
 
 from mechnb.degeneracy.hessian import hessian_nullity, hessian_spectrum
 from mechnb.degeneracy.interaction import (
+    AblationCurves,
     InteractionBasis,
     InteractionEdges,
     Modules,
+    ablation_curves,
     find_modules,
     interaction_basis,
     interaction_edges,
@@ -69,5 +71,7 @@ __all__ = [
     "interaction_edges",
     "InteractionEdges",
     "find_modules",
+    "ablation_curves",
+    "AblationCurves",
     "Modules",
 ]

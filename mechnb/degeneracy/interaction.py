@@ -62,7 +62,7 @@ from mechnb.degeneracy._mlp import (
 from mechnb.io import saveable
 
 __all__ = ["InteractionBasis", "interaction_basis", "InteractionEdges", "interaction_edges", "Modules",
-           "find_modules"]
+           "find_modules", "AblationCurves", "ablation_curves"]
 
 
 @saveable()
@@ -252,10 +252,14 @@ class InteractionEdges:
         ib: ``{l: E}`` with ``E (d̂_{l+1}, d̂_l)`` the edges from layer ``l`` to ``l + 1`` in the
             interaction basis.
         pca: the same in the PCA basis (``C = U``, orthonormal, no whitening or rotation).
+        pca_k: the PCA basis cut to the interaction basis's size at every layer (the top ``d̂_l``
+            directions by variance): a like-for-like comparison with ``ib`` (same nodes, same
+            number of possible edges).
     """
 
     ib: dict[int, np.ndarray]
     pca: dict[int, np.ndarray]
+    pca_k: dict[int, np.ndarray] = field(default_factory=dict)
 
     def sparsity_curve(self, which: str = "ib") -> tuple[np.ndarray, np.ndarray]:
         """Fraction of all edge strength in the top-``k`` edges, for every ``k``.
@@ -288,11 +292,137 @@ class InteractionEdges:
         return min(int(np.searchsorted(cum, fraction - 1e-12) + 1), n_nonzero)
 
 
+# --------------------------------------------------------------------------------------
+# Ablation curves (2405.10928's evaluation)
+# --------------------------------------------------------------------------------------
+@dataclass
+class AblationCurves:
+    """Task loss and accuracy when only the ``k`` most important directions of one layer are kept.
+
+    Attributes:
+        layer: the layer ablated.
+        kept: ``{basis: (m,) ints}``, the numbers of directions kept.
+        loss, accuracy: ``{basis: (m,) floats}``, cross-entropy and accuracy of the model with
+            the layer's activations projected onto the kept directions.
+        full_loss, full_accuracy: the intact model's values.
+        n_directions: ``{basis: number of directions of that basis at this layer}``.
+    """
+
+    layer: int
+    kept: dict[str, np.ndarray]
+    loss: dict[str, np.ndarray]
+    accuracy: dict[str, np.ndarray]
+    full_loss: float
+    full_accuracy: float
+    n_directions: dict[str, int]
+
+    def needed(self, basis: str, tolerance: float = 0.01) -> int:
+        """Fewest kept directions (of those evaluated) whose accuracy is within ``tolerance`` of the intact model's."""
+        if basis not in self.kept:
+            raise ValueError(f"basis: expected one of {sorted(self.kept)}, got {basis!r}")
+        tolerance = check_positive_float("tolerance", tolerance, allow_zero=True)
+        ok = np.nonzero(self.accuracy[basis] >= self.full_accuracy - tolerance)[0]
+        return int(self.kept[basis][ok[0]]) if ok.size else int(self.n_directions[basis])
+
+
+def ablation_curves(basis: InteractionBasis, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                    layer: int, kept: Sequence[int] | None = None) -> AblationCurves:
+    """Keep the ``k`` most important directions of one layer and measure the task (2405.10928 Sec. 4).
+
+    The Local Interaction Basis paper evaluates a basis by ablating its directions in order of
+    importance and watching the loss: a basis that concentrates the computation in few directions
+    keeps the loss low with small ``k``. Three bases of the extended activations ``[f^l, 1]``:
+
+    * ``"ib"``: the interaction basis, directions in order of ``Λ`` (descending); the kept part is
+      ``f̂_{:k} C_pinv_{:k}``;
+    * ``"pca"``: the PCA basis ``U`` in order of the variance ``D``: ``[f, 1] U_{:k} U_{:k}ᵀ``;
+    * ``"neuron"``: the neurons in order of ``E[f_j²] · |W_{:, j}|²`` (how much each feeds the
+      next layer), the rest set to zero (the constant is kept).
+
+    The projected activations are run through the rest of the network (float64) and scored with
+    the cross-entropy and the accuracy against ``targets``.
+
+    Args:
+        basis: from :func:`interaction_basis` on the same model, containing ``layer``.
+        model: the MLP (a classifier: outputs are logits).
+        inputs: ``(n, sizes[0])``; targets: ``(n,)`` class indices.
+        layer: a hidden layer ``1 <= layer < L``.
+        kept: the numbers of directions to keep (default: 1, 2, 4, ... up to each basis's size).
+
+    Returns:
+        An :class:`AblationCurves`.
+    """
+    if not isinstance(basis, InteractionBasis):
+        raise TypeError(f"basis: expected an InteractionBasis, got {type(basis).__name__}")
+    check_mlp(model)
+    check_inputs(model, inputs)
+    check_tensor("targets", targets, shape=(inputs.shape[0],), dims="(n_samples,) class indices", floating=False)
+    L = len(model.layers)
+    check_layer(model, layer, "layer", allow_output=False)
+    if layer == 0 or layer not in basis.C:
+        raise ValueError(f"layer: expected a hidden layer of the basis (1 <= layer < {L}, one of {basis.layers}), "
+                         f"got {layer}")
+    acts, _ = mlp_forward(model, inputs)
+    f = basis.extend(layer, acts[layer])  # (n, d [+1])
+    W, b = model.layers[layer].weight.detach().to(torch.float64), model.layers[layer].bias
+    has_one = basis.with_bias[layer]
+    y = targets.to(f.device)
+
+    d = acts[layer].shape[1]
+
+    def score(h_ext: torch.Tensor) -> tuple[float, float]:
+        # the folded bias reads the (projected) constant coordinate: p = h Wᵀ + h_const b
+        out = h_ext[:, :d] @ W.T
+        if b is not None:
+            const = h_ext[:, d : d + 1] if has_one else 1.0
+            out = out + const * b.detach().to(torch.float64)
+        for i in range(layer, L):
+            if i > layer:
+                lin = model.layers[i]
+                out = out @ lin.weight.detach().to(torch.float64).T + (
+                    lin.bias.detach().to(torch.float64) if lin.bias is not None else 0.0)
+            if i < L - 1:
+                out = model.act_fn(out)  # type: ignore[attr-defined]
+        loss = float(torch.nn.functional.cross_entropy(out, y))
+        return loss, float((out.argmax(-1) == y).double().mean())
+
+    C, Cp, U = basis.C[layer], basis.C_pinv[layer], basis.U[layer]
+    imp = (acts[layer] ** 2).mean(0) * (W**2).sum(0)  # (d,)
+    order = torch.argsort(imp, descending=True)
+    sizes = {"ib": C.shape[1], "pca": U.shape[1], "neuron": acts[layer].shape[1]}
+    full = score(f)
+    out_k, out_l, out_a = {}, {}, {}
+    for name, size in sizes.items():
+        ks = sorted({int(k) for k in kept if 1 <= int(k) <= size} | {size}) if kept is not None else \
+            sorted({2**i for i in range(int(np.log2(size)) + 1)} | {size})
+        losses, accs = [], []
+        for k in ks:
+            if name == "ib":
+                h = (f @ C[:, :k]) @ Cp[:k]
+            elif name == "pca":
+                h = f @ U[:, :k] @ U[:, :k].T
+            else:
+                mask = torch.zeros(f.shape[1], dtype=f.dtype, device=f.device)
+                mask[order[:k]] = 1.0
+                if has_one:
+                    mask[-1] = 1.0
+                h = f * mask
+            lo, ac = score(h)
+            losses.append(lo)
+            accs.append(ac)
+        out_k[name], out_l[name], out_a[name] = np.array(ks), np.array(losses), np.array(accs)
+    return AblationCurves(layer=layer, kept=out_k, loss=out_l, accuracy=out_a, full_loss=full[0],
+                          full_accuracy=full[1], n_directions=sizes)
+
+
 def _select(edges: InteractionEdges | Mapping[int, Any], which: str) -> dict[int, np.ndarray]:
     if isinstance(edges, InteractionEdges):
-        if which not in ("ib", "pca"):
-            raise ValueError(f"which: expected 'ib' or 'pca', got {which!r}")
-        return getattr(edges, which)
+        if which not in ("ib", "pca", "pca_k"):
+            raise ValueError(f"which: expected 'ib', 'pca' or 'pca_k', got {which!r}")
+        out = getattr(edges, which)
+        if not out:
+            raise ValueError(f"which: these edges have no {which!r} part")
+        return out
     if not isinstance(edges, Mapping) or not edges:
         raise TypeError(f"edges: expected an InteractionEdges or a non-empty dict {{layer: (d_out, d_in) array}}, "
                         f"got {type(edges).__name__}")
@@ -324,8 +454,11 @@ def interaction_edges(basis: InteractionBasis, model: nn.Module, inputs: torch.T
         model: the MLP.
         inputs: ``(n, sizes[0])`` data (usually the same as for the basis).
 
+    These are single-point attributions (the local gradient at each input times the activation),
+    as in 2405.10927 Eq. 21; 2405.10928 integrates the gradient along a path instead.
+
     Returns:
-        An :class:`InteractionEdges` with ``ib`` and ``pca`` dicts ``{l: (d̂_{l+1}, d̂_l)}``.
+        An :class:`InteractionEdges` with ``ib``, ``pca`` and ``pca_k`` dicts ``{l: (d̂_{l+1}, d̂_l)}``.
     """
     if not isinstance(basis, InteractionBasis):
         raise TypeError(f"basis: expected an InteractionBasis from interaction_basis(), got {type(basis).__name__}")
@@ -338,7 +471,7 @@ def interaction_edges(basis: InteractionBasis, model: nn.Module, inputs: torch.T
     if not pairs:
         raise ValueError(f"basis: expected at least two consecutive layers, got layers {basis.layers}")
     acts, pre = mlp_forward(model, inputs)
-    ib, pca = {}, {}
+    ib, pca, pca_k = {}, {}, {}
     for l in pairs:
         ext_in, ext_out = basis.with_bias[l], basis.with_bias[l + 1]
         d_in = basis.C[l].shape[0] - int(ext_in)
@@ -348,7 +481,9 @@ def interaction_edges(basis: InteractionBasis, model: nn.Module, inputs: torch.T
         f_ext = basis.extend(l, acts[l])
         ib[l] = _edges_in_basis(s, B, f_ext @ basis.C[l], basis.C[l + 1], basis.C_pinv[l])
         pca[l] = _edges_in_basis(s, B, f_ext @ basis.U[l], basis.U[l + 1], basis.U[l].T)
-    return InteractionEdges(ib=ib, pca=pca)
+        Uk, Uk_next = basis.U[l][:, : basis.C[l].shape[1]], basis.U[l + 1][:, : basis.C[l + 1].shape[1]]
+        pca_k[l] = _edges_in_basis(s, B, f_ext @ Uk, Uk_next, Uk.T)
+    return InteractionEdges(ib=ib, pca=pca, pca_k=pca_k)
 
 
 # --------------------------------------------------------------------------------------

@@ -17,6 +17,9 @@ from matplotlib.figure import Figure
 from mechnb._checks import check_array
 
 __all__ = [
+    "ablation_curves",
+    "degenerate_landscapes",
+    "interaction_basis_steps",
     "gram_spectra",
     "nullity_sweep",
     "degeneracy_bars",
@@ -27,6 +30,120 @@ __all__ = [
     "edge_sparsity",
     "module_graph",
 ]
+
+
+#: the two losses of :func:`degenerate_landscapes`: name -> (formula, function, Hessian rank at 0, learning coefficient)
+LANDSCAPES = {
+    "quartic": ("L = w₁² + w₂⁴", lambda a, b: a**2 + b**4, 1, 0.75),
+    "cross": ("L = w₁² w₂²", lambda a, b: a**2 * b**2, 0, 0.5),
+}
+
+
+def degenerate_landscapes(extent: float = 1.0, n: int = 201, levels: Sequence[float] = (0.002, 0.01, 0.03, 0.1),
+                          title: str = "Two degenerate minima") -> Figure:
+    """Contours of ``w₁² + w₂⁴`` and ``w₁² w₂²`` near their minimum at 0, with the low-loss region shaded.
+
+    Both Hessians at 0 are singular (rank 1 and rank 0), so the Gauss-Newton/Hessian rank calls
+    them "1 and 0 effective parameters"; the learning coefficient tells them apart by how fast the
+    volume of ``{L < ε}`` shrinks: ``λ = 1/2 + 1/4`` for the quartic (a narrowing valley) and
+    ``λ = 1/2`` for the cross (two flat valleys crossing) — Lau et al. 2023; 2405.10927 Sec. 2.
+
+    Args:
+        extent: the half-width of the square ``[-extent, extent]²`` drawn.
+        n: grid points per axis.
+        levels: loss contour levels (the lowest is shaded).
+    """
+    if not (isinstance(extent, (int, float)) and np.isfinite(extent) and extent > 0):
+        raise ValueError(f"extent: expected a positive finite number, got {extent!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 3:
+        raise ValueError(f"n: expected an int >= 3, got {n!r}")
+    lv = np.asarray(levels, dtype=float)
+    if lv.ndim != 1 or lv.size < 1 or not np.all(np.isfinite(lv)) or np.any(lv <= 0) or np.any(np.diff(lv) <= 0):
+        raise ValueError(f"levels: expected increasing positive numbers, got {levels!r}")
+    w = np.linspace(-extent, extent, n)
+    A, B = np.meshgrid(w, w)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), constrained_layout=True)
+    for ax, (formula, f, rank, lam) in zip(axes, LANDSCAPES.values()):
+        Z = f(A, B)
+        ax.contourf(A, B, Z, levels=[0, lv[0]], colors=["#9ecae1"])
+        cs = ax.contour(A, B, Z, levels=lv, colors="k", linewidths=0.8)
+        ax.clabel(cs, fmt="%g", fontsize=7)
+        ax.plot(0, 0, "r*", ms=9)
+        ax.set_aspect("equal")
+        ax.set_xlabel("w₁")
+        ax.set_ylabel("w₂")
+        ax.set_title(f"{formula}\nHessian rank at 0: {rank} · learning coefficient λ = {lam:g}", fontsize=10)
+    fig.suptitle(f"{title} (shaded: L < {lv[0]:g})")
+    return fig
+
+
+def interaction_basis_steps(title: str = "The Interaction Basis of one layer (2405.10927 Sec. 6)") -> Figure:
+    """A schematic of the four steps ``f → Uᵀf → D^{-1/2}Uᵀf → VᵀD^{-1/2}Uᵀf → Λ^{1/2}VᵀD^{-1/2}Uᵀf = Cᵀf``.
+
+    Each panel shows what one step does to a cloud of 2-D activations (a drawing of a small
+    example: correlated activations, a Jacobian Gram ``M'`` that favours one direction).
+    """
+    rng = np.random.default_rng(0)
+    raw = rng.standard_normal((300, 2)) @ np.array([[2.0, 0.0], [1.2, 0.5]])
+    G = raw.T @ raw / raw.shape[0]
+    D, U = np.linalg.eigh(G)
+    D, U = D[::-1], U[:, ::-1]
+    Mp = np.array([[1.0, 0.6], [0.6, 0.5]])
+    Mw = np.sqrt(D)[:, None] * (U.T @ Mp @ U) * np.sqrt(D)[None, :]
+    Lam, V = np.linalg.eigh(Mw)
+    Lam, V = Lam[::-1], V[:, ::-1]
+    z1 = raw @ U
+    z2 = z1 / np.sqrt(D)
+    z3 = z2 @ V
+    stages = [
+        ("activations $f$\n(neuron basis)", raw),
+        ("1. PCA: $U^\\top f$\n(drop $D \\approx 0$)", z1),
+        ("2. whiten: $D^{-1/2}U^\\top f$\n(unit variance)", z2),
+        ("3. rotate: $V^\\top D^{-1/2}U^\\top f$\n(eigenvectors of $M$, drop $\\Lambda \\approx 0$)", z3),
+        ("4. scale: $\\Lambda^{1/2}V^\\top D^{-1/2}U^\\top f = C^\\top f$\n(by use downstream)", z3 * np.sqrt(Lam)),
+    ]
+    fig, axes = plt.subplots(1, len(stages), figsize=(14, 3.2), constrained_layout=True)
+    lim = max(float(np.abs(z).max()) for _, z in stages)
+    for ax, (label, z) in zip(axes, stages):
+        ax.scatter(z[:, 0], z[:, 1], s=3, alpha=0.5)
+        ax.axhline(0, color="0.8", lw=0.6)
+        ax.axvline(0, color="0.8", lw=0.6)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("coordinate 1", fontsize=8)
+        ax.set_ylabel("coordinate 2", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for a, b in zip(axes[:-1], axes[1:]):
+        fig.add_artist(plt.matplotlib.patches.ConnectionPatch((1.02, 0.5), (-0.02, 0.5), "axes fraction",
+                                                              "axes fraction", axesA=a, axesB=b, arrowstyle="->"))
+    fig.suptitle(title)
+    return fig
+
+
+def ablation_curves(curves: Sequence[Any], title: str = "Keep the k most important directions") -> Figure:
+    """Accuracy vs directions kept, one panel per :class:`mechnb.degeneracy.AblationCurves` (one layer each).
+
+    Each panel has one line per basis (interaction basis, PCA, neurons) on a log x-axis and the
+    intact model's accuracy as a dashed line.
+    """
+    if not curves:
+        raise ValueError("curves: expected at least one AblationCurves, got none")
+    names = {"ib": "Interaction Basis", "pca": "PCA basis", "neuron": "neuron basis"}
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.4), constrained_layout=True, squeeze=False)
+    for ax, c in zip(axes[0], curves):
+        for key, ks in c.kept.items():
+            ax.plot(ks, c.accuracy[key], "o-", ms=3, label=f"{names.get(key, key)} ({c.n_directions[key]} dirs)")
+        ax.axhline(c.full_accuracy, color="0.5", ls="--", lw=0.8, label="intact model")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("directions kept (most important first)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"layer {c.layer}")
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return fig
 
 
 def gram_spectra(spectra: Mapping[str, Any], rtol: float = 1e-6, title: str = "Gram matrix spectra") -> Figure:
