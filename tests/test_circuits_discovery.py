@@ -273,3 +273,16 @@ def test_every_method_recovers_the_planted_circuit(planted, record_property) -> 
     # zero ablation sees the positional edges (it destroys the position signal)
     zero = attribute(model, graph, prompts, method="exact", ablation="zero").as_dict()
     assert all(abs(zero[e]) > 1.0 for e in planted.positional_edges)
+
+
+def test_scores_within_float_noise_of_zero_tie_in_rankings_and_roc() -> None:
+    g = Graph(2, 2, attn_only=True)
+    vals = torch.zeros(g.n_edges)
+    vals[[0, 1, 2, 3]] = torch.tensor([3e-7, 1e-7, 2.0, -1.0])  # edges 0 and 1: noise next to 2.0
+    scores = EdgeScores(g, g.edge_matrix(vals), "manual")
+    assert scores.magnitudes()[0] == 0.0 and scores.magnitudes()[1] == 0.0 and scores.magnitudes()[3] == 1.0
+    order = [g.edge_index[e.name] for e in scores.ranking()]
+    assert order[:2] == [2, 3] and order[2:4] == [0, 1]  # the noise ties with the zeros, in graph order
+    truth = np.zeros(g.n_edges, dtype=bool)
+    truth[1] = True  # a true edge that only got noise ties with every other noise-level edge
+    assert roc_against(scores, torch.tensor(truth)).auc == pytest.approx((g.n_edges - 3) / 2 / (g.n_edges - 1))

@@ -22,7 +22,19 @@ from mechnb._checks import check_choice, check_positive_int, check_tensor
 from mechnb.circuits.graph import Edge, Graph
 from mechnb.io import saveable
 
-__all__ = ["Circuit", "EdgeScores", "prune_dangling"]
+__all__ = ["Circuit", "EdgeScores", "prune_dangling", "noise_floored", "NOISE_RTOL"]
+
+
+NOISE_RTOL = 1e-5
+"""Scores whose magnitude is at most this fraction of the largest are float noise (they tie at 0)."""
+
+
+def noise_floored(values: np.ndarray) -> np.ndarray:
+    """``|values|`` with the entries at most ``NOISE_RTOL * max |values|`` set to 0."""
+    mag = np.abs(np.asarray(values, dtype=np.float64))
+    if mag.size:
+        mag[mag <= NOISE_RTOL * mag.max()] = 0.0
+    return mag
 
 
 def prune_dangling(graph: Graph, mask: torch.Tensor) -> torch.Tensor:
@@ -209,13 +221,19 @@ class EdgeScores:
     def as_dict(self) -> dict[str, float]:
         return {e.name: float(v) for e, v in zip(self.graph.edges, self.values.tolist())}
 
+    def magnitudes(self) -> np.ndarray:
+        """``|score|`` per edge (``graph.edges`` order) with float noise set to 0: entries at most
+        :data:`NOISE_RTOL` times the largest ``|score|`` carry no order (float32 rounding, which
+        differs between CPUs, would decide it), so they tie."""
+        return noise_floored(self.values.double().numpy())
+
     def ranking(self) -> list[Edge]:
-        """Edges sorted by ``|score|``, largest first (ties broken by graph order)."""
-        order = np.argsort(-np.abs(self.values.double().numpy()), kind="stable")
+        """Edges sorted by ``|score|`` (:meth:`magnitudes`), largest first (ties broken by graph order)."""
+        order = np.argsort(-self.magnitudes(), kind="stable")
         return [self.graph.edges[i] for i in order]
 
     def _top_mask(self, k: int) -> torch.Tensor:
-        order = np.argsort(-np.abs(self.values.double().numpy()), kind="stable")[:k]
+        order = np.argsort(-self.magnitudes(), kind="stable")[:k]
         keep = torch.zeros(self.graph.n_edges, dtype=torch.bool)
         keep[torch.as_tensor(order, dtype=torch.long)] = True
         return self.graph.edge_matrix(keep.float()).bool()

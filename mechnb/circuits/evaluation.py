@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mechnb._checks import check_array, check_positive_int
-from mechnb.circuits.circuit import Circuit, EdgeScores
+from mechnb.circuits.circuit import Circuit, EdgeScores, noise_floored
 from mechnb.circuits.graph import Edge, Graph
 
 __all__ = ["rank_agreement", "ROCCurve", "roc_against"]
@@ -119,11 +119,15 @@ def roc_against(scores: EdgeScores | torch.Tensor | np.ndarray,
         graph: needed only to look up edge names when ``scores`` is not an :class:`EdgeScores`.
 
     The AUC is the Mann-Whitney statistic ``P(|s_true| > |s_other|) + P(|s_true| = |s_other|) / 2``,
-    equal to the trapezoidal area under the curve whose points are the distinct thresholds.
+    equal to the trapezoidal area under the curve whose points are the distinct thresholds. Scores
+    within float noise of 0 (``|s| <= NOISE_RTOL * max |s|``, the rule of
+    :meth:`EdgeScores.magnitudes`) count as 0: a method that gives a true edge only float noise (EAP
+    at a saturated softmax) ties it with the other noise-level edges instead of ranking it by
+    rounding.
     """
     if isinstance(scores, EdgeScores):
         graph = scores.graph if graph is None else graph
-    v = np.abs(_values("scores", scores))
+    v = noise_floored(_values("scores", scores))
     truth = _true_mask(true_edges, graph, v.size)
     if truth.shape != v.shape:
         raise ValueError(f"true_edges: expected {v.size} entries (one per edge), got {truth.size}")
