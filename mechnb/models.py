@@ -350,9 +350,18 @@ class Attention(nn.Module):
     without ``b_O``).
     """
 
-    def __init__(self, d_model: int, n_heads: int, d_head: int, n_ctx: int) -> None:
+    def __init__(self, d_model: int, n_heads: int, d_head: int, n_ctx: int, rotary_dim: int = 0,
+                 rotary_base: float = 10000.0) -> None:
         super().__init__()
         self.n_heads, self.d_head = n_heads, d_head
+        self.rotary_dim = int(rotary_dim)
+        if self.rotary_dim:
+            # RoFormer (Su et al. 2021, Eq. 34) on the first rotary_dim dims of each head, halves rotated
+            # against each other (GPT-NeoX layout): frequencies base^(-2i/rotary_dim), i < rotary_dim/2
+            inv_freq = 1.0 / (rotary_base ** (torch.arange(0, self.rotary_dim, 2, dtype=torch.float32) / self.rotary_dim))
+            self.register_buffer("inv_freq", inv_freq, persistent=False)
+            self.hook_rot_q = HookPoint()
+            self.hook_rot_k = HookPoint()
         self.W_Q = nn.Parameter(torch.empty(n_heads, d_model, d_head))
         self.W_K = nn.Parameter(torch.empty(n_heads, d_model, d_head))
         self.W_V = nn.Parameter(torch.empty(n_heads, d_model, d_head))
@@ -373,6 +382,9 @@ class Attention(nn.Module):
         q = self.hook_q(torch.einsum("bphd,hde->bphe", q_in, self.W_Q) + self.b_Q)
         k = self.hook_k(torch.einsum("bphd,hde->bphe", k_in, self.W_K) + self.b_K)
         v = self.hook_v(torch.einsum("bphd,hde->bphe", v_in, self.W_V) + self.b_V)
+        if self.rotary_dim:
+            q = self.hook_rot_q(self.rotate(q, pos_dim=1))
+            k = self.hook_rot_k(self.rotate(k, pos_dim=1))
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(self.d_head)
         n = resid.shape[1]
         scores = scores.masked_fill(~self.mask[:n, :n], float("-inf"))
@@ -380,12 +392,45 @@ class Attention(nn.Module):
         z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
         return self.hook_result(torch.einsum("bqhe,hed->bqhd", z, self.W_O))  # [b, p, h, d_model]
 
+    def rotate(self, x: torch.Tensor, pos_dim: int) -> torch.Tensor:
+        """Rotary position embedding of queries or keys ``x [..., d_head]`` whose dimension ``pos_dim``
+        is the position (0, 1, ...); the identity without rotary embeddings.
+
+        The first ``rotary_dim`` features are split into halves ``x1, x2`` and rotated pairwise,
+        ``(x1 cos - x2 sin, x2 cos + x1 sin)`` with angle ``pos * inv_freq[i]`` (Su et al. 2021,
+        Eq. 34, the half-split layout of GPT-NeoX); the remaining features pass unchanged.
+        """
+        if not self.rotary_dim:
+            return x
+        n, r = x.shape[pos_dim], self.rotary_dim
+        freqs = torch.outer(torch.arange(n, device=x.device, dtype=torch.float32), self.inv_freq)  # [n, r/2]
+        emb = torch.cat([freqs, freqs], dim=-1)  # [n, r]
+        shape = [1] * x.ndim
+        shape[pos_dim], shape[-1] = n, r
+        cos, sin = emb.cos().to(x.dtype).view(shape), emb.sin().to(x.dtype).view(shape)
+        x_rot, x_pass = x[..., :r], x[..., r:]
+        x1, x2 = x_rot[..., : r // 2], x_rot[..., r // 2:]
+        rotated = torch.cat([-x2, x1], dim=-1)
+        return torch.cat([x_rot * cos + rotated * sin, x_pass], dim=-1)
+
+
+_TRANSFORMER_ACTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu,  # exact (erf) GELU: mechnb's own models and GPT-NeoX / Pythia
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's tanh approximation
+    "relu": F.relu,
+}
+
 
 class MLPBlock(nn.Module):
-    """Transformer MLP: ``W_in [d_model, d_mlp]``, ``b_in``, GELU, ``W_out [d_mlp, d_model]``, ``b_out``."""
+    """Transformer MLP: ``W_in [d_model, d_mlp]``, ``b_in``, activation, ``W_out [d_mlp, d_model]``, ``b_out``.
 
-    def __init__(self, d_model: int, d_mlp: int) -> None:
+    ``act_fn``: ``"gelu"`` (exact, the default), ``"gelu_new"`` (tanh approximation, GPT-2) or ``"relu"``.
+    """
+
+    def __init__(self, d_model: int, d_mlp: int, act_fn: str = "gelu") -> None:
         super().__init__()
+        self.act_fn = act_fn
+        self._act = _TRANSFORMER_ACTS[act_fn]
         self.W_in = nn.Parameter(torch.empty(d_model, d_mlp))
         self.b_in = nn.Parameter(torch.zeros(d_mlp))
         self.W_out = nn.Parameter(torch.empty(d_mlp, d_model))
@@ -394,36 +439,60 @@ class MLPBlock(nn.Module):
         self.hook_post = HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        post = self.hook_post(F.gelu(self.hook_pre(x @ self.W_in + self.b_in)))
+        post = self.hook_post(self._act(self.hook_pre(x @ self.W_in + self.b_in)))
         return post @ self.W_out + self.b_out
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LN block: ``resid_mid = resid_pre + Σ_h result_h + b_O``; ``resid_post = resid_mid + mlp(ln2(resid_mid))``."""
+    """Pre-LN block: ``resid_mid = resid_pre + Σ_h result_h + b_O``; ``resid_post = resid_mid + mlp(ln2(resid_mid))``.
 
-    def __init__(self, d_model: int, n_heads: int, d_head: int, d_mlp: int, n_ctx: int, attn_only: bool) -> None:
+    With ``parallel`` (GPT-J / GPT-NeoX) the MLP reads the block's input instead:
+    ``resid_post = resid_mid + mlp(ln2(resid_pre))`` (``hook_mlp_in`` is then ``resid_pre``), so no
+    head of this layer is upstream of its MLP.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, d_head: int, d_mlp: int, n_ctx: int, attn_only: bool,
+                 act_fn: str = "gelu", parallel: bool = False, ln_eps: float = 1e-5, rotary_dim: int = 0,
+                 rotary_base: float = 10000.0) -> None:
         super().__init__()
         self.attn_only = attn_only
-        self.ln1 = LayerNorm(d_model)
-        self.attn = Attention(d_model, n_heads, d_head, n_ctx)
+        self.parallel = parallel
+        self.ln1 = LayerNorm(d_model, ln_eps)
+        self.attn = Attention(d_model, n_heads, d_head, n_ctx, rotary_dim, rotary_base)
         self.hook_resid_pre = HookPoint()
         self.hook_attn_out = HookPoint()
         self.hook_resid_mid = HookPoint()
         self.hook_resid_post = HookPoint()
         if not attn_only:
-            self.ln2 = LayerNorm(d_model)
-            self.mlp = MLPBlock(d_model, d_mlp)
+            self.ln2 = LayerNorm(d_model, ln_eps)
+            self.mlp = MLPBlock(d_model, d_mlp, act_fn)
             self.hook_mlp_in = HookPoint()
             self.hook_mlp_out = HookPoint()
 
     def forward(self, resid: torch.Tensor) -> torch.Tensor:
-        resid = self.hook_resid_pre(resid)
+        resid_pre = resid = self.hook_resid_pre(resid)
         attn_out = self.hook_attn_out(self.attn(resid, self.ln1).sum(dim=2) + self.attn.b_O)
         resid = self.hook_resid_mid(resid + attn_out)
         if not self.attn_only:
-            mlp_out = self.hook_mlp_out(self.mlp(self.ln2(self.hook_mlp_in(resid))))
+            mlp_out = self.hook_mlp_out(self.mlp(self.ln2(self.hook_mlp_in(resid_pre if self.parallel else resid))))
             resid = resid + mlp_out
         return self.hook_resid_post(resid)
+
+
+class _TiedUnembed(nn.Module):
+    """The unembedding of a model whose ``W_U`` *is* ``embed.W_E.T`` (a read-only view, GPT-2)."""
+
+    def __init__(self, embed: nn.Module, bias: bool, d_vocab: int) -> None:
+        super().__init__()
+        object.__setattr__(self, "_embed", embed)  # not a submodule: W_E stays one parameter
+        if bias:
+            self.b_U = nn.Parameter(torch.zeros(d_vocab))
+        else:
+            self.register_parameter("b_U", None)
+
+    @property
+    def W_U(self) -> torch.Tensor:
+        return self._embed.W_E.T
 
 
 class TinyTransformer(_HookedMixin, nn.Module):
@@ -441,6 +510,19 @@ class TinyTransformer(_HookedMixin, nn.Module):
     unembedding). Every hook point can be read or patched with :meth:`run_with_hooks` /
     :meth:`run_with_cache`.
 
+    Architecture options (the defaults are mechnb's own models; :func:`mechnb.interop.from_hf`
+    sets them for GPT-2 and GPT-NeoX / Pythia):
+
+    * ``act_fn``: the MLP nonlinearity, ``"gelu"`` (exact), ``"gelu_new"`` (tanh, GPT-2) or ``"relu"``.
+    * ``positional``: ``"learned"`` (``pos_embed.W_pos`` added to the input, ``hook_pos_embed``) or
+      ``"rotary"`` (no position embedding; queries and keys rotated on their first ``rotary_dim``
+      features with base ``rotary_base``, hook points ``attn.hook_rot_q`` / ``hook_rot_k``). The
+      ``input`` node of a circuit graph is then the token embedding alone.
+    * ``parallel_attn_mlp``: each block's MLP reads the block's input, like its attention.
+    * ``tied_unembed``: ``unembed.W_U`` is ``embed.W_E.T`` (one parameter); ``unembed_bias``: whether
+      ``unembed.b_U`` exists (``None`` otherwise).
+    * ``ln_eps``: the epsilon of every LayerNorm.
+
     Shapes: ``tokens (batch, pos)`` int64 with ``pos <= n_ctx`` -> logits ``(batch, pos, d_vocab)``.
     """
 
@@ -455,6 +537,15 @@ class TinyTransformer(_HookedMixin, nn.Module):
         attn_only: bool = False,
         d_head: int | None = None,
         init_seed: int | None = None,
+        *,
+        act_fn: str = "gelu",
+        positional: str = "learned",
+        rotary_dim: int | None = None,
+        rotary_base: float = 10000.0,
+        parallel_attn_mlp: bool = False,
+        tied_unembed: bool = False,
+        unembed_bias: bool = True,
+        ln_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.vocab_size = check_positive_int("vocab_size", vocab_size)
@@ -469,29 +560,76 @@ class TinyTransformer(_HookedMixin, nn.Module):
             d_head = d_model // n_heads
         self.d_head = check_positive_int("d_head", d_head)
         self.attn_only = bool(attn_only)
+        self.act_fn = check_choice("act_fn", act_fn, list(_TRANSFORMER_ACTS))
+        self.positional = check_choice("positional", positional, ["learned", "rotary"])
+        if self.positional == "rotary":
+            rotary_dim = self.d_head if rotary_dim is None else check_positive_int("rotary_dim", rotary_dim)
+            if rotary_dim > self.d_head or rotary_dim % 2:
+                raise ValueError(f"rotary_dim: expected an even number <= d_head={self.d_head}, got {rotary_dim}")
+            self.rotary_dim = int(rotary_dim)
+        elif rotary_dim is not None:
+            raise ValueError(f"rotary_dim: expected None with positional='learned', got {rotary_dim!r}")
+        else:
+            self.rotary_dim = 0
+        self.rotary_base = check_positive_float("rotary_base", rotary_base)
+        for name, flag in (("parallel_attn_mlp", parallel_attn_mlp), ("tied_unembed", tied_unembed),
+                           ("unembed_bias", unembed_bias)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name}: expected a bool, got {type(flag).__name__} {flag!r}")
+        self.parallel_attn_mlp, self.tied_unembed, self.unembed_bias = parallel_attn_mlp, tied_unembed, unembed_bias
+        self.ln_eps = check_positive_float("ln_eps", ln_eps)
 
         self.embed = nn.Module()
         self.embed.W_E = nn.Parameter(torch.empty(vocab_size, d_model))
-        self.pos_embed = nn.Module()
-        self.pos_embed.W_pos = nn.Parameter(torch.empty(n_ctx, d_model))
+        if self.positional == "learned":
+            self.pos_embed = nn.Module()
+            self.pos_embed.W_pos = nn.Parameter(torch.empty(n_ctx, d_model))
         self.hook_embed = HookPoint()
-        self.hook_pos_embed = HookPoint()
+        if self.positional == "learned":
+            self.hook_pos_embed = HookPoint()
         self.blocks = nn.ModuleList(
-            TransformerBlock(d_model, n_heads, self.d_head, d_mlp, n_ctx, self.attn_only) for _ in range(n_layers)
+            TransformerBlock(d_model, n_heads, self.d_head, d_mlp, n_ctx, self.attn_only, self.act_fn,
+                             self.parallel_attn_mlp, self.ln_eps, self.rotary_dim, self.rotary_base)
+            for _ in range(n_layers)
         )
-        self.ln_final = LayerNorm(d_model)
-        self.unembed = nn.Module()
-        self.unembed.W_U = nn.Parameter(torch.empty(d_model, vocab_size))
-        self.unembed.b_U = nn.Parameter(torch.zeros(vocab_size))
+        self.ln_final = LayerNorm(d_model, self.ln_eps)
+        if tied_unembed:
+            self.unembed: nn.Module = _TiedUnembed(self.embed, unembed_bias, vocab_size)
+        else:
+            self.unembed = nn.Module()
+            self.unembed.W_U = nn.Parameter(torch.empty(d_model, vocab_size))
+            if unembed_bias:
+                self.unembed.b_U = nn.Parameter(torch.zeros(vocab_size))
+            else:
+                self.unembed.register_parameter("b_U", None)
         if init_seed is not None:
             check_seed("init_seed", init_seed)
         self.reset_parameters(init_seed)
         _name_hook_points(self)
 
+    _OPTION_DEFAULTS: dict[str, Any] = dict(act_fn="gelu", positional="learned", rotary_dim=None, rotary_base=10000.0,
+                                            parallel_attn_mlp=False, tied_unembed=False, unembed_bias=True,
+                                            ln_eps=1e-5)
+
     def config(self) -> dict[str, Any]:
-        """Constructor arguments, so ``TinyTransformer(**m.config())`` rebuilds the architecture."""
-        return dict(vocab_size=self.vocab_size, d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads,
-                    d_mlp=self.d_mlp, n_ctx=self.n_ctx, attn_only=self.attn_only, d_head=self.d_head)
+        """Constructor arguments, so ``TinyTransformer(**m.config())`` rebuilds the architecture.
+
+        The architecture options appear only where they differ from their defaults (so the
+        config of mechnb's own models is what it always was)."""
+        cfg = dict(vocab_size=self.vocab_size, d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads,
+                   d_mlp=self.d_mlp, n_ctx=self.n_ctx, attn_only=self.attn_only, d_head=self.d_head)
+        options = dict(act_fn=self.act_fn, positional=self.positional,
+                       rotary_dim=self.rotary_dim if self.positional == "rotary" else None,
+                       rotary_base=self.rotary_base, parallel_attn_mlp=self.parallel_attn_mlp,
+                       tied_unembed=self.tied_unembed, unembed_bias=self.unembed_bias, ln_eps=self.ln_eps)
+        cfg.update({k: v for k, v in options.items() if v != self._OPTION_DEFAULTS[k]})
+        return cfg
+
+    def unembed_resid(self, resid: torch.Tensor) -> torch.Tensor:
+        """Logits ``(..., d_vocab)`` from the final residual stream ``resid (..., d_model)``:
+        ``ln_final`` then ``W_U`` (and ``b_U`` when the model has one)."""
+        logits = self.ln_final(resid) @ self.unembed.W_U
+        return logits if self.unembed.b_U is None else logits + self.unembed.b_U
 
     @torch.no_grad()
     def reset_parameters(self, seed: int | None = None) -> None:
@@ -514,12 +652,12 @@ class TinyTransformer(_HookedMixin, nn.Module):
             raise ValueError(
                 f"tokens: expected ids in [0, {self.vocab_size}), got range [{int(tokens.min())}, {int(tokens.max())}]"
             )
-        embed = self.hook_embed(self.embed.W_E[tokens])
-        pos = self.hook_pos_embed(self.pos_embed.W_pos[: tokens.shape[1]].unsqueeze(0).expand_as(embed))
-        resid = embed + pos
+        resid = self.hook_embed(self.embed.W_E[tokens])
+        if self.positional == "learned":
+            resid = resid + self.hook_pos_embed(self.pos_embed.W_pos[: tokens.shape[1]].unsqueeze(0).expand_as(resid))
         for block in self.blocks:
             resid = block(resid)
-        return self.ln_final(resid) @ self.unembed.W_U + self.unembed.b_U
+        return self.unembed_resid(resid)
 
     @torch.no_grad()
     def generate(
