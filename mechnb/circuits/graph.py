@@ -22,7 +22,9 @@ masks (used to check that EAP is the gradient with respect to them).
 Writers are indexed ``0..n_writers-1`` in forward order (``input``, then per layer its heads and
 its MLP); readers ``0..n_readers-1`` (per layer: ``H`` query inputs, ``H`` key inputs, ``H`` value
 inputs, the MLP input; then ``logits``). Scores and masks are ``[n_writers, n_readers]`` matrices
-with ``graph.valid`` marking the real edges (writer strictly upstream of reader).
+with ``graph.valid`` marking the real edges (writer strictly upstream of reader). In a model with
+parallel attention and MLP (GPT-NeoX / Pythia, ``parallel=True``) the MLP of layer ``l`` reads the
+block's input, so the heads of layer ``l`` are not upstream of ``m{l}``.
 """
 
 from __future__ import annotations
@@ -79,8 +81,9 @@ class Graph:
         edges: the list of :class:`Edge` (row-major over ``valid``).
     """
 
-    def __init__(self, n_layers: int, n_heads: int, attn_only: bool = False) -> None:
+    def __init__(self, n_layers: int, n_heads: int, attn_only: bool = False, parallel: bool = False) -> None:
         self.n_layers, self.n_heads, self.attn_only = int(n_layers), int(n_heads), bool(attn_only)
+        self.parallel = bool(parallel)  # each MLP reads its block's input: no head of layer l is upstream of m{l}
         H = self.n_heads
         writers = ["input"]
         readers: list[tuple[str, str]] = []
@@ -98,7 +101,7 @@ class Graph:
             writers += [f"a{layer}.h{h}" for h in range(H)]
             if not self.attn_only:
                 readers.append((f"m{layer}", ""))
-                reader_layer_first_writer.append(len(writers))
+                reader_layer_first_writer.append(n_up if self.parallel else len(writers))
                 writers.append(f"m{layer}")
         readers.append(("logits", ""))
         reader_layer_first_writer.append(len(writers))
@@ -120,12 +123,15 @@ class Graph:
         """The graph of ``model`` (nodes ``input``, ``a{l}.h{h}``, ``m{l}``, ``logits``)."""
         if not isinstance(model, TinyTransformer):
             raise TypeError(f"model: expected a mechnb.models.TinyTransformer, got {type(model).__name__}")
-        return cls(model.n_layers, model.n_heads, model.attn_only)
+        return cls(model.n_layers, model.n_heads, model.attn_only, model.parallel_attn_mlp)
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments, so ``Graph(**g.config())`` rebuilds the graph (used by
         :meth:`Circuit.to_json` and :func:`mechnb.io.save`)."""
-        return {"n_layers": self.n_layers, "n_heads": self.n_heads, "attn_only": self.attn_only}
+        cfg: dict[str, Any] = {"n_layers": self.n_layers, "n_heads": self.n_heads, "attn_only": self.attn_only}
+        if self.parallel:
+            cfg["parallel"] = True
+        return cfg
 
     def to_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """For :func:`mechnb.io.save`: no tensors (the edges follow from the architecture) and :meth:`config`."""
@@ -154,7 +160,8 @@ class Graph:
         return len(self.edges)
 
     def __repr__(self) -> str:
-        return (f"Graph(n_layers={self.n_layers}, n_heads={self.n_heads}, attn_only={self.attn_only}: "
+        par = ", parallel=True" if self.parallel else ""
+        return (f"Graph(n_layers={self.n_layers}, n_heads={self.n_heads}, attn_only={self.attn_only}{par}: "
                 f"{self.n_nodes} nodes, {self.n_edges} edges)")
 
     # -- helpers ----------------------------------------------------------------------
@@ -190,10 +197,11 @@ class Graph:
     def check_model(self, model: TinyTransformer) -> None:
         if not isinstance(model, TinyTransformer):
             raise TypeError(f"model: expected a mechnb.models.TinyTransformer, got {type(model).__name__}")
-        if (model.n_layers, model.n_heads, model.attn_only) != (self.n_layers, self.n_heads, self.attn_only):
+        want = (self.n_layers, self.n_heads, self.attn_only, self.parallel)
+        got = (model.n_layers, model.n_heads, model.attn_only, model.parallel_attn_mlp)
+        if got != want:
             raise ValueError(
-                f"model: expected (n_layers, n_heads, attn_only)={(self.n_layers, self.n_heads, self.attn_only)} "
-                f"to match the graph, got {(model.n_layers, model.n_heads, model.attn_only)}"
+                f"model: expected (n_layers, n_heads, attn_only, parallel_attn_mlp)={want} to match the graph, got {got}"
             )
 
 
@@ -224,14 +232,17 @@ def _writer_hooks(graph: Graph, store: list[torch.Tensor | None], embed_override
         if embed_override is not None:
             x = embed_override(x)
             state["embed"] = x
+            store[0] = x  # the input writer of a model without position embedding (rotary)
             return x
         state["embed"] = x
+        store[0] = x
         return None
 
     def pos_hook(x: torch.Tensor, hook: object) -> None:
         store[0] = state["embed"] + x
 
-    hooks += [("hook_embed", embed_hook), ("hook_pos_embed", pos_hook)]
+    # a rotary model has no hook_pos_embed: the name filter then matches nothing
+    hooks += [("hook_embed", embed_hook), (lambda name: name == "hook_pos_embed", pos_hook)]
     for layer in range(graph.n_layers):
         first = graph._writer_first[layer]
 
