@@ -13,7 +13,8 @@ what an edge can change:
   attention is recomputed with the patched input (the other two inputs and the other heads are
   the clean ones), then the layer's MLP and every later layer run on the whole chunk;
 * an edge into MLP ``m{l}`` changes only that MLP's output; an edge into ``logits`` only the final
-  residual stream.
+  residual stream. In a parallel block (GPT-NeoX) the MLP reads ``resid_pre``, so a patched head
+  leaves its layer's MLP output clean.
 
 The layer arithmetic is :class:`~mechnb.models.TinyTransformer`'s: its LayerNorm and MLP modules
 are called as they are; the one recomputed head follows ``Attention.forward`` and the later blocks
@@ -68,6 +69,7 @@ def _one_head(model: TinyTransformer, layer: int, heads: torch.Tensor, q: torch.
     ``q``, ``k``, ``v`` ``[K, b, p, d_head]`` (``Attention.forward`` for one head per element)."""
     attn = model.blocks[layer].attn
     n = q.shape[2]
+    q, k = attn.rotate(q, pos_dim=2), attn.rotate(k, pos_dim=2)  # rotary models only (else the identity)
     scores = torch.einsum("kbqe,kbse->kbqs", q, k) / math.sqrt(attn.d_head)
     scores = scores.masked_fill(~attn.mask[:n, :n], float("-inf"))
     pattern = torch.softmax(scores, dim=-1)
@@ -92,13 +94,16 @@ def _head_readers(model: TinyTransformer, layer: int, clean: _CleanLayer, delta:
     resid_mid = clean.resid_mid.unsqueeze(0) + change  # only head heads[i] changed in this layer
     if block.attn_only:
         return resid_mid
+    if block.parallel:  # the MLP reads resid_pre, which the patched head does not change
+        return clean.resid_post.unsqueeze(0) + change
     return resid_mid + block.mlp(block.ln2(resid_mid))
 
 
 def _mlp_reader(model: TinyTransformer, layer: int, clean: _CleanLayer, delta: torch.Tensor) -> torch.Tensor:
     """``resid_post [K, b, p, d]`` of ``layer`` with MLP ``m{layer}``'s input patched by ``delta``."""
     block = model.blocks[layer]
-    return clean.resid_mid.unsqueeze(0) + block.mlp(block.ln2(clean.resid_mid.unsqueeze(0) + delta))
+    mlp_in = clean.resid_pre if block.parallel else clean.resid_mid
+    return clean.resid_mid.unsqueeze(0) + block.mlp(block.ln2(mlp_in.unsqueeze(0) + delta))
 
 
 def _block(model: TinyTransformer, layer: int, resid: torch.Tensor) -> torch.Tensor:
@@ -111,13 +116,15 @@ def _block(model: TinyTransformer, layer: int, resid: torch.Tensor) -> torch.Ten
     q = torch.einsum("npd,hde->nphe", x, attn.W_Q) + attn.b_Q
     k = torch.einsum("npd,hde->nphe", x, attn.W_K) + attn.b_K
     v = torch.einsum("npd,hde->nphe", x, attn.W_V) + attn.b_V
+    q, k = attn.rotate(q, pos_dim=1), attn.rotate(k, pos_dim=1)
     scores = torch.einsum("nqhe,nkhe->nhqk", q, k) / math.sqrt(attn.d_head)
     pattern = torch.softmax(scores.masked_fill(~attn.mask[:n, :n], float("-inf")), dim=-1)
     z = torch.einsum("nhqk,nkhe->nqhe", pattern, v)
+    resid_pre = resid
     resid = resid + torch.einsum("nqhe,hed->nqd", z, attn.W_O) + attn.b_O
     if block.attn_only:
         return resid
-    return resid + block.mlp(block.ln2(resid))
+    return resid + block.mlp(block.ln2(resid_pre if block.parallel else resid))
 
 
 def _logits_from(model: TinyTransformer, first_layer: int, resid: torch.Tensor) -> torch.Tensor:
@@ -126,7 +133,7 @@ def _logits_from(model: TinyTransformer, first_layer: int, resid: torch.Tensor) 
     r = resid.reshape(K * b, p, d)
     for layer in range(first_layer, model.n_layers):
         r = _block(model, layer, r)
-    logits = model.ln_final(r) @ model.unembed.W_U + model.unembed.b_U
+    logits = model.unembed_resid(r)
     return logits.reshape(K, b, p, -1)
 
 
