@@ -24,7 +24,8 @@ import torch
 from mechnb import exercises
 from mechnb.exercises import Case, CheckResult, ExerciseFailed, compare, exercise, registry, run_cases
 from mechnb.exercises import _core, _stubs
-from mechnb.exercises._stubgen import signature_problems, stub_cell
+from mechnb.exercises import exercise_by_id
+from mechnb.exercises._stubgen import checked_names, names_used, signature_problems, stub_cell
 from mechnb.exercises.make import (MarkerError, UnsafeStubError, find_notebooks, main, make_exercises,
                                    make_learner_notebook, replace_solutions)
 
@@ -317,6 +318,20 @@ def test_stubs_need_exercises_imported(tmp_path: Path, fake_exercises) -> None:
     with pytest.raises(UnsafeStubError, match="97_late.ipynb, cell 0: the stub of `double`"):
         make_learner_notebook(tmp_path / "97_late.ipynb", tmp_path / "out.ipynb")
     assert not (tmp_path / "out.ipynb").exists()
+
+
+def test_unnumbered_block_takes_the_id_of_its_check(tmp_path: Path, fake_exercises) -> None:
+    source = "def counter_step(x, scale=2):\n    # SOLUTION\n    return x\n    # END SOLUTION"
+    assert names_used("check_double(counter_step)\nprint(counter_step(1))") == {"check_double", "print", "counter_step"}
+    assert names_used("exercises.t.check_double(counter_step)") == {"exercises"}  # the check runs the learner's code
+    assert checked_names("exercises.t.check_double(counter_step)") == {"counter_step": exercise_by_id("97.1")}
+    new, ids, stubs = stub_cell(source, "97.3", checked_elsewhere={"counter_step": exercise_by_id("97.1")})
+    assert ids == ["97.1"] and new.startswith('@exercises.stub("97.1")\n') and 'Exercise 97.1: write' in new
+    new, ids, _ = stub_cell(source, "97.3")  # no check anywhere: the default id
+    assert ids == ["97.3"] and 'Exercise 97.3: write' in new
+    with pytest.raises(UnsafeStubError, match="marked as exercise 97.3 but passed to check_double"):
+        stub_cell(source.replace("# SOLUTION", "# SOLUTION 97.3"), "97.3",
+                  checked_elsewhere={"counter_step": exercise_by_id("97.1")})
 
 
 def test_nothing_written_when_a_notebook_cannot_be_stubbed(tmp_path: Path, fake_exercises, capsys) -> None:
@@ -703,7 +718,9 @@ def test_learner_and_facilitator_versions_in_a_kernel(tmp_path: Path, monkeypatc
         nbclient.NotebookClient(book, timeout=120, kernel_name="python3").execute()
         outs = [o for c in book.cells if c.cell_type == "code" for o in c.outputs]
         assert not [o for o in outs if o.output_type == "error"], outs
-        return ["".join(o.get("text", "")) for o in outs if o.output_type == "stream"]
+        printed = ["".join("".join(o.get("text", "")) for o in c.outputs if o.output_type == "stream")
+                   for c in book.cells if c.cell_type == "code"]
+        return [text for text in printed if text]  # what each cell printed
 
     facilitator = run(src)
     assert facilitator == ["✔ Exercise 3.2 (GW between two-point spaces): correct on all 5 cases.\n", "0.5\n"]

@@ -206,6 +206,17 @@ def test_stub_inside_another_exercise_falls_back(fake_exercises, capsys) -> None
     assert res.stub and "`step_one` still raises NotImplementedError" in out
 
 
+def test_a_stub_handed_to_a_check_is_never_replaced(fake_exercises, capsys) -> None:
+    @exercises.stub("97.4")
+    def helper(y):
+        raise NotImplementedError(STUB_MESSAGE.format("97.4"))
+
+    res = fake_exercises["check_double"](helper)  # a stub numbered differently from the check it is handed to
+    out = capsys.readouterr().out
+    assert res.stub and not res.passed and out.startswith("✎ Exercise 97.1 (double): not implemented yet — `helper`")
+    assert _stubs.FALLBACK_MARK not in out
+
+
 def test_method_stub_uses_the_reference_class_with_the_learners_self(fake_exercises, capsys) -> None:
     class Counter:
         def __init__(self, start):

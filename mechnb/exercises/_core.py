@@ -151,6 +151,8 @@ class Exercise:
 
 _REGISTRY: dict[str, Exercise] = {}
 _CURRENT: contextvars.ContextVar[Exercise | None] = contextvars.ContextVar("mechnb_exercise", default=None)
+#: the learner's function handed to the running check (a stub handed to a check is never replaced)
+_CHECKED: contextvars.ContextVar[Any] = contextvars.ContextVar("mechnb_checked", default=None)
 
 
 def registry() -> dict[str, Exercise]:
@@ -215,12 +217,13 @@ def exercise(ex_id: str, title: str, *, notebook: str | None = None) -> Callable
                                       f"{_short_repr(fn)} (type {type(fn).__name__}). Pass the function itself, "
                                       f"e.g. {check.__name__}(my_function), without calling it."])
                 return result._finish()
-            token = _CURRENT.set(ex)
+            token, token_fn = _CURRENT.set(ex), _CHECKED.set(fn)
             try:
                 return check(fn, *args, **kwargs)
             except NotImplementedError as err:
                 return _not_implemented(ex, fn, err)._finish()
             finally:
+                _CHECKED.reset(token_fn)
                 _CURRENT.reset(token)
 
         ex = Exercise(ex_id, title, wrapper, notebook)  # read by wrapper when it is called

@@ -28,14 +28,14 @@ from __future__ import annotations
 import ast
 import inspect
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mechnb.exercises._core import Exercise, exercise_by_id, registry
 
-__all__ = ["Block", "MarkerError", "Stub", "UnsafeStubError", "find_blocks", "names_used", "replace_solutions",
-           "stub_cell", "stub_line"]
+__all__ = ["Block", "MarkerError", "Stub", "UnsafeStubError", "binds_exercises", "checked_names", "find_blocks",
+           "names_used", "parse_cell", "replace_solutions", "signature_problems", "stub_cell", "stub_line"]
 
 _START = re.compile(r"^(?P<indent>[ \t]*)#\s*SOLUTION\b(?P<rest>.*)$")
 _END = re.compile(r"^[ \t]*#\s*END\s+SOLUTION\b.*$")
@@ -66,6 +66,7 @@ class Block:
     end: int
     indent: str
     id: str
+    explicit: bool = False  # the marker names the id (``# SOLUTION 2.3``)
 
 
 def find_blocks(source: str, exercise_id: str, *, where: str = "cell") -> list[Block]:
@@ -75,7 +76,7 @@ def find_blocks(source: str, exercise_id: str, *, where: str = "cell") -> list[B
     or on a marker followed by something that is not an exercise id.
     """
     blocks: list[Block] = []
-    open_at: tuple[int, str, str] | None = None
+    open_at: tuple[int, str, str, bool] | None = None
     lines = source.split("\n")
     for lineno, line in enumerate(lines, start=1):
         start, end = _START.match(line), _END.match(line)
@@ -91,11 +92,11 @@ def find_blocks(source: str, exercise_id: str, *, where: str = "cell") -> list[B
                     raise MarkerError(f"{where}, line {lineno}: expected '# SOLUTION' or '# SOLUTION N.M', "
                                       f"got {line.strip()!r}")
                 block_id = m.group("id")
-            open_at = (lineno, start.group("indent"), block_id)
+            open_at = (lineno, start.group("indent"), block_id, bool(rest))
         elif end:
             if open_at is None:
                 raise MarkerError(f"{where}, line {lineno}: '# END SOLUTION' without a '# SOLUTION' before it")
-            blocks.append(Block(open_at[0], lineno, open_at[1], open_at[2]))
+            blocks.append(Block(open_at[0], lineno, *open_at[1:]))
             open_at = None
     if open_at is not None:
         raise MarkerError(f"{where}, line {open_at[0]}: '# SOLUTION' is never closed by '# END SOLUTION'")
@@ -140,12 +141,27 @@ def parse_cell(source: str) -> ast.Module:
 
 
 def names_used(source: str) -> set[str]:
-    """The names a cell reads (``ast.Name`` loads); every identifier when it is not valid Python."""
+    """The names a cell reads (``ast.Name`` loads), except a function handed to an exercise check
+    (``check_x(f)``: the check runs the learner's own code); every identifier when it is not valid Python."""
     try:
         tree = parse_cell(source)
     except SyntaxError:
         return set(re.findall(r"[A-Za-z_]\w*", source))
-    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    args = {id(node) for _, node in _check_calls(tree)}
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+            and id(n) not in args}
+
+
+def checked_names(source: str) -> dict[str, Exercise]:
+    """``{name: exercise}`` for every ``<...>.check_x(name, ...)`` of a registered check in the cell."""
+    try:
+        tree = parse_cell(source)
+    except SyntaxError:
+        return {}
+    found: dict[str, Exercise] = {}
+    for ex, node in _check_calls(tree):
+        found.setdefault(node.id, ex)
+    return found
 
 
 def binds_exercises(source: str) -> bool:
@@ -169,17 +185,17 @@ def _first_line(node: ast.stmt) -> int:
     return min([node.lineno] + [d.lineno for d in decorators])
 
 
-def _checked_names(tree: ast.Module) -> dict[str, tuple[Exercise, ast.Name]]:
-    """``{name: (exercise, the Name node)}`` for every ``<...>.check_x(name, ...)`` of a registered check."""
+def _check_calls(tree: ast.Module) -> list[tuple[Exercise, ast.Name]]:
+    """``(exercise, the Name node of f)`` for every ``<...>.check_x(f, ...)`` of a registered check."""
     checks = registry()
-    found: dict[str, tuple[Exercise, ast.Name]] = {}
+    found: list[tuple[Exercise, ast.Name]] = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call) or not node.args or not isinstance(node.args[0], ast.Name):
             continue
         func = node.func
         name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
         if name in checks:
-            found[node.args[0].id] = (checks[name], node.args[0])
+            found.append((checks[name], node.args[0]))
     return found
 
 
@@ -291,7 +307,8 @@ class _Target:
 class _Cell:
     """The analysis of one cell: its tree, checked names and the uses of names outside defs."""
 
-    def __init__(self, source: str, where: str, index: int, uses_after: Callable[[str], list[int]]) -> None:
+    def __init__(self, source: str, where: str, index: int, uses_after: Callable[[str], list[int]],
+                 checked_elsewhere: Mapping[str, Exercise]) -> None:
         self.lines = source.split("\n")
         self.where = where
         self.index = index
@@ -301,11 +318,18 @@ class _Cell:
         except SyntaxError as err:
             raise UnsafeStubError(f"{where}, line {err.lineno}: a cell with a SOLUTION block must be valid Python "
                                   f"({err.msg})") from None
-        self.checked = _checked_names(self.tree)
+        calls = _check_calls(self.tree)
+        own = {node.id: ex for ex, node in reversed(calls)}  # the first check of a name wins
+        self.checked: dict[str, Exercise] = {**checked_elsewhere, **own}
+        self.check_args = {id(node) for _, node in calls}
+
+    def effective_id(self, block: Block, owner: str) -> str:
+        """A marker without an id takes the id of the check the function is handed to, if any."""
+        return self.checked[owner].id if not block.explicit and owner in self.checked else block.id
 
     def used_in(self, name: str, own: ast.stmt | None) -> list[int]:
         """Cells that read ``name``: this one outside ``own`` and outside its check call, and later ones."""
-        skip = {id(self.checked[name][1])} if name in self.checked else set()
+        skip = self.check_args
         lo, hi = (_first_line(own), own.end_lineno or own.lineno) if own is not None else (0, -1)
         here = any(isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Load)
                    and id(n) not in skip and not lo <= n.lineno <= hi for n in ast.walk(self.tree))
@@ -331,7 +355,8 @@ def _exercise(block_id: str) -> Exercise | None:
 
 def stub_cell(source: str, default_id: str, *, where: str = "cell", index: int = 0,
               uses_after: Callable[[str], list[int]] = lambda name: [],
-              exercises_bound: bool = True) -> tuple[str, list[str], list[Stub]]:
+              exercises_bound: bool = True,
+              checked_elsewhere: Mapping[str, Exercise] | None = None) -> tuple[str, list[str], list[Stub]]:
     """The learner version of one cell: ``(new_source, block_ids, stubs)`` (see the module docstring).
 
     Args:
@@ -339,6 +364,8 @@ def stub_cell(source: str, default_id: str, *, where: str = "cell", index: int =
         where: how messages name the cell (``"02_spd.ipynb, cell 17"``); ``index``: its index.
         uses_after: name -> the indices of the later cells that read it.
         exercises_bound: whether ``exercises`` (:mod:`mechnb.exercises`) is imported by then.
+        checked_elsewhere: ``{name: exercise}`` of the checks the notebook's other cells call
+            (:func:`checked_names`): a function checked there belongs to that exercise.
 
     Raises:
         MarkerError: unmatched or nested markers; :class:`UnsafeStubError`: a block that cannot be
@@ -347,11 +374,12 @@ def stub_cell(source: str, default_id: str, *, where: str = "cell", index: int =
     blocks = find_blocks(source, default_id, where=where)
     if not blocks:
         return source, [], []
-    cell = _Cell(source, where, index, uses_after)
+    cell = _Cell(source, where, index, uses_after, checked_elsewhere or {})
     replace: dict[int, tuple[int, list[str]]] = {}
     insert: dict[int, str] = {}
     targets: dict[int, _Target] = {}
     stubs: list[Stub] = []
+    ids: list[str] = []
     for block in blocks:
         content = [n for n in range(block.start + 1, block.end)
                    if cell.lines[n - 1].strip() and not cell.lines[n - 1].lstrip().startswith("#")]
@@ -361,21 +389,26 @@ def stub_cell(source: str, default_id: str, *, where: str = "cell", index: int =
         lo, hi = content[0], content[-1]
         top = [n for n in cell.tree.body if _first_line(n) <= hi and (n.end_lineno or n.lineno) >= lo]
         if not block.indent:
-            replace[block.start] = (block.end, _top_level(cell, block, top, stubs, exercises_bound))
+            lines, block_ids = _top_level(cell, block, top, stubs, exercises_bound)
+            replace[block.start] = (block.end, lines)
+            ids.append(block_ids[0] if block_ids else block.id)
             continue
         target = _enclosing(top, block, lo, hi, at)
-        targets.setdefault(target.node.lineno, target).blocks.append(block)
-        replace[block.start] = (block.end, [stub_line(block.indent, block.id)])
+        block_id = cell.effective_id(block, target.owner)
+        ids.append(block_id)
+        targets.setdefault(target.node.lineno, target).blocks.append(Block(block.start, block.end, block.indent,
+                                                                             block_id, block.explicit))
+        replace[block.start] = (block.end, [stub_line(block.indent, block_id)])
     for line, target in targets.items():
-        ids = list(dict.fromkeys(b.id for b in target.blocks))
-        if len(ids) > 1:
-            raise UnsafeStubError(f"{where}, line {line}: `{target.name}` holds blocks of exercises {ids}: "
+        target_ids = list(dict.fromkeys(b.id for b in target.blocks))
+        if len(target_ids) > 1:
+            raise UnsafeStubError(f"{where}, line {line}: `{target.name}` holds blocks of exercises {target_ids}: "
                                   "one function stands for one exercise")
-        decorator = _plan(cell, ids[0], target, target.node, stubs, exercises_bound)
+        decorator = _plan(cell, target_ids[0], target, target.node, stubs, exercises_bound)
         if decorator:
             indent = re.match(r"[ \t]*", cell.lines[line - 1]).group(0)
             insert[line] = indent + decorator
-    return _apply(cell.lines, replace, insert), [b.id for b in blocks], stubs
+    return _apply(cell.lines, replace, insert), ids, stubs
 
 
 def _enclosing(top: list[ast.stmt], block: Block, lo: int, hi: int, at: str) -> _Target:
@@ -407,9 +440,9 @@ def _plan(cell: _Cell, block_id: str, target: _Target, own: ast.stmt, stubs: lis
     """Pick the reference of a function/method stub; return its decorator line (None: plain stub)."""
     ex = _exercise(block_id)
     checked = cell.checked.get(target.owner)
-    if checked is not None and checked[0].id != block_id:
+    if checked is not None and checked.id != block_id:
         raise UnsafeStubError(f"{cell.where}, line {target.node.lineno}: `{target.owner}` is marked as exercise "
-                              f"{block_id} but passed to {checked[0].check.__name__} (exercise {checked[0].id})")
+                              f"{block_id} but passed to {checked.check.__name__} (exercise {checked.id})")
     bases = ([ex.solution_name] if (ex is not None and checked is not None) else []) + [f"solution_{target.owner}"]
     candidates = [b if target.method is None else f"{b}.{target.method}" for b in bases]
     path, ref = cell.reference(ex, candidates)
@@ -441,9 +474,11 @@ def _plan(cell: _Cell, block_id: str, target: _Target, own: ast.stmt, stubs: lis
 
 
 def _top_level(cell: _Cell, block: Block, top: list[ast.stmt], stubs: list[Stub],
-               exercises_bound: bool) -> list[str]:
-    """The stub lines of a block at the top level of the cell: whole defs and assignments only."""
+               exercises_bound: bool) -> tuple[list[str], list[str]]:
+    """The stub lines of a block at the top level of the cell (whole defs and assignments only) and
+    the exercise ids of its defs."""
     out: list[str] = []
+    ids: list[str] = []
     previous = block.start
     for node in top:
         first, last = _first_line(node), node.end_lineno or node.lineno
@@ -463,11 +498,13 @@ def _top_level(cell: _Cell, block: Block, top: list[ast.stmt], stubs: list[Stub]
             body_line = cell.lines[body[0].lineno - 1]
             indent = re.match(r"[ \t]*", body_line).group(0) or "    "
             target = _Target(node, "function", node.name, node.name, None, [block])
-            decorator = _plan(cell, block.id, target, node, stubs, exercises_bound)
+            block_id = cell.effective_id(block, node.name)
+            ids.append(block_id)
+            decorator = _plan(cell, block_id, target, node, stubs, exercises_bound)
             head = cell.lines[first - 1:head_end]
             if decorator:
                 head.insert(node.lineno - first, decorator)
-            out += head + [stub_line(indent, block.id)]
+            out += head + [stub_line(indent, block_id)]
             continue
         names: list[str] = []
         if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
@@ -485,7 +522,7 @@ def _top_level(cell: _Cell, block: Block, top: list[ast.stmt], stubs: list[Stub]
                                   "the block assign names only (`name = ...`, with a reference value "
                                   "`solution_name` in the topic module)")
         out += [_value_stub(cell, block.id, name, node, stubs, exercises_bound) for name in dict.fromkeys(names)]
-    return out
+    return out, ids
 
 
 def _value_stub(cell: _Cell, block_id: str, name: str, node: ast.stmt, stubs: list[Stub],

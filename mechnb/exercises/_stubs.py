@@ -10,9 +10,10 @@ notebook as a stub, decorated with :func:`stub`::
 
     exercises.spd.check_stochastic_masks(sample_masks)
 
-* The check of exercise 2.3 sees the learner's own function: while it is the stub, the check prints
-  "not implemented yet" (and never raises, even with ``MECHNB_STRICT_CHECKS=1``); once the learner
-  has written it, the check tests the learner's code as usual.
+* The check of exercise 2.3 (and any check handed the stub itself) sees the learner's own
+  function: while it is the stub, the check prints "not implemented yet" (and never raises, even
+  with ``MECHNB_STRICT_CHECKS=1``); once the learner has written it, the check tests the
+  learner's code as usual.
 * Any other caller (a later cell, a package function the notebook hands the function to, the check
   of another exercise) gets the learner's result, or — while the body still raises the stub's
   ``NotImplementedError`` — the reference solution's, and the first such call prints one line::
@@ -156,7 +157,8 @@ def stub(exercise_id: str, reference: str | None = None) -> Callable[[F], F]:
                 if isinstance(err, StubNotDone) or not _is_stub_raise(err, codes):
                     raise
                 current = _core._CURRENT.get()
-                if current is not None and current.id == ex.id:  # the check of this very exercise
+                if (current is not None and current.id == ex.id) or _core._CHECKED.get() is wrapper:
+                    # the check of this very exercise, or a check handed this very stub: not done yet
                     raise StubNotDone(str(err), exercise_id=ex.id, function=fn.__name__) from None
             _announce(info)  # outside the except block: the reference's own errors chain to nothing
             return ref(*args, **kwargs)

@@ -57,6 +57,7 @@ from mechnb.exercises._stubgen import (
     Stub,
     UnsafeStubError,
     binds_exercises,
+    checked_names,
     names_used,
     replace_solutions,
     stub_cell,
@@ -184,6 +185,9 @@ def _learner_version(source: Path, target: Path) -> tuple[nbformat.NotebookNode,
     counter = 0
     code = {i: c.source for i, c in enumerate(nb.cells) if c.cell_type == "code"}
     used = {i: names_used(src) for i, src in code.items()}
+    checked: dict = {}
+    for src in code.values():  # the exercise each checked function belongs to (first check wins)
+        checked = {**checked_names(src), **checked}
     bound = False  # whether `exercises` is imported by the cell at hand
     for index, cell in enumerate(nb.cells):
         _strip(cell)
@@ -194,7 +198,8 @@ def _learner_version(source: Path, target: Path) -> tuple[nbformat.NotebookNode,
             continue
         new_source, ids, stubs = stub_cell(
             cell.source, f"{number}.{counter + 1}", where=f"{source.name}, cell {index}", index=index,
-            uses_after=lambda name, i=index: [j for j in used if j > i and name in used[j]], exercises_bound=bound)
+            uses_after=lambda name, i=index: [j for j in used if j > i and name in used[j]], exercises_bound=bound,
+            checked_elsewhere=checked)
         if not ids:
             continue
         counter += 1
