@@ -65,6 +65,8 @@ $(STAMP):
 	$(PIP) install --quiet "torch==$(TORCH_VERSION)" $(TORCH_INDEX_ARG); \
 	echo "==> installing mechnb (editable) with its dependencies and test tools"; \
 	$(PIP) install --quiet -e ".[test]"; \
+	echo "==> installing the Hugging Face extras (transformers; TransformerLens for the tests), torch kept at $(TORCH_VERSION)"; \
+	$(PIP) install --quiet -e ".[hf,tl]" "torch==$(TORCH_VERSION)"; \
 	$(PY) -c "import torch, mechnb; print('==> ready: torch', torch.__version__, '| mechnb', mechnb.__version__)"; \
 	touch $@
 
