@@ -329,6 +329,74 @@ class PromptPairs:
     def __len__(self) -> int:
         return int(self.clean.shape[0])
 
+    @classmethod
+    def from_texts(cls, tokenizer: Any, clean: Sequence[str], corrupted: Sequence[str], answer: Sequence[str],
+                   wrong: Sequence[str], task: str = "custom", add_special_tokens: bool = False) -> PromptPairs:
+        """Prompt pairs from text, for any Hugging Face tokenizer (anything with ``encode(text,
+        add_special_tokens=...) -> list[int]``).
+
+        Args:
+            clean, corrupted: ``n`` prompts each; pair ``i`` must tokenize to the same number of
+                tokens, and all pairs to one length (they are stacked into ``(n, pos)``).
+            answer: the token that should follow ``clean[i]`` (e.g. ``" Mary"`` for GPT-2, whose
+                tokens carry their leading space); ``wrong``: the one that should follow
+                ``corrupted[i]`` (the logit-difference metric is ``answer - wrong`` on the clean prompt).
+                Each must be exactly one token.
+            task: a name for the prompts; ``add_special_tokens``: passed to ``encode`` for the prompts.
+
+        Raises:
+            ValueError: lists of different lengths, an empty list, a pair whose prompts tokenize to
+                different lengths, pairs of different lengths, or an answer that is not one token
+                (the message names the argument, the index, the text and its tokens).
+            TypeError: a tokenizer without ``encode``, or a non-string entry.
+        """
+        if not callable(getattr(tokenizer, "encode", None)):
+            raise TypeError(f"tokenizer: expected a tokenizer with an encode(text) method (e.g. a Hugging Face "
+                            f"tokenizer), got {type(tokenizer).__name__}")
+        lists = {"clean": clean, "corrupted": corrupted, "answer": answer, "wrong": wrong}
+        for name, texts in lists.items():
+            if isinstance(texts, str) or not isinstance(texts, Sequence):
+                raise TypeError(f"{name}: expected a list of strings, got {type(texts).__name__}")
+            for i, t in enumerate(texts):
+                if not isinstance(t, str):
+                    raise TypeError(f"{name}[{i}]: expected a string, got {type(t).__name__} {t!r}")
+        n = len(clean)
+        if n == 0:
+            raise ValueError("clean: expected at least one prompt, got an empty list")
+        for name, texts in lists.items():
+            if len(texts) != n:
+                raise ValueError(f"{name}: expected {n} entries (one per clean prompt), got {len(texts)}")
+
+        def encode(text: str, special: bool) -> list[int]:
+            ids = tokenizer.encode(text, add_special_tokens=special)
+            return [int(i) for i in ids]
+
+        rows_c, rows_k, ans = [], [], []
+        for i in range(n):
+            c, k = encode(clean[i], add_special_tokens), encode(corrupted[i], add_special_tokens)
+            if len(c) != len(k):
+                raise ValueError(f"corrupted[{i}]: expected as many tokens as clean[{i}] ({len(c)}: {c}), got "
+                                 f"{len(k)}: {k} for {corrupted[i]!r} (clean {clean[i]!r}); patching needs "
+                                 f"position-aligned prompts")
+            if rows_c and len(c) != len(rows_c[0]):
+                raise ValueError(f"clean[{i}]: expected {len(rows_c[0])} tokens like clean[0], got {len(c)} for "
+                                 f"{clean[i]!r}; the prompts are stacked into one (n, pos) tensor")
+            pair = []
+            for name, text in (("answer", answer[i]), ("wrong", wrong[i])):
+                ids = encode(text, False)
+                if len(ids) != 1:
+                    raise ValueError(f"{name}[{i}]: expected a single token, got {len(ids)} tokens {ids} for "
+                                     f"{text!r}")
+                pair.append(ids[0])
+            rows_c.append(c)
+            rows_k.append(k)
+            ans.append(pair)
+        if not rows_c[0]:
+            raise ValueError(f"clean[0]: expected at least one token, got none for {clean[0]!r}")
+        return cls(torch.tensor(rows_c, dtype=torch.long), torch.tensor(rows_k, dtype=torch.long),
+                   torch.tensor(ans, dtype=torch.long), task,
+                   {"clean_text": list(clean), "corrupted_text": list(corrupted)})
+
     def to(self, device: str | torch.device) -> PromptPairs:
         return PromptPairs(self.clean.to(device), self.corrupted.to(device), self.answers.to(device), self.task,
                            self.labels)
