@@ -197,6 +197,11 @@ class TrainResult:
     losses: list[float]
     evals: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    """With ``train(..., checkpoint_every=k)``: ``[{"step": s, "state": {name: tensor}}, ...]``, the
+    trainable parameters and buffers (detached CPU copies) before training (``s = 0``), after every
+    ``k``-th step and after the last one; plain dicts of tensors, so any result that holds them
+    is saveable with :func:`mechnb.io.save`."""
 
     @property
     def final_loss(self) -> float:
@@ -315,6 +320,7 @@ def train(
     device: str | torch.device = "cpu",
     progress: bool = True,
     desc: str = "train",
+    checkpoint_every: int | None = None,
 ) -> TrainResult:
     """Train ``model`` in place.
 
@@ -329,6 +335,9 @@ def train(
             returns a dict of floats stored in ``TrainResult.evals``.
         params: the parameters to optimise (default: all that require grad).
         progress: show a ``tqdm.auto`` progress bar.
+        checkpoint_every: keep a copy of the model's ``state_dict`` at step 0, every
+            ``checkpoint_every`` steps and at the end, in :attr:`TrainResult.checkpoints` (memory:
+            one copy of the parameters per checkpoint); ``None`` keeps none.
 
     Returns:
         A :class:`TrainResult`. A non-finite loss raises ``FloatingPointError`` naming the step.
@@ -343,6 +352,14 @@ def train(
     param_list = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not param_list:
         raise ValueError("params: expected at least one parameter that requires grad, got none")
+    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
+                                         or checkpoint_every < 1):
+        raise ValueError(f"checkpoint_every: expected None or a positive int, got {checkpoint_every!r}")
+    checkpoints: list[dict[str, Any]] = []
+
+    def keep(step: int) -> None:
+        checkpoints.append({"step": step, "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}})
+
     opt = make_optimizer(param_list, config.optim)
     l1_params = [p for p in param_list if p.ndim >= 2] if config.l1 > 0 else []
     losses: list[float] = []
@@ -351,6 +368,8 @@ def train(
     was_training = model.training
     model.train()
     bar = tqdm(range(config.steps), desc=desc, disable=not progress, leave=False)
+    if checkpoint_every is not None:
+        keep(0)
     try:
         for step in bar:
             for g in opt.param_groups:
@@ -364,7 +383,9 @@ def train(
                     bar.set_postfix({k: f"{v:.3g}" for k, v in evals[-1].items() if k != "step"})
             elif progress and step % 50 == 0:
                 bar.set_postfix(loss=f"{losses[-1]:.3g}")
+            if checkpoint_every is not None and ((step + 1) % checkpoint_every == 0 or step == config.steps - 1):
+                keep(step + 1)
     finally:
         bar.close()
         model.train(was_training)
-    return TrainResult(losses=losses, evals=evals, seconds=time.perf_counter() - t0)
+    return TrainResult(losses=losses, evals=evals, seconds=time.perf_counter() - t0, checkpoints=checkpoints)

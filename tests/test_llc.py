@@ -1,4 +1,4 @@
-"""Ground truth for the LLC estimator's extensions: weight-restricted LLC, SGNHT, diagnostics (issue 18, 13)."""
+"""Ground truth for the LLC estimator's extensions: weight-restricted LLC, SGNHT, diagnostics, input checks."""
 
 from __future__ import annotations
 
@@ -136,7 +136,7 @@ def test_diagnose_flags_a_trace_still_rising_and_is_quiet_when_equilibrated():
     m, x, y = planted_dln((5, 4, 3, 6))
     short = estimate_llc(m, sse_loss, (x, y), num_chains=8, num_draws=200, nbeta=500.0, lr=3e-6, localization=1.0,
                          progress=False, seed=1)
-    assert short.stationarity()["relative_drift"] > 0.1
+    assert short.stationarity()["relative_drift"] > 0.2 and short.stationarity()["chains_agreeing"] == 1.0
     assert any("still rising" in w for w in short.diagnose())
     m1, x1, y1 = planted_dln((4, 3))  # regular: every direction relaxes within ~100 steps
     good = estimate_llc(m1, sse_loss, (x1, y1), **DLN)
@@ -156,7 +156,7 @@ def test_diagnose_flags_negative_estimates_and_disagreeing_chains():
 
 
 # --------------------------------------------------------------------------------------
-# Issue 13: silent wrong answers and crashes that name the wrong thing
+# Silent wrong answers and crashes that named the wrong thing
 # --------------------------------------------------------------------------------------
 def test_a_step_too_small_to_move_the_chain_warns():
     """lr=1e-12 gave 1.8e-8 with no warning although the chain never moved."""

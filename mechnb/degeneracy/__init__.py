@@ -12,7 +12,9 @@ the model output; ``model.layers[l]`` maps layer ``l`` to layer ``l + 1``.
 
 Submodules: :mod:`.measures` (Gram / Jacobian nullity, synchronised ReLUs, effective parameter
 count, the degeneracy report), :mod:`.hessian`, :mod:`.llc` (with its
-batched chains and samplers in :mod:`.samplers`), :mod:`.interaction`. Networks with
+batched chains and samplers - SGLD, SGNHT - in :mod:`.samplers`), :mod:`.calibration` (sampler
+settings grid), :mod:`.trajectory` (the LLC over training checkpoints), :mod:`.dynamics` (essential
+dynamics), :mod:`.interaction`. Networks with
 planted degeneracies (``planted_mlp``, ``planted_dln``) are experiments, in
 :mod:`mechnb.experiments.degeneracy`.
 """
@@ -28,6 +30,8 @@ from mechnb.degeneracy.interaction import (
     interaction_basis,
     interaction_edges,
 )
+from mechnb.degeneracy.calibration import LLCCalibration, calibrate_llc
+from mechnb.degeneracy.dynamics import EssentialDynamics, essential_dynamics, turning_points
 from mechnb.degeneracy.llc import (
     LLCResult,
     default_nbeta,
@@ -35,6 +39,7 @@ from mechnb.degeneracy.llc import (
     estimate_llc,
     sse_loss,
 )
+from mechnb.degeneracy.trajectory import LLCTrajectory, llc_trajectory
 from mechnb.degeneracy.measures import (
     DegeneracyReport,
     EffectiveParameterCount,
@@ -66,6 +71,13 @@ __all__ = [
     "default_nbeta",
     "dln_learning_coefficient",
     "sse_loss",
+    "calibrate_llc",
+    "LLCCalibration",
+    "llc_trajectory",
+    "LLCTrajectory",
+    "essential_dynamics",
+    "EssentialDynamics",
+    "turning_points",
     "interaction_basis",
     "InteractionBasis",
     "interaction_edges",

@@ -175,11 +175,13 @@ class LLCResult:
     def stationarity(self) -> dict[str, float]:
         """Is the LLC trace flat? Compare the chain-mean trace over the 2nd and 4th quarters of the draws.
 
-        Returns ``{"drift": m4 - m2, "relative_drift": (m4 - m2) / max(|mean|, 1e-12), "z": ...}``
-        where ``m2, m4`` are the means of the chain-averaged :attr:`llc_trace` over draws
-        ``[D/4, D/2)`` and ``[3D/4, D)``, and ``z`` the drift in units of its standard error
-        estimated from the per-chain differences (``inf`` for one chain with a drift). A trace
-        still climbing (too short a chain, too small a step) has a large positive drift.
+        Returns ``{"drift": m4 - m2, "relative_drift": (m4 - m2) / max(|mean|, 1e-12), "z": ...,
+        "chains_agreeing": ...}`` where ``m2, m4`` are the means of the chain-averaged
+        :attr:`llc_trace` over draws ``[D/4, D/2)`` and ``[3D/4, D)``, ``z`` the drift in units of
+        its standard error estimated from the per-chain differences (``inf`` for one chain with a
+        drift) and ``chains_agreeing`` the fraction of chains whose own drift has the same sign.
+        A trace still climbing (too short a chain, too small a step) has a large positive drift
+        in every chain; autocorrelated noise gives drifts of both signs.
         """
         tr = self.llc_trace
         D = tr.shape[1]
@@ -190,16 +192,19 @@ class LLCResult:
         drift = float(per_chain.mean())
         se = float(per_chain.std(ddof=1) / math.sqrt(len(per_chain))) if len(per_chain) > 1 else 0.0
         z = drift / se if se > 0 else (0.0 if drift == 0 else math.inf)
-        return {"drift": drift, "relative_drift": drift / max(abs(self.mean), 1e-12), "z": float(z)}
+        agree = float(np.mean(np.sign(per_chain) == np.sign(drift))) if drift else 0.0
+        return {"drift": drift, "relative_drift": drift / max(abs(self.mean), 1e-12), "z": float(z),
+                "chains_agreeing": agree}
 
-    def diagnose(self, *, max_relative_drift: float = 0.1, acceptance_range: tuple[float, float] = ACCEPTANCE_RANGE,
+    def diagnose(self, *, max_relative_drift: float = 0.2, acceptance_range: tuple[float, float] = ACCEPTANCE_RANGE,
                  max_chain_spread: float = 0.25) -> list[str]:
         """Plain-language warnings about this estimate (an empty list when nothing looks wrong).
 
         Checks: a negative estimate (``w*`` is not a local minimum, or too large a step); chains
         that barely moved (``nβ |E L - L(w*)|`` far below 1: the estimate is ~0 whatever the
         model); a trace still drifting (:meth:`stationarity`: relative drift above
-        ``max_relative_drift`` and more than 3 standard errors); MALA acceptance outside
+        ``max_relative_drift``, more than 3 standard errors, the same sign in at least 90% of the
+        chains); MALA acceptance outside
         ``acceptance_range``; chains disagreeing (std over chains above ``max_chain_spread``
         times ``|mean|``).
         """
@@ -214,10 +219,11 @@ class LLCResult:
                        f"an equilibrated chain shows, and the mean distance from w* is {dist:.2g}; raise lr "
                        f"(got {lr}) or the number of steps")
         st = self.stationarity()
-        if st["relative_drift"] > max_relative_drift and st["z"] > 3:
+        consistent = st["chains_agreeing"] >= 0.9
+        if consistent and st["relative_drift"] > max_relative_drift and st["z"] > 3:
             out.append(f"the LLC trace is still rising ({100 * st['relative_drift']:.0f}% between the 2nd and 4th "
                        f"quarter of the draws): burn in longer, draw more, or raise lr (got {lr})")
-        elif st["relative_drift"] < -max_relative_drift and st["z"] < -3:
+        elif consistent and st["relative_drift"] < -max_relative_drift and st["z"] < -3:
             out.append(f"the LLC trace is falling ({100 * st['relative_drift']:.0f}% between the 2nd and 4th quarter "
                        f"of the draws): the chains are leaving w*'s basin; raise localization or lower lr")
         if self.acceptance is not None and len(self.acceptance):

@@ -10,8 +10,10 @@ the method packages never import this package (see ``ARCHITECTURE.md``).
   layer by layer with Gromov-Wasserstein (notebook 03).
 * :mod:`mechnb.experiments.circuits` — a transformer with a planted induction circuit among
   distractors, the ground truth for circuit discovery (notebook 04).
+* :mod:`mechnb.experiments.llc` — a deep linear network learning a teacher one direction at a
+  time, the ground truth for the LLC over training (notebook 06).
 """
 
-from mechnb.experiments import circuits, degeneracy, gw, spd
+from mechnb.experiments import circuits, degeneracy, gw, llc, spd
 
-__all__ = ["circuits", "degeneracy", "gw", "spd"]
+__all__ = ["circuits", "degeneracy", "gw", "llc", "spd"]
