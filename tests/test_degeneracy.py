@@ -825,6 +825,31 @@ def test_same_size_pca_edges_use_the_top_pca_directions():
         edges.edges_for(0.5, "nope")
 
 
+@pytest.mark.numerics
+def test_integrated_gradient_edges_are_exact_for_linear_blocks_and_differ_for_relu():
+    from mechnb.degeneracy.interaction import _edges_in_basis
+    from mechnb.degeneracy._mlp import block_jacobian_factors
+
+    torch.manual_seed(0)
+    lin = MLP([4, 5, 3], activation="linear")
+    x = torch.randn(50, 4)
+    basis = interaction_basis(lin, x)
+    ig = interaction_edges(basis, lin, x, integrated_steps=3)
+    acts, pre = mlp_forward(lin, x)
+    for l in ig.ib:  # linear: the gradient is the same along the path, only f̂ -> f̂ - f̂(baseline) changes
+        s, B = block_jacobian_factors(lin, pre, l, basis.with_bias[l], basis.with_bias[l + 1])
+        f = basis.extend(l, acts[l])
+        f[:, -1] = 0.0  # minus the baseline [0, ..., 0, 1]
+        np.testing.assert_allclose(ig.ib[l], _edges_in_basis(s, B, f @ basis.C[l], basis.C[l + 1], basis.C_pinv[l]),
+                                   rtol=1e-10, atol=1e-14)
+    model, xr = planted_mlp(seed=0)
+    b = interaction_basis(model, xr)
+    one, many = interaction_edges(b, model, xr), interaction_edges(b, model, xr, integrated_steps=16)
+    assert not np.allclose(one.ib[0], many.ib[0])  # ReLU gates change along the path
+    with pytest.raises(ValueError, match="integrated_steps"):
+        interaction_edges(b, model, xr, integrated_steps=0)
+
+
 class _WithUnused(nn.Module):
     """A linear model plus a parameter the forward pass never touches."""
 

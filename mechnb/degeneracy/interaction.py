@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mechnb._checks import check_array, check_positive_float, check_tensor
+from mechnb._checks import check_array, check_positive_float, check_positive_int, check_tensor
 from mechnb._linalg import RankDecision, canonical_signs, rank_decision, sym_eig
 from mechnb.degeneracy._mlp import (
     check_inputs,
@@ -442,7 +442,8 @@ def _edges_in_basis(s: torch.Tensor, B: torch.Tensor, f_hat: torch.Tensor, C_nex
     return (E / n).cpu().numpy()
 
 
-def interaction_edges(basis: InteractionBasis, model: nn.Module, inputs: torch.Tensor) -> InteractionEdges:
+def interaction_edges(basis: InteractionBasis, model: nn.Module, inputs: torch.Tensor, *,
+                      integrated_steps: int | None = None) -> InteractionEdges:
     """Edge strengths ``E_ij = mean_x (∂f̂^{l+1}_i/∂f̂^l_j · f̂^l_j)²`` between consecutive layers.
 
     ``∂f̂^{l+1}/∂f̂^l = C^{l+1 ᵀ} J(x) C^{l, pinv ᵀ}`` with ``J(x) = ∂f^{l+1}_ext/∂f^l_ext`` (ReLU
@@ -453,9 +454,15 @@ def interaction_edges(basis: InteractionBasis, model: nn.Module, inputs: torch.T
             layers gets edges).
         model: the MLP.
         inputs: ``(n, sizes[0])`` data (usually the same as for the basis).
+        integrated_steps: ``None`` (single-point) or the number of path points of the integrated gradient.
 
-    These are single-point attributions (the local gradient at each input times the activation),
-    as in 2405.10927 Eq. 21; 2405.10928 integrates the gradient along a path instead.
+    By default these are single-point attributions (the local gradient at each input times the
+    activation), as in 2405.10927 Eq. 21. With ``integrated_steps=m`` they are integrated-gradient
+    attributions instead: the gradient is averaged over ``m`` midpoints ``α = (t + ½)/m`` of the
+    straight path from the baseline "every activation of layer ``l`` zero, the constant 1 kept"
+    to the actual ``[f^l, 1]`` (the ReLU gates of layer ``l + 1`` evaluated at ``α W f^l + b``), and
+    multiplied by the displacement ``f̂^l - f̂^l(baseline)`` instead of ``f̂^l``. (Our choice of path
+    and baseline; 2405.10928 uses integrated gradients for its edges.)
 
     Returns:
         An :class:`InteractionEdges` with ``ib``, ``pca`` and ``pca_k`` dicts ``{l: (d̂_{l+1}, d̂_l)}``.
@@ -470,6 +477,8 @@ def interaction_edges(basis: InteractionBasis, model: nn.Module, inputs: torch.T
     pairs = [l for l in basis.layers if l + 1 in basis.C]
     if not pairs:
         raise ValueError(f"basis: expected at least two consecutive layers, got layers {basis.layers}")
+    if integrated_steps is not None:
+        integrated_steps = check_positive_int("integrated_steps", integrated_steps)
     acts, pre = mlp_forward(model, inputs)
     ib, pca, pca_k = {}, {}, {}
     for l in pairs:
@@ -479,6 +488,20 @@ def interaction_edges(basis: InteractionBasis, model: nn.Module, inputs: torch.T
             raise ValueError(f"basis: layer {l} has width {d_in} in the basis but {acts[l].shape[1]} in the model")
         s, B = block_jacobian_factors(model, pre, l, ext_in, ext_out)
         f_ext = basis.extend(l, acts[l])
+        if integrated_steps is not None:
+            lin = model.layers[l]
+            bias = lin.bias.detach().to(torch.float64) if lin.bias is not None else 0.0
+            s_bar = torch.zeros_like(s)
+            for t in range(integrated_steps):
+                a = (t + 0.5) / integrated_steps
+                pre_a = list(pre)
+                pre_a[l + 1] = a * (pre[l + 1] - bias) + bias  # W (α f) + b
+                s_bar += block_jacobian_factors(model, pre_a, l, ext_in, ext_out)[0]
+            s = s_bar / integrated_steps
+            base = torch.zeros(1, f_ext.shape[1], dtype=f_ext.dtype, device=f_ext.device)
+            if ext_in:
+                base[0, -1] = 1.0
+            f_ext = f_ext - base  # displacement from the baseline (edges are linear in it)
         ib[l] = _edges_in_basis(s, B, f_ext @ basis.C[l], basis.C[l + 1], basis.C_pinv[l])
         pca[l] = _edges_in_basis(s, B, f_ext @ basis.U[l], basis.U[l + 1], basis.U[l].T)
         Uk, Uk_next = basis.U[l][:, : basis.C[l].shape[1]], basis.U[l + 1][:, : basis.C[l + 1].shape[1]]
