@@ -22,7 +22,7 @@ from mechnb._checks import check_positive_float
 from mechnb.degeneracy.llc import LLCResult, estimate_llc
 from mechnb.io import saveable
 
-__all__ = ["LLCCalibration", "calibrate_llc"]
+__all__ = ["LLCCalibration", "calibrate_llc", "recommend"]
 
 
 @saveable()
@@ -74,6 +74,23 @@ def _axis(name: str, values: Any) -> list[float]:
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
         raise ValueError(f"{name}: expected a non-empty list of positive numbers, got {values!r}")
     return [check_positive_float(f"{name}[{i}]", v, allow_zero=name == "localizations") for i, v in enumerate(values)]
+
+
+def recommend(table: Sequence[dict[str, Any]]) -> int:
+    """The index of the recommended row of a calibration table (the rule of :func:`calibrate_llc`).
+
+    Rows need ``ok``, ``lr``, ``mean``, ``std``, ``warnings`` and ``relative_drift``. Among the
+    ``ok`` rows: the largest ``lr``, then the smallest ``std / |mean|``; with no ``ok`` row: the
+    fewest warnings, then the smallest ``|relative_drift|`` (rows with a NaN mean last).
+    """
+    if not table:
+        raise ValueError("table: expected at least one row, got none")
+    ok = [i for i, r in enumerate(table) if r["ok"]]
+    if ok:
+        return max(ok, key=lambda i: (table[i]["lr"], -table[i]["std"] / max(abs(table[i]["mean"]), 1e-12)))
+    finite = [i for i, r in enumerate(table) if math.isfinite(r["mean"])] or list(range(len(table)))
+    return min(finite, key=lambda i: (table[i]["warnings"], abs(table[i]["relative_drift"])
+                                      if math.isfinite(table[i]["relative_drift"]) else math.inf))
 
 
 def calibrate_llc(
@@ -132,12 +149,6 @@ def calibrate_llc(
                           relative_drift=res.stationarity()["relative_drift"], warnings=len(msgs), ok=not msgs,
                           messages=msgs))
         results.append(res)
-    ok = [i for i, r in enumerate(table) if r["ok"]]
-    if ok:
-        rec = max(ok, key=lambda i: (table[i]["lr"], -table[i]["std"] / max(abs(table[i]["mean"]), 1e-12)))
-    else:
-        finite = [i for i, r in enumerate(table) if math.isfinite(r["mean"])] or list(range(len(table)))
-        rec = min(finite, key=lambda i: (table[i]["warnings"], abs(table[i]["relative_drift"])
-                                         if math.isfinite(table[i]["relative_drift"]) else math.inf))
+    rec = recommend(table)
     return LLCCalibration(table=table, results=results, recommended=rec, lrs=L, nbetas=B, localizations=G,
                           config={k: v for k, v in estimate_kw.items() if isinstance(v, (int, float, str, bool))})

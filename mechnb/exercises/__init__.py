@@ -24,7 +24,7 @@ notebook — a short note on what to do instead of a traceback.
 
 from __future__ import annotations
 
-from mechnb.exercises import _core, circuits, degeneracy, gw, spd  # the topic modules register their checks
+from mechnb.exercises import _core, circuits, degeneracy, gw, llc, spd  # the topic modules register their checks
 from mechnb.exercises._core import (
     Case,
     CheckResult,
