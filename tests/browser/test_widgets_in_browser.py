@@ -62,7 +62,7 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
 ]
 #: Seconds allowed for one notebook to run all its cells in fast mode (generous: loaded CI machines).
-RUN_TIMEOUT_S = float(os.environ.get("MECHNB_BROWSER_RUN_TIMEOUT", "480"))
+RUN_TIMEOUT_S = float(os.environ.get("MECHNB_BROWSER_RUN_TIMEOUT", "900"))
 #: Seconds allowed for a widget to redraw after a control changed.
 REDRAW_TIMEOUT_S = 90.0
 
