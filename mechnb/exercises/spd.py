@@ -25,6 +25,11 @@ __all__ = [
     "check_stochastic_masks",
     "check_masked_layer_forward",
     "check_importance_minimality",
+    "solution_lower_leaky_hard_sigmoid",
+    "solution_upper_leaky_hard_sigmoid",
+    "solution_stochastic_masks",
+    "solution_masked_layer_forward",
+    "solution_importance_minimality",
 ]
 
 NOTEBOOK = "02_stochastic_parameter_decomposition"
@@ -266,3 +271,38 @@ def check_importance_minimality(fn: Callable[[torch.Tensor, float], torch.Tensor
         case.expected = value
         cases.append(case)
     return run_cases(fn, cases, atol=1e-5, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# reference solutions, with the notebook's signatures (learner notebooks fall back to them
+# while an exercise is still its stub)
+# --------------------------------------------------------------------------------------------
+
+
+def solution_lower_leaky_hard_sigmoid(x: torch.Tensor, alpha: float = 0.01) -> torch.Tensor:
+    """Reference for 2.1: ``alpha * x`` below 0, ``x`` on [0, 1], 1 above (SPD, Sec. 2.2); same shape as ``x``."""
+    return torch.where(x > 0, x.clamp(max=1.0), alpha * x)
+
+
+def solution_upper_leaky_hard_sigmoid(x: torch.Tensor, alpha: float = 0.01) -> torch.Tensor:
+    """Reference for 2.2: 0 below 0, ``x`` on [0, 1], ``1 + alpha (x - 1)`` above; same shape as ``x``."""
+    return torch.where(x > 1, 1.0 + alpha * (x - 1.0), x.clamp(min=0.0))
+
+
+def solution_stochastic_masks(ci: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Reference for 2.3: ``m = g + (1 - g) r`` with ``r ~ U(0, 1)`` drawn from ``generator``; ``ci (batch, L, C)``."""
+    r = torch.rand(ci.shape, generator=generator, dtype=ci.dtype)  # one uniform draw per entry, in order
+    return ci + (1.0 - ci) * r
+
+
+def solution_masked_layer_forward(a: torch.Tensor, U: torch.Tensor, V: torch.Tensor, mask: torch.Tensor,
+                                  bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference for 2.4: ``U (mask * V^T a) + bias``; ``a (batch, d_in)``, ``U (d_out, C)``, ``V (d_in, C)``,
+    ``mask (batch, C)`` -> ``(batch, d_out)``."""
+    out = ((a @ V) * mask) @ U.T  # (batch, C) inner activations, masked, then read out by U
+    return out if bias is None else out + bias
+
+
+def solution_importance_minimality(ci_upper: torch.Tensor, p: float) -> torch.Tensor:
+    """Reference for 2.5: the mean over the batch of ``sum_{l,c} g_{l,c}^p``; ``ci_upper (batch, L, C)`` -> scalar."""
+    return ci_upper.pow(p).sum(dim=(1, 2)).mean()
