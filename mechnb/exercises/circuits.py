@@ -18,7 +18,8 @@ import torch
 
 from mechnb.exercises._core import Case, CheckResult, compare, exercise, run_cases
 
-__all__ = ["check_logit_diff", "check_eap_edge_score", "check_faithfulness", "check_parameter_mask"]
+__all__ = ["check_logit_diff", "check_eap_edge_score", "check_faithfulness", "check_parameter_mask",
+           "solution_logit_diff", "solution_eap_edge_score", "solution_faithfulness", "solution_parameter_mask"]
 
 NOTEBOOK = "04_circuit_tuning"
 
@@ -253,3 +254,72 @@ def check_parameter_mask(fn: Callable[[Any, torch.Tensor, dict[str, torch.Tensor
     nothing else is owned. Expected values from :func:`mechnb.circuits.parameter_mask`.
     """
     return run_cases(fn, _parameter_mask_cases())
+
+
+# --------------------------------------------------------------------------------------------
+# reference solutions, with the notebook's signatures (learner notebooks fall back to them
+# while an exercise is still its stub)
+# --------------------------------------------------------------------------------------------
+
+
+def solution_logit_diff(logits: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
+    """Reference for 4.1: mean over prompts of ``logits[i, -1, answers[i, 0]] - logits[i, -1, answers[i, 1]]``.
+
+    ``logits (batch, pos, d_vocab)``, ``answers (batch, 2)`` int64 (clean, corrupted answer) -> scalar tensor.
+    """
+    picked = logits[:, -1].gather(1, answers)  # (batch, 2): the two answers' logits at the last position
+    return (picked[:, 0] - picked[:, 1]).mean()
+
+
+def solution_eap_edge_score(out_clean: torch.Tensor, out_corr: torch.Tensor, grad_reader: torch.Tensor) -> torch.Tensor:
+    """Reference for 4.2: EAP's first-order score of the edge u -> v (Syed et al. 2023),
+    ``sum((out_corr - out_clean) * grad_reader)`` over batch, position and ``d_model``; a scalar tensor."""
+    return ((out_corr - out_clean) * grad_reader).sum()
+
+
+def solution_faithfulness(metric_of_alpha: Callable[[torch.Tensor], float], circuit_mask: torch.Tensor,
+                          valid: torch.Tensor) -> Any:
+    """Reference for 4.3: ``F(C) = (m(C) - m(empty)) / (m(full) - m(empty))``.
+
+    ``metric_of_alpha(alpha)`` is the metric with the edges patched by ``alpha [n_writers, n_readers]``
+    (1 = corrupted); ``m(C)`` patches every valid edge outside ``circuit_mask``, ``m(empty)`` every
+    valid edge, ``m(full)`` none.
+    """
+    m_full = metric_of_alpha(torch.zeros(valid.shape))
+    m_empty = metric_of_alpha(valid.float())
+    m_circuit = metric_of_alpha((valid & ~circuit_mask).float())
+    return (m_circuit - m_empty) / (m_full - m_empty)
+
+
+def solution_parameter_mask(graph: Any, circuit_mask: torch.Tensor,
+                            params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Reference for 4.4: which entries of ``params`` the circuit's nodes own (circuit-tuning's update mask).
+
+    A writer with an outgoing circuit edge owns its output weights (head ``a{l}.h{h}``: its slice of
+    ``W_O``; MLP ``m{l}``: ``W_out``, ``b_out``); a reader with an incoming one its input weights (a
+    head read through q/k/v: its slice of ``W_Q/K/V`` and ``b_Q/K/V``; an MLP: ``ln2`` and
+    ``W_in``, ``b_in``). Returns ``{name: bool tensor of the parameter's shape}`` for every name.
+    """
+    masks = {name: torch.zeros_like(p, dtype=torch.bool) for name, p in params.items()}
+    for i, writer in enumerate(graph.writers):
+        if writer == "input" or not circuit_mask[i].any():
+            continue
+        if writer.startswith("a"):
+            layer, head = map(int, writer[1:].split(".h"))
+            masks[f"blocks.{layer}.attn.W_O"][head] = True
+        else:
+            layer = int(writer[1:])
+            masks[f"blocks.{layer}.mlp.W_out"][:] = True
+            masks[f"blocks.{layer}.mlp.b_out"][:] = True
+    for j, (node, letter) in enumerate(graph.readers):
+        if node == "logits" or not circuit_mask[:, j].any():
+            continue
+        if node.startswith("a"):
+            layer, head = map(int, node[1:].split(".h"))
+            masks[f"blocks.{layer}.attn.W_{letter.upper()}"][head] = True
+            masks[f"blocks.{layer}.attn.b_{letter.upper()}"][head] = True
+        else:
+            layer = int(node[1:])
+            for name in ("ln2.w", "ln2.b", "mlp.W_in", "mlp.b_in"):
+                masks[f"blocks.{layer}.{name}"][:] = True
+    return masks
