@@ -24,7 +24,7 @@ notebook — a short note on what to do instead of a traceback.
 
 from __future__ import annotations
 
-from mechnb.exercises import _core, circuits, degeneracy, gw, llc, spd  # the topic modules register their checks
+from mechnb.exercises import _core, circuits, degeneracy, gw, interop, llc, spd  # the topic modules register their checks
 from mechnb.exercises._core import (
     Case,
     CheckResult,
@@ -40,4 +40,4 @@ from mechnb.exercises._core import (
 )
 from mechnb.exercises._stubs import is_stub, stub, stub_value
 
-__all__ = [*_core.__all__, "is_stub", "stub", "stub_value", "circuits", "degeneracy", "gw", "spd"]
+__all__ = [*_core.__all__, "is_stub", "stub", "stub_value", "circuits", "degeneracy", "gw", "interop", "llc", "spd"]
