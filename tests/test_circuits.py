@@ -513,6 +513,7 @@ def test_node_redundancy_empty_circuit_changes_nothing(small_lm: TinyTransformer
         node_redundancy(small_lm, task, [], cfg, progress=False)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("decoupled", [True, False])
 def test_entry_adam_is_torch_adam_bit_for_bit_and_a_reset_entry_starts_fresh(decoupled: bool) -> None:
     from mechnb.circuits import EntryAdam

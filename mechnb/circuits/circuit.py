@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mechnb._checks import check_choice, check_positive_int, check_tensor
+from mechnb._checks import check_choice, check_positive_int, check_seed, check_tensor
 from mechnb.circuits.graph import Edge, Graph
 from mechnb.io import saveable
 
@@ -209,7 +209,7 @@ class EdgeScores:
     def random(cls, graph: Graph, seed: int = 0) -> EdgeScores:
         """A random ranking: i.i.d. standard normal scores from ``seed`` (the baseline of a
         faithfulness curve or an ROC: what any method's ranking must beat)."""
-        check_positive_int("seed", seed, minimum=0)
+        check_seed("seed", seed)
         vals = torch.randn(graph.n_edges, generator=torch.Generator().manual_seed(seed))
         return cls(graph, graph.edge_matrix(vals), "random", info={"seed": seed})
 
