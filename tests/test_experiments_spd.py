@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from mechnb.experiments.spd import importance_minimality_sweep
+from mechnb.experiments.spd import importance_minimality_sweep, tms_identity_hidden
 from mechnb.models import TMS
 from mechnb.spd import SPDConfig
 from mechnb.tasks import sparse_features
@@ -45,3 +45,17 @@ def test_sweep_runs_every_pair():
     assert annealed[0].p == 1.0 and annealed[0].p_label == "2→1"
     with pytest.raises(ValueError, match="coefficients"):
         importance_minimality_sweep(pentagon_tms(), ["linear1"], sampler(5), cfg, [])
+
+
+def test_identity_hidden_tms_is_trained_with_the_identity_fixed():
+    m = tms_identity_hidden(5, 2, steps=50)
+    assert torch.equal(m.hidden_layers[0].weight, torch.eye(2)) and not m.training
+    x = sparse_features(256, 5, 0.05, torch.Generator().manual_seed(0))
+    untrained = tms_identity_hidden(5, 2, steps=1)
+    loss = lambda mod: ((mod(x) - x) ** 2).mean().item()  # noqa: E731
+    assert loss(tms_identity_hidden(5, 2, steps=300)) < loss(untrained)
+    state = torch.random.get_rng_state()
+    tms_identity_hidden(5, 2, steps=5, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is left alone
+    with pytest.raises(TypeError, match="seed"):
+        tms_identity_hidden(seed=1.5)

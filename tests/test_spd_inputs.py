@@ -115,6 +115,9 @@ def test_importance_minimality_of_negative_importances_is_defined():
 # --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
 def test_decompose_casts_real_floating_sample_inputs_to_the_model_dtype(dtype):
+    plain = nn.Sequential(nn.Linear(5, 3, bias=False), nn.ReLU(), nn.Linear(3, 5))  # casts nothing itself
+    r = decompose(plain, ["0", "2"], sampler(dtype=dtype), cfg(), progress=False)
+    assert r.U["0"].dtype == torch.float32 and all(math.isfinite(v) for v in r.history["total"])
     r = decompose(pentagon_tms(), ["linear1", "linear2"], sampler(dtype=dtype), cfg(), progress=False)
     assert r.U["linear1"].dtype == torch.float32
     assert all(math.isfinite(v) for v in r.history["total"])

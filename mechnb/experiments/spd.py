@@ -2,6 +2,8 @@
 
 * :func:`importance_minimality_sweep` - the same decomposition (:func:`mechnb.spd.decompose`) over
   several importance-minimality coefficients and exponents ``p``; each run is a :class:`SweepPoint`.
+* :func:`tms_identity_hidden` - the paper's TMS with a fixed identity hidden layer (``tms-5-2-id``,
+  ``tms-40-10-id``), trained here: the zoo holds only the plain TMS models.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mechnb._checks import check_positive_float
+from mechnb._checks import check_positive_float, check_positive_int, check_seed
+from mechnb.models import TMS
 from mechnb.spd import SPDConfig, SPDResult, decompose
+from mechnb.tasks import sparse_features
+from mechnb.train import TrainConfig, mse_loss, train
 
-__all__ = ["SweepPoint", "importance_minimality_sweep"]
+__all__ = ["SweepPoint", "importance_minimality_sweep", "tms_identity_hidden"]
 
 
 @dataclass
@@ -72,3 +77,26 @@ def importance_minimality_sweep(
             res = decompose(model, target_modules, sample_inputs, cfg, device=device, progress=progress)
             points.append(SweepPoint(coefficient=c, p=p, result=res))
     return points
+
+
+def tms_identity_hidden(n_features: int = 5, n_hidden: int = 2, steps: int = 3000, seed: int = 0,
+                        feature_probability: float = 0.05) -> TMS:
+    """A TMS ``n_features -> n_hidden -> n_features`` with one fixed identity hidden layer, trained.
+
+    As in the paper's ``tms_5-2-id`` experiment: ``x -> linear1 -> I -> linear2 (tied) -> ReLU``
+    with the identity frozen, trained on sparse features (probability ``feature_probability``,
+    values ``U[0, 1]``) to reconstruct its input (MSE, lr ``1e-2``, cosine schedule, batch 1024).
+    SPD should find ``n_features`` alive subcomponents in ``linear1`` / ``linear2`` and ``n_hidden``
+    in ``hidden_layers.0``. Returns the model in eval mode; the global RNGs are left alone.
+    """
+    nf, nh = check_positive_int("n_features", n_features), check_positive_int("n_hidden", n_hidden)
+    steps, seed = check_positive_int("steps", steps), check_seed("seed", seed)
+    prob = check_positive_float("feature_probability", feature_probability)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = TMS(nf, nh, n_hidden_layers=1)
+    for layer in model.hidden_layers:
+        layer.weight.requires_grad_(False)  # the identity stays fixed
+    train(model, lambda s, g: sparse_features(1024, nf, prob, g), lambda m, x: mse_loss(m(x), x),
+          TrainConfig(steps=steps, lr=1e-2, schedule="cosine", seed=seed), progress=False)
+    return model.eval()

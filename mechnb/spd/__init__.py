@@ -26,6 +26,8 @@ Sweeps over the coefficients (notebook 02) are experiments: :mod:`mechnb.experim
 """
 
 from mechnb.spd.analysis import (
+    AliveDecision,
+    alive_decisions,
     feature_matches,
     identity_ci_error,
     keep_only_output,
@@ -60,6 +62,8 @@ __all__ = [
     "decompose",
     "SPDResult",
     "mmcs_ml2r",
+    "alive_decisions",
+    "AliveDecision",
     "feature_matches",
     "one_hot_causal_importances",
     "match_columns",

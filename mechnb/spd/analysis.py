@@ -4,6 +4,9 @@
 * :func:`one_hot_causal_importances` + :func:`match_columns` - the CI heatmaps of the paper's
   figures: one input feature at magnitude 0.75, columns permuted by the Hungarian algorithm.
 * :func:`identity_ci_error` - how far such a matched pattern is from the identity.
+* :func:`alive_decisions` - the alive count of every layer with the gap around its threshold
+  (:class:`AliveDecision`): a count is only as good as the gap between the smallest alive and
+  the largest dead subcomponent's causal-importance maximum.
 
 Sweeps of the decomposition over its coefficients live in :mod:`mechnb.experiments.spd`.
 """
@@ -14,10 +17,15 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+import math
+from dataclasses import dataclass
+
 from mechnb._checks import check_array, check_positive_float, check_positive_int, check_tensor
 from mechnb.spd.decompose import SPDResult
 
 __all__ = [
+    "AliveDecision",
+    "alive_decisions",
     "mmcs_ml2r",
     "feature_matches",
     "one_hot_causal_importances",
@@ -32,6 +40,88 @@ def _check_result(result: object) -> SPDResult:
     if not isinstance(result, SPDResult):
         raise TypeError(f"result: expected an SPDResult, got {type(result).__name__}")
     return result
+
+
+@dataclass(frozen=True)
+class AliveDecision:
+    """The alive count of one layer and how clearly its threshold separates alive from dead.
+
+    A subcomponent is alive when its largest causal importance over the evaluation inputs
+    (``ci_max``) exceeds ``threshold``. The count is a *clear* decision when no ``ci_max`` lies
+    in the band ``(threshold / margin, threshold * margin]`` around the threshold: then a
+    different CPU's rounding, which moves a dead subcomponent's ``ci_max`` by far less than that,
+    cannot change the count. Otherwise it is *thin* and should not be printed as a bare integer.
+
+    Attributes:
+        layer: the decomposed layer.
+        n_alive: subcomponents with ``ci_max > threshold``.
+        C: subcomponents in the layer.
+        threshold, margin: the decision's settings.
+        smallest_alive: the smallest ``ci_max`` among the alive (``nan`` if none).
+        largest_dead: the largest ``ci_max`` among the dead (``nan`` if none).
+    """
+
+    layer: str
+    n_alive: int
+    C: int
+    threshold: float
+    margin: float
+    smallest_alive: float
+    largest_dead: float
+
+    @property
+    def gap(self) -> float:
+        """``smallest_alive - largest_dead`` (``inf`` when every subcomponent is on one side)."""
+        if math.isnan(self.smallest_alive) or math.isnan(self.largest_dead):
+            return math.inf
+        return self.smallest_alive - self.largest_dead
+
+    @property
+    def clear(self) -> bool:
+        """No ``ci_max`` within ``(threshold / margin, threshold * margin]``."""
+        lo, hi = self.threshold / self.margin, self.threshold * self.margin
+        alive_ok = math.isnan(self.smallest_alive) or self.smallest_alive > hi
+        dead_ok = math.isnan(self.largest_dead) or self.largest_dead <= lo
+        return alive_ok and dead_ok
+
+    def __str__(self) -> str:
+        how = "clear" if self.clear else "THIN"
+        return (f"{self.layer}: {self.n_alive} of {self.C} alive ({how}: smallest alive CI max "
+                f"{self.smallest_alive:.3g}, largest dead {self.largest_dead:.3g}, threshold {self.threshold:g})")
+
+
+def alive_decisions(result: SPDResult, threshold: float = 0.1, margin: float = 2.0,
+                    x: torch.Tensor | None = None) -> dict[str, AliveDecision]:
+    """``{layer: AliveDecision}``: the alive count of :meth:`SPDResult.alive` with its gap.
+
+    Args:
+        result: an :class:`SPDResult`.
+        threshold: a subcomponent is alive when its largest causal importance exceeds it (paper: 0.1).
+        margin: the decision is clear when no causal-importance maximum lies within a factor
+            ``margin`` of the threshold (default 2: none in ``(0.05, 0.2]``).
+        x: evaluate on this batch instead of the statistics recorded by :func:`decompose`.
+    """
+    result = _check_result(result)
+    threshold = check_positive_float("threshold", threshold)
+    margin = check_positive_float("margin", margin)
+    if margin < 1:
+        raise ValueError(f"margin: expected a factor >= 1, got {margin}")
+    if x is not None:
+        mx = {n: g.max(dim=0).values for n, g in result.causal_importances(x).items()}
+    else:
+        if not result.ci_max:
+            raise ValueError("alive_decisions: no evaluation statistics recorded (config.n_eval_batches=0); pass x")
+        mx = result.ci_max
+    out = {}
+    for n, v in mx.items():
+        v = v.detach().double().cpu()
+        alive = v > threshold
+        out[n] = AliveDecision(
+            layer=n, n_alive=int(alive.sum()), C=int(v.numel()), threshold=threshold, margin=margin,
+            smallest_alive=float(v[alive].min()) if bool(alive.any()) else math.nan,
+            largest_dead=float(v[~alive].max()) if bool((~alive).any()) else math.nan,
+        )
+    return out
 
 
 def feature_matches(
