@@ -296,3 +296,16 @@ def test_prompt_pairs_from_texts_errors() -> None:
         PromptPairs.from_texts(object(), ["the dog"], ["the dogs"], ["is"], ["are"])
     with pytest.raises(TypeError, match=r"clean\[0\]: expected a string"):
         PromptPairs.from_texts(tok, [3], ["the dogs"], ["is"], ["are"])
+
+
+def test_load_cached_never_downloads_and_ioi_texts(tmp_path, monkeypatch) -> None:
+    from mechnb.interop import ioi_texts, load_cached
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache: nothing to find, nothing fetched
+    assert load_cached("gpt2") is None and load_cached("EleutherAI/pythia-70m") is None
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    texts = ioi_texts(5, seed=1)
+    assert {k: len(v) for k, v in texts.items()} == {"clean": 5, "corrupted": 5, "answer": 5, "wrong": 5}
+    for c, k, a, w in zip(texts["clean"], texts["corrupted"], texts["answer"], texts["wrong"]):
+        assert c.startswith(f"When {a.strip()} and {w.strip()}") or c.startswith(f"When {w.strip()} and {a.strip()}")
+        assert c.endswith(f"{w.strip()} gave a " + c.split(" gave a ")[1]) and k.split(", ")[1].startswith(a.strip())

@@ -26,7 +26,7 @@ from torch import nn
 
 from mechnb.models import TinyTransformer
 
-__all__ = ["from_hf", "word_level_tokenizer", "SUPPORTED"]
+__all__ = ["from_hf", "word_level_tokenizer", "load_cached", "ioi_texts", "SUPPORTED"]
 
 SUPPORTED = ("GPT2LMHeadModel", "GPTNeoXForCausalLM")
 """The Hugging Face classes :func:`from_hf` converts."""
@@ -186,3 +186,56 @@ def word_level_tokenizer(vocab: Sequence[str], unk_token: str = "<pad>", pad_tok
     if bos_token is not None:
         kwargs["bos_token"] = bos_token
     return PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
+
+
+def load_cached(name: str) -> tuple[nn.Module, Any] | None:
+    """``(model, tokenizer)`` of a pretrained Hugging Face model *already in the local cache*, or ``None``.
+
+    Never downloads: the hub is switched off (``HF_HUB_OFFLINE=1``) and every load passes
+    ``local_files_only=True``; a model that is not cached (or cannot be read) gives ``None``. The
+    model is in eval mode, float32.
+    """
+    import os
+
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name: expected a model name such as 'gpt2', got {name!r}")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    import transformers
+
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(name, local_files_only=True)
+        model = transformers.AutoModelForCausalLM.from_pretrained(name, local_files_only=True,
+                                                                  dtype=torch.float32)
+    except (OSError, ValueError, KeyError):
+        return None
+    return model.eval(), tok
+
+
+_IOI_NAMES = ("Mary", "John", "Tom", "James", "Anna", "Paul", "Sarah", "David", "Lisa", "Mark")
+_IOI_PLACES = ("store", "park", "school", "market", "office", "garden")
+_IOI_OBJECTS = ("drink", "book", "ball", "letter", "gift", "bag")
+
+
+def ioi_texts(n: int, seed: int = 0) -> dict[str, list[str]]:
+    """``n`` indirect-object-identification prompts as text (Wang et al. 2023, Sec. 2).
+
+    Clean: ``"When Mary and John went to the store, John gave a drink to"`` -> ``" Mary"`` (the
+    indirect object); corrupted: the same with the second name swapped (``"..., Mary gave a drink
+    to"`` -> ``" John"``). Returns ``{"clean", "corrupted", "answer", "wrong"}``, ready for
+    :meth:`mechnb.tasks.PromptPairs.from_texts` (answers with GPT-2's leading space).
+    """
+    import random
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a positive int, got {n!r}")
+    rng = random.Random(seed)
+    out: dict[str, list[str]] = {"clean": [], "corrupted": [], "answer": [], "wrong": []}
+    for _ in range(n):
+        io, s = rng.sample(_IOI_NAMES, 2)
+        place, obj = rng.choice(_IOI_PLACES), rng.choice(_IOI_OBJECTS)
+        out["clean"].append(f"When {io} and {s} went to the {place}, {s} gave a {obj} to")
+        out["corrupted"].append(f"When {io} and {s} went to the {place}, {io} gave a {obj} to")
+        out["answer"].append(f" {io}")
+        out["wrong"].append(f" {s}")
+    return out
