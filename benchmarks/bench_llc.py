@@ -16,11 +16,17 @@ chains at once (one batched forward/backward per step); devinterp runs them one 
 devinterp is a benchmark-only extra (``pip install --no-deps "devinterp<2"`` plus ``cloudpickle``;
 the 1.x API ``estimate_learning_coeff_with_summary`` is used).
 
+A second part (``--trajectory``) times :func:`mechnb.degeneracy.llc_trajectory` over 20
+checkpoints of the stage-wise deep linear network (:func:`mechnb.experiments.llc.stagewise_dln`)
+against devinterp's estimator called once per checkpoint with the same settings (goal >= 10x), with
+both methods' error against Aoyagi's λ for the rank learned at each checkpoint, and the cost of a
+weight-restricted estimate (one layer) relative to the full one.
+
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_llc.py [--quick] [--seeds 3] [--device cpu]
+    OMP_NUM_THREADS=1 python benchmarks/bench_llc.py [--quick] [--seeds 10] [--device cpu] [--trajectory]
 
-Writes ``benchmarks/results/llc.json``.
+Writes ``benchmarks/results/llc.json`` (and ``llc_trajectory.json`` with ``--trajectory``).
 """
 
 from __future__ import annotations
@@ -95,7 +101,9 @@ def run_devinterp(model: MLP, x: torch.Tensor, y: torch.Tensor, s: dict[str, Any
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny settings: checks the script runs (numbers meaningless)")
-    ap.add_argument("--seeds", type=int, default=3, help="estimates per shape and method (error mean, time median)")
+    ap.add_argument("--seeds", type=int, default=10, help="estimates per shape and method (error mean, time median)")
+    ap.add_argument("--trajectory", action="store_true", help="also run the 20-checkpoint trajectory benchmark")
+    ap.add_argument("--only-trajectory", action="store_true", help="run only the trajectory benchmark")
     ap.add_argument("--shapes", type=int, default=len(SHAPES), help="run only the first N DLN shapes")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -114,6 +122,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shapes = shapes[:2]
         args.seeds = 1
     torch.set_num_threads(1)
+    if args.only_trajectory:
+        return bench_trajectory(args.device, quick=bool(args.quick))
 
     # warm-up (first-call costs of both libraries are not part of the comparison)
     m, x, y = make_dln(shapes[0][0], shapes[0][1], settings["n"])
@@ -159,7 +169,66 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")
+    if args.trajectory:
+        result["trajectory"] = bench_trajectory(args.device, quick=bool(args.quick))
     return result
+
+
+def bench_trajectory(device: str, quick: bool = False, n_checkpoints: int = 20) -> dict[str, Any]:
+    """``llc_trajectory`` over 20 stage-wise checkpoints vs devinterp once per checkpoint; restricted vs full cost."""
+    from mechnb.degeneracy import llc_trajectory
+    from mechnb.experiments.llc import STAGEWISE_LLC, stagewise_dln
+
+    run = stagewise_dln(checkpoint_every=125)  # 2500 steps: 21 checkpoints, the first 20 used
+    idx = list(range(min(n_checkpoints, len(run.result.checkpoints))))
+    s = dict(STAGEWISE_LLC)
+    s.pop("progress", None)
+    s.pop("seed", None)
+    if quick:
+        s.update(num_draws=20, num_burnin_steps=5)
+        idx = idx[:3]
+    ckpts = [run.result.checkpoints[i] for i in idx]
+    truth = np.asarray([run.aoyagi[i] for i in idx])
+    n = int(run.x.shape[0])
+    settings = dict(s, batch_size=n, n=n)
+    llc_trajectory(ckpts[:1], sum_mse, (run.x, run.y), model=run.model, **dict(s, num_draws=5, num_burnin_steps=0),
+                   progress=False)  # warm-up
+    t0 = time.perf_counter()
+    tr = llc_trajectory(ckpts, sum_mse, (run.x, run.y), model=run.model, **s, seed=0, device=device, progress=False)
+    t_ours = time.perf_counter() - t0
+    models = []
+    for c in ckpts:
+        m = MLP(list(run.widths), activation="linear", bias=False).double()
+        m.load_state_dict(c["state"])
+        models.append(m)
+    run_devinterp(models[0], run.x, run.y, dict(settings, num_draws=5, num_burnin_steps=0), 0, device)  # warm-up
+    t0 = time.perf_counter()
+    theirs = [run_devinterp(m, run.x, run.y, settings, 0, device)[0] for m in models]
+    t_theirs = time.perf_counter() - t0
+    learned = truth > 0  # rank-0 checkpoints (near w = 0, a saddle with loss >> 0) have no finite-sample meaning
+    err = lambda est: float(np.mean(np.abs(np.asarray(est)[learned] - truth[learned]) / truth[learned]))  # noqa: E731
+    # restricted vs full cost, on the last checkpoint
+    full_model = models[-1]
+    kw = dict(s, seed=0, device=device, progress=False)
+    t0 = time.perf_counter()
+    estimate_llc(full_model, sum_mse, (run.x, run.y), **kw)
+    t_full = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    estimate_llc(full_model, sum_mse, (run.x, run.y), restrict=["layers.0.weight"], **kw)
+    t_restricted = time.perf_counter() - t0
+    out = dict(checkpoints=len(ckpts), settings=settings, steps=[int(c["step"]) for c in ckpts], aoyagi=truth.tolist(),
+               mechnb=dict(estimates=tr.mean.tolist(), seconds=t_ours, mean_abs_rel_error_learned=err(tr.mean)),
+               devinterp=dict(estimates=theirs, seconds=t_theirs, mean_abs_rel_error_learned=err(theirs)),
+               speedup=t_theirs / t_ours, goal_speedup_10x=t_theirs / t_ours >= 10,
+               restricted_over_full_time=t_restricted / t_full, quick=quick)
+    print(f"trajectory over {len(ckpts)} checkpoints: mechnb {t_ours:.2f} s, devinterp {t_theirs:.2f} s "
+          f"({out['speedup']:.1f}x); error vs Aoyagi (learned checkpoints): mechnb "
+          f"{out['mechnb']['mean_abs_rel_error_learned']:.1%}, devinterp {out['devinterp']['mean_abs_rel_error_learned']:.1%}; "
+          f"restricted/full time {out['restricted_over_full_time']:.2f}")
+    path = RESULTS.with_name("llc_trajectory.json")
+    path.write_text(json.dumps(out, indent=1))
+    print(f"wrote {path}")
+    return out
 
 
 if __name__ == "__main__":
