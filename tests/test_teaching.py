@@ -1,4 +1,4 @@
-"""Every method notebook (01–04) is built to teach, not only to show.
+"""Every method notebook (01–05 and later) is built to teach, not only to show.
 
 Checked on the stored facilitator notebooks:
 
@@ -56,7 +56,7 @@ def _glossary_anchors() -> set[str]:
 
 
 def test_there_are_method_notebooks() -> None:
-    assert [p.name[:2] for p in METHOD_NOTEBOOKS] == ["01", "02", "03", "04"]
+    assert [p.name[:2] for p in METHOD_NOTEBOOKS][:5] == ["01", "02", "03", "04", "05"]
 
 
 @pytest.mark.parametrize("path", METHOD_NOTEBOOKS, ids=[p.name[:2] for p in METHOD_NOTEBOOKS])
