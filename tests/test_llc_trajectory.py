@@ -126,3 +126,17 @@ def test_essential_dynamics_finds_the_corner_of_a_piecewise_straight_path():
 def test_turning_points_ignore_small_wiggles():
     z = np.array([0, 1, 2, 3, 2.98, 3.5, 4, 3, 2, 1.0])[:, None]
     assert turning_points(z, 0.05) == [6]
+
+
+def test_results_round_trip_through_io(tmp_path):
+    from mechnb import io
+
+    m, x, y = planted_dln((3, 4, 2), n_samples=30)
+    res = estimate_llc(m, sse_loss, (x, y), **KW)
+    tr = llc_trajectory([m, m], sse_loss, (x, y), **KW)
+    for obj, name in ((res, "res"), (tr, "traj")):
+        io.save(obj, tmp_path / name)
+        back = io.load(tmp_path / name)
+        np.testing.assert_array_equal(back.llc_per_chain, obj.llc_per_chain)
+        assert back.config == obj.config
+    assert io.load(tmp_path / "res").acceptance.shape == (3,)
