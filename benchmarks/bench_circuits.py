@@ -18,9 +18,15 @@ alone) in the same unit, and the agreement of EAP / EAP-IG with the exact scores
 signed scores and of |score|, top-20 overlap). A second section times exact patching, batched and
 looped, on a randomly initialised 4-layer, 8-head TinyTransformer (1519 edges), and EAP there.
 
+A third, separate section (``--gpt2-small``, needs ``transformers``) times EAP on a GPT-2-small-shaped
+model (12 layers x 12 heads, random init, converted by ``mechnb.interop.from_hf``) on 32 prompts of 16
+tokens: seconds, extra peak memory, EAP against its 2-forward-1-backward floor (goal: within 2x), and
+exact patching against EAP on a 2-layer slice of the same width.
+
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_circuits.py [--quick] [--device cpu]
+    OMP_NUM_THREADS=1 python benchmarks/bench_circuits.py --gpt2-small [--reduced]
 
 Writes ``benchmarks/results/circuits.json`` (``--quick``: ``circuits_quick.json``, a smoke run).
 """
@@ -162,14 +168,134 @@ def bench_scaling(device: str, repeats: int) -> list[dict[str, Any]]:
     return out
 
 
+class _PeakRSS:
+    """Peak resident memory of this process while the block runs, minus the resident memory at its
+    start (sampled every 2 ms from ``/proc/self/statm``; Linux only, else ``None``)."""
+
+    def __enter__(self) -> _PeakRSS:
+        import threading
+
+        self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self.start = self.peak = self._rss()
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.wait(0.002):
+                r = self._rss()
+                if r is not None and self.peak is not None:
+                    self.peak = max(self.peak, r)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _rss(self) -> int | None:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * self.page
+        except OSError:
+            return None
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def extra_mib(self) -> float | None:
+        return None if self.start is None or self.peak is None else (self.peak - self.start) / 2**20
+
+
+def _random_pairs(vocab: int, n: int, pos: int, seed: int) -> PromptPairs:
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(0, vocab, (n, pos), generator=g)
+    corrupted = clean.clone()
+    corrupted[:, pos // 2] = torch.randint(0, vocab, (n,), generator=g)  # one token differs, as in a prompt pair
+    return PromptPairs(clean, corrupted, torch.randint(0, vocab, (n, 2), generator=g), "random")
+
+
+def bench_gpt2_small(repeats: int, n_prompts: int, pos: int, exact_prompts: int) -> dict[str, Any]:
+    """EAP on a GPT-2-small-shaped model (12 layers x 12 heads, d_model 768, vocab 50257; random init,
+    built with ``transformers`` and converted by :func:`mechnb.interop.from_hf`) on ``n_prompts``
+    random prompt pairs of ``pos`` tokens: seconds, the extra peak resident memory, and EAP against its
+    floor of 2 forward + 1 backward passes (one corrupted forward, one clean forward + backward to the
+    embedding; the goal: EAP <= 2x the floor). Then exact patching (batched) against EAP on a 2-layer
+    slice of the same width (``exact_prompts`` prompts)."""
+    import gc
+
+    import transformers
+
+    from mechnb.interop import from_hf
+
+    transformers.logging.set_verbosity_error()
+
+    def build(n_layer: int) -> TinyTransformer:
+        torch.manual_seed(0)
+        hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=n_layer, bos_token_id=0, eos_token_id=0))
+        model = from_hf(hf)
+        for p in model.parameters():
+            p.requires_grad_(False)  # like a pretrained model under analysis: no parameter gradients
+        del hf
+        gc.collect()
+        return model
+
+    model = build(12)
+    graph = Graph.from_model(model)
+    pairs = _random_pairs(model.vocab_size, n_prompts, pos, seed=0)
+
+    def floor() -> None:
+        with torch.no_grad():
+            model(pairs.corrupted)
+        emb: dict[str, torch.Tensor] = {}
+
+        def leaf(x: torch.Tensor, hook: object) -> torch.Tensor:
+            emb["x"] = x.detach().requires_grad_(True)
+            return emb["x"]
+
+        with torch.enable_grad(), model.hooks([("hook_embed", leaf)]):
+            value = logit_diff(model(pairs.clean), pairs)
+            torch.autograd.grad(value, emb["x"])
+
+    with _PeakRSS() as mem:
+        attribute(model, graph, pairs, method="eap")
+    with _PeakRSS() as mem_floor:
+        floor()
+    with torch.no_grad():
+        t_fwd = median_time(lambda: model(pairs.clean), repeats, warmup=False)
+    t_eap = median_time(lambda: attribute(model, graph, pairs, method="eap"), repeats, warmup=False)
+    t_floor = median_time(floor, repeats, warmup=False)
+    big = {"n_layers": 12, "n_heads": 12, "d_model": model.d_model, "n_edges": graph.n_edges,
+           "n_prompts": n_prompts, "pos": pos, "forward_seconds": t_fwd, "eap_seconds": t_eap,
+           "eap_peak_extra_mib": mem.extra_mib, "floor_peak_extra_mib": mem_floor.extra_mib,
+           "floor_seconds": t_floor, "eap_times_floor": t_eap / t_floor, "within_2x_floor": t_eap <= 2 * t_floor}
+    del model
+    gc.collect()
+    small = build(2)
+    g2 = Graph.from_model(small)
+    p2 = _random_pairs(small.vocab_size, exact_prompts, pos, seed=1)
+    t_eap2 = median_time(lambda: attribute(small, g2, p2, method="eap"), repeats, warmup=False)
+    t0 = time.perf_counter()
+    exact = attribute(small, g2, p2, method="exact")
+    t_exact2 = time.perf_counter() - t0
+    slice_ = {"n_layers": 2, "n_edges": g2.n_edges, "n_prompts": exact_prompts, "eap_seconds": t_eap2,
+              "exact_batched_seconds": t_exact2, "exact_passes": exact.info["forward_passes"],
+              "exact_over_eap": t_exact2 / t_eap2}
+    return {"gpt2_small": big, "two_layer_slice": slice_}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, not for reporting)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--n-prompts", type=int, default=32)
     ap.add_argument("--no-scaling", action="store_true", help="skip the random-init scaling section")
+    ap.add_argument("--gpt2-small", action="store_true",
+                    help="only the GPT-2-small-shaped section (EAP on 12 x 12, random init; needs transformers)")
+    ap.add_argument("--reduced", action="store_true",
+                    help="with --gpt2-small: 8 prompts, 1 repeat, 2 prompts for the exact slice (a busy machine)")
     args = ap.parse_args(argv)
     repeats, exact_repeats = (3, 1) if args.quick else (21, 5)
+    if args.gpt2_small:
+        return _main_gpt2_small(args)
     torch.manual_seed(0)
     model, source = load_model(args.device)
     graph = Graph.from_model(model)
@@ -225,6 +351,27 @@ def main(argv: list[str] | None = None) -> int:
     out = RESULTS / ("circuits_quick.json" if args.quick else "circuits.json")
     out.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {out} (load average at the end {load_end})")
+    return 0
+
+
+def _main_gpt2_small(args: argparse.Namespace) -> int:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    n, repeats, exact_n = (8, 1, 2) if args.reduced else (args.n_prompts, 3, 8)
+    res = bench_gpt2_small(repeats, n, 16, exact_n)
+    res.update({"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.platform(),
+                "reduced": args.reduced, "load_average_1min_at_start": load,
+                "load_average_1min_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None})
+    b, s = res["gpt2_small"], res["two_layer_slice"]
+    print(f"GPT-2-small shape (12 x 12, {b['n_edges']} edges), {b['n_prompts']} prompts x {b['pos']} tokens: "
+          f"EAP {b['eap_seconds']:.2f} s (forward {b['forward_seconds']:.2f} s), peak +{b['eap_peak_extra_mib']:.0f} MiB; "
+          f"floor 2 fwd + 1 bwd {b['floor_seconds']:.2f} s (+{b['floor_peak_extra_mib']:.0f} MiB): "
+          f"EAP = {b['eap_times_floor']:.2f}x floor ({'within' if b['within_2x_floor'] else 'NOT within'} 2x)")
+    print(f"2-layer slice ({s['n_edges']} edges, {s['n_prompts']} prompts): exact batched {s['exact_batched_seconds']:.1f} s "
+          f"({s['exact_passes']} passes) vs EAP {s['eap_seconds']:.2f} s = {s['exact_over_eap']:.0f}x")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / ("circuits_gpt2_small_reduced.json" if args.reduced else "circuits_gpt2_small.json")
+    out.write_text(json.dumps(res, indent=2))
+    print(f"wrote {out} (load average {load} at the start)")
     return 0
 
 
