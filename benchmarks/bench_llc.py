@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seeds", type=int, default=10, help="estimates per shape and method (error mean, time median)")
     ap.add_argument("--trajectory", action="store_true", help="also run the 20-checkpoint trajectory benchmark")
     ap.add_argument("--only-trajectory", action="store_true", help="run only the trajectory benchmark")
+    ap.add_argument("--checkpoints", type=int, default=20, help="checkpoints of the trajectory benchmark")
     ap.add_argument("--shapes", type=int, default=len(SHAPES), help="run only the first N DLN shapes")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.seeds = 1
     torch.set_num_threads(1)
     if args.only_trajectory:
-        return bench_trajectory(args.device, quick=bool(args.quick))
+        return bench_trajectory(args.device, quick=bool(args.quick), n_checkpoints=args.checkpoints)
 
     # warm-up (first-call costs of both libraries are not part of the comparison)
     m, x, y = make_dln(shapes[0][0], shapes[0][1], settings["n"])
@@ -170,17 +171,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")
     if args.trajectory:
-        result["trajectory"] = bench_trajectory(args.device, quick=bool(args.quick))
+        result["trajectory"] = bench_trajectory(args.device, quick=bool(args.quick), n_checkpoints=args.checkpoints)
     return result
 
 
 def bench_trajectory(device: str, quick: bool = False, n_checkpoints: int = 20) -> dict[str, Any]:
     """``llc_trajectory`` over 20 stage-wise checkpoints vs devinterp once per checkpoint; restricted vs full cost."""
     from mechnb.degeneracy import llc_trajectory
+    import os
+
     from mechnb.experiments.llc import STAGEWISE_LLC, stagewise_dln
 
+    load0 = os.getloadavg()[0]
     run = stagewise_dln(checkpoint_every=125)  # 2500 steps: 21 checkpoints, the first 20 used
-    idx = list(range(min(n_checkpoints, len(run.result.checkpoints))))
+    K = len(run.result.checkpoints)
+    idx = sorted({int(round(i)) for i in np.linspace(0, K - 1, min(n_checkpoints, K))})
     s = dict(STAGEWISE_LLC)
     s.pop("progress", None)
     s.pop("seed", None)
@@ -220,7 +225,8 @@ def bench_trajectory(device: str, quick: bool = False, n_checkpoints: int = 20) 
                mechnb=dict(estimates=tr.mean.tolist(), seconds=t_ours, mean_abs_rel_error_learned=err(tr.mean)),
                devinterp=dict(estimates=theirs, seconds=t_theirs, mean_abs_rel_error_learned=err(theirs)),
                speedup=t_theirs / t_ours, goal_speedup_10x=t_theirs / t_ours >= 10,
-               restricted_over_full_time=t_restricted / t_full, quick=quick)
+               restricted_over_full_time=t_restricted / t_full, quick=quick,
+               load_average_1min_at_start=load0)
     print(f"trajectory over {len(ckpts)} checkpoints: mechnb {t_ours:.2f} s, devinterp {t_theirs:.2f} s "
           f"({out['speedup']:.1f}x); error vs Aoyagi (learned checkpoints): mechnb "
           f"{out['mechnb']['mean_abs_rel_error_learned']:.1%}, devinterp {out['devinterp']['mean_abs_rel_error_learned']:.1%}; "
