@@ -599,3 +599,62 @@ def test_model_seeds_are_ints(seed, exc):
     tt = TinyTransformer(5, 4, 1, 1, 4, 3)
     with pytest.raises(exc, match="seed: expected an int seed"):
         tt.reset_parameters(seed)
+
+
+# --------------------------------------------------------------------------------------
+# Architecture options (GPT-2 / GPT-NeoX, used by mechnb.interop.from_hf)
+# --------------------------------------------------------------------------------------
+def test_default_options_keep_the_config_and_parameters_of_mechnb_models():
+    m = TinyTransformer(20, 16, 2, 2, 32, 8, init_seed=0)
+    assert set(m.config()) == {"vocab_size", "d_model", "n_layers", "n_heads", "d_mlp", "n_ctx", "attn_only", "d_head"}
+    assert "pos_embed.W_pos" in dict(m.named_parameters()) and m.unembed.b_U is not None
+    twin = TinyTransformer(20, 16, 2, 2, 32, 8, init_seed=0, act_fn="gelu", positional="learned", ln_eps=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), twin.state_dict().values()))
+
+
+def test_rotary_rotation_preserves_norms_and_makes_scores_depend_on_distance():
+    attn = TinyTransformer(20, 16, 1, 2, 32, 12, positional="rotary", rotary_dim=4).blocks[0].attn
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(16, generator=g), torch.randn(16, generator=g)
+    rq = attn.rotate(q.expand(12, 16), pos_dim=0)
+    rk = attn.rotate(k.expand(12, 16), pos_dim=0)
+    torch.testing.assert_close(rq.norm(dim=-1), q.norm().expand(12))  # a rotation
+    assert torch.equal(rq[:, 4:], q[4:].expand(12, 12))  # features past rotary_dim unchanged
+    assert torch.equal(rq[0], q)  # position 0: angle 0
+    # q_i . k_j depends only on i - j (RoFormer's relative-position property)
+    torch.testing.assert_close(rq[5] @ rk[2], rq[9] @ rk[6], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(rq[5] @ rk[2], rq[5] @ rk[4], atol=1e-3)
+
+
+def test_parallel_block_mlp_reads_the_block_input():
+    m = TinyTransformer(20, 16, 1, 2, 32, 8, init_seed=1, parallel_attn_mlp=True)
+    toks = torch.randint(0, 20, (3, 8), generator=torch.Generator().manual_seed(0))
+    _, cache = m.run_with_cache(toks)
+    b = "blocks.0."
+    assert torch.equal(cache[b + "hook_mlp_in"], cache[b + "hook_resid_pre"])
+    torch.testing.assert_close(cache[b + "hook_resid_post"],
+                               cache[b + "hook_resid_pre"] + cache[b + "hook_attn_out"] + cache[b + "hook_mlp_out"])
+
+
+def test_tied_and_bias_free_unembedding():
+    m = TinyTransformer(20, 16, 1, 2, 32, 8, init_seed=2, tied_unembed=True, unembed_bias=False)
+    assert m.unembed.b_U is None and "unembed.W_U" not in dict(m.named_parameters())
+    assert m.unembed.W_U.data_ptr() == m.embed.W_E.data_ptr()
+    toks = torch.randint(0, 20, (2, 8), generator=torch.Generator().manual_seed(0))
+    _, cache = m.run_with_cache(toks)
+    torch.testing.assert_close(m(toks), cache["ln_final.hook_normalized"] * m.ln_final.w @ m.embed.W_E.T
+                               + m.ln_final.b @ m.embed.W_E.T)
+
+
+@pytest.mark.parametrize("kwargs, exc, needle", [
+    ({"act_fn": "swish"}, ValueError, "act_fn"),
+    ({"positional": "alibi"}, ValueError, "positional"),
+    ({"positional": "rotary", "rotary_dim": 3}, ValueError, "rotary_dim"),
+    ({"positional": "rotary", "rotary_dim": 10}, ValueError, "rotary_dim"),
+    ({"rotary_dim": 4}, ValueError, "rotary_dim"),
+    ({"parallel_attn_mlp": 1}, TypeError, "parallel_attn_mlp"),
+    ({"ln_eps": 0.0}, ValueError, "ln_eps"),
+])
+def test_architecture_options_are_checked(kwargs, exc, needle):
+    with pytest.raises(exc, match=needle):
+        TinyTransformer(20, 16, 1, 2, 32, 8, **kwargs)
