@@ -205,6 +205,7 @@ def test_layer_gw_groups_mistakes_are_named(capsys: pytest.CaptureFixture[str]) 
         assert words in out, (mistake, out)
 
 
+@pytest.mark.numerics
 def test_layer_cases_expected_values() -> None:
     cases = gw_ex._layer_cases()
     assert len(cases) == 3

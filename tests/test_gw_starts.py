@@ -150,7 +150,7 @@ def test_random_coupling_marginals_and_seed() -> None:
 
 
 # --------------------------------------------------------------------------------------
-# the lower bound (Mémoli 2011, Sec. 6)
+# the lower bound (Mémoli 2011, the third lower bound)
 # --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("a,b", [(1.0, 0.3), (0.2, 2.5), (1.0, 1.0)])
 def test_lower_bound_two_point_closed_form(a: float, b: float) -> None:

@@ -28,7 +28,7 @@ This module never re-implements a solver. :func:`gw_solve` reads as four named s
 **Local optima and what a value certifies.** GW is a non-convex quadratic program; the exact
 solver (conditional gradient) stops at a stationary point that depends on its start. Every
 coupling's objective is an *upper* bound on GW, so a stuck solve over-estimates it, and
-:func:`gw_lower_bound` gives a certified *lower* bound (Mémoli 2011, Sec. 6, the "third lower
+:func:`gw_lower_bound` gives a certified *lower* bound (Mémoli 2011, the "third lower
 bound") that is the value of a convex problem. From the product coupling ``p q^T`` the first
 linearised step can be an exact tie (e.g. when every point of a space has the same row of
 distances, as on a circle): then round-off decides which vertex the linear program returns, and
@@ -450,7 +450,7 @@ def gw_distance(C1: Any, C2: Any, p: Any = None, q: Any = None, *, solver: str =
 
 
 def gw_lower_bound(C1: Any, C2: Any, p: Any = None, q: Any = None) -> float:
-    """A certified lower bound on the square-loss GW: Mémoli's "third lower bound" (Mémoli 2011, Sec. 6).
+    """A certified lower bound on the square-loss GW: Mémoli's "third lower bound" (TLB, Mémoli 2011).
 
     For any coupling ``T`` of ``p`` and ``q``::
 
