@@ -18,8 +18,7 @@ import torch
 
 from mechnb.exercises._core import Case, CheckResult, compare, exercise, run_cases
 
-__all__ = ["check_logit_diff", "check_eap_edge_score", "check_faithfulness", "check_parameter_mask",
-           "solution_logit_diff", "solution_eap_edge_score", "solution_faithfulness", "solution_parameter_mask"]
+__all__ = ["check_logit_diff", "check_eap_edge_score", "check_faithfulness", "check_parameter_mask"]
 
 NOTEBOOK = "04_circuit_tuning"
 

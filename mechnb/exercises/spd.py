@@ -25,11 +25,6 @@ __all__ = [
     "check_stochastic_masks",
     "check_masked_layer_forward",
     "check_importance_minimality",
-    "solution_lower_leaky_hard_sigmoid",
-    "solution_upper_leaky_hard_sigmoid",
-    "solution_stochastic_masks",
-    "solution_masked_layer_forward",
-    "solution_importance_minimality",
 ]
 
 NOTEBOOK = "02_stochastic_parameter_decomposition"
