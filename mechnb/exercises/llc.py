@@ -15,8 +15,7 @@ import torch
 
 from mechnb.exercises._core import Case, CheckResult, exercise, run_cases
 
-__all__ = ["check_sgnht_step", "check_mala_acceptance", "check_calibration_choice", "solution_sgnht_step",
-           "solution_mala_acceptance", "solution_calibration_choice"]
+__all__ = ["check_sgnht_step", "check_mala_acceptance", "check_calibration_choice"]
 
 NOTEBOOK = "06_learning_coefficient_over_training"
 
