@@ -186,7 +186,7 @@ class LLCResult:
         tr = self.llc_trace
         D = tr.shape[1]
         if D < 4:
-            return {"drift": 0.0, "relative_drift": 0.0, "z": 0.0}
+            return {"drift": 0.0, "relative_drift": 0.0, "z": 0.0, "chains_agreeing": 0.0}
         q = D // 4
         per_chain = tr[:, 3 * q :].mean(1) - tr[:, q : 2 * q].mean(1)
         drift = float(per_chain.mean())
