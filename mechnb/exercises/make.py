@@ -27,16 +27,18 @@ at the top level) and the reference each stub falls back to are those of
 :mod:`mechnb.exercises._stubgen`; any other block, or one used by later cells without a reference
 solution, stops this tool with a message naming the cell and line (nothing is written).
 
-Outputs, execution counts and nbval's ``# NBVAL_...`` marker lines are stripped, a note saying where the complete version lives
-is put at the top, and the other files of ``notebooks/`` that the notebooks link to (``*.md``,
-e.g. the glossary) are copied along.
+Outputs, execution counts and nbval's ``# NBVAL_...`` marker lines are stripped, a note saying
+where the complete version lives (and that skipping an exercise is fine) is put at the top, and
+the other files of ``notebooks/`` that the notebooks link to (``*.md``, e.g. the glossary) are
+copied along.
 
 Learners write their answers into ``exercises/``: a learner notebook whose cells were edited since
 it was written is never overwritten (``--force`` does); running its cells does not count as an edit.
 
 Exercise numbers: ``N`` is the notebook's number (``02_...`` -> 2). ``M`` is given on the marker
-(``# SOLUTION 2.3`` or ``# SOLUTION Exercise 2.3``), otherwise it counts the code cells that hold
-solution blocks (every block of one cell belongs to the same exercise).
+(``# SOLUTION 2.3`` or ``# SOLUTION Exercise 2.3``), otherwise it is that of the check the
+function is handed to (``exercises.spd.check_x(f)``, in any cell), otherwise it counts the code
+cells that hold solution blocks (every block of one cell belongs to the same exercise).
 """
 
 from __future__ import annotations
