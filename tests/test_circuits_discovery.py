@@ -292,3 +292,18 @@ def test_scores_within_float_noise_of_zero_tie_in_rankings_and_roc() -> None:
     truth = np.zeros(g.n_edges, dtype=bool)
     truth[1] = True  # a true edge that only got noise ties with every other noise-level edge
     assert roc_against(scores, torch.tensor(truth)).auc == pytest.approx((g.n_edges - 3) / 2 / (g.n_edges - 1))
+
+
+def test_batched_exact_reuses_the_clean_prefix_and_handles_identical_prompts() -> None:
+    """Positions before the first one where the prompts differ are clean in every patched run; when the
+    corrupted prompts equal the clean ones no patch changes anything and every exact score is 0."""
+    m = _rand_model(n_layers=3)
+    g = Graph.from_model(m)
+    pairs = _rand_pairs(pos=8)
+    late = PromptPairs(pairs.clean, pairs.clean.clone(), pairs.answers, "late")
+    late.corrupted[:, 6] = (late.corrupted[:, 6] + 1) % 20  # only the last two positions can change
+    loop = attribute(m, g, late, method="exact", batched=False)
+    torch.testing.assert_close(attribute(m, g, late, method="exact").values, loop.values, atol=1e-5, rtol=0)
+    assert loop.values.abs().max() > 1e-3
+    same = PromptPairs(pairs.clean, pairs.clean.clone(), pairs.answers, "same")
+    assert torch.equal(attribute(m, g, same, method="exact").values, torch.zeros(g.n_edges))
