@@ -11,7 +11,8 @@ with ``MECHNB_FAST=1`` and asserts that
   widget" (a notebook of :data:`CONTROLS` must have widgets; another one may have none);
 * changing a control (another option in the first dropdown, or a slider moved one step with the
   keyboard) changes the figure the widget shows: the ``src`` (PNG bytes) of the widget output's
-  ``<img>`` differs before and after. The control is the one :data:`CONTROLS` names for the
+  ``<img>`` differs before and after. A predict-first widget (a ``reveal`` toggle that hides its
+  figure until pressed, and again after each new question) is revealed before and after. The control is the one :data:`CONTROLS` names for the
   notebook; for a notebook it does not list, the first dropdown (else slider) of the first widget
   that shows a figure.
 
@@ -145,11 +146,18 @@ def playwright_api():
         yield p
 
 
+def _not_plain_files(folder: str, names: list[str]) -> set[str]:
+    """What the copy of ``notebooks/`` leaves out: checkpoints, and anything that is not a plain file
+    or folder (e.g. the IPC sockets a kernel started there with ``transport="ipc"`` leaves behind)."""
+    base = Path(folder)
+    return {n for n in names if n == ".ipynb_checkpoints" or not ((base / n).is_file() or (base / n).is_dir())}
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory, playwright_api) -> Iterator[Lab]:
     base = tmp_path_factory.mktemp("lab")
     root = base / "notebooks"
-    shutil.copytree(NOTEBOOK_DIR, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    shutil.copytree(NOTEBOOK_DIR, root, ignore=_not_plain_files)
     settings = base / "settings"
     for rel, content in LAB_SETTINGS.items():
         path = settings / rel
@@ -261,6 +269,24 @@ def _auto_control(page) -> str | None:
       }
       return null;
     }""")
+
+
+_JS_NEW_IMAGE = """((el, old) => { const img = el.querySelector('.widget-output img');
+  return !!img && !!img.getAttribute('src') && img.getAttribute('src') !== old; })"""
+_JS_REVEAL_OFF = """((el) => [...el.querySelectorAll('.widget-toggle-button')]
+  .some(b => b.textContent.trim() === 'reveal' && !b.classList.contains('mod-active')))"""
+
+
+def _press_reveal(cell) -> bool:
+    """Press the ``reveal`` toggle of a predict-first widget (which shows its figure only once the
+    learner has predicted) if it is not pressed; True when the cell has such a toggle."""
+    toggles = cell.locator(".widget-toggle-button", has_text="reveal")
+    if toggles.count() == 0:
+        return False
+    toggle = toggles.first
+    if "mod-active" not in (toggle.get_attribute("class") or ""):
+        toggle.click()
+    return True
 
 
 def _shutdown_kernels(lab: Lab) -> None:
@@ -380,6 +406,7 @@ def _drive(spec: NotebookSpec, lab: Lab, browser) -> None:
         # changing a control changes the figure
         cell = page.locator(f".jp-CodeCell:has(.widget-{spec.control})").first
         cell.scroll_into_view_if_needed()
+        revealed = _press_reveal(cell)  # a predict-first widget shows its figure once revealed
         page.wait_for_function("(el) => !!el.querySelector('.widget-output img')",
                                arg=cell.element_handle(), timeout=60_000)
         before = _widget_image(cell)
@@ -396,10 +423,14 @@ def _drive(spec: NotebookSpec, lab: Lab, browser) -> None:
         t_change = time.monotonic()
         cell, what = _change_control(page, spec)
         try:
-            page.wait_for_function(
-                "([el, old]) => { const img = el.querySelector('.widget-output img');"
-                " return !!img && !!img.getAttribute('src') && img.getAttribute('src') !== old; }",
-                arg=[cell.element_handle(), before], timeout=REDRAW_TIMEOUT_S * 1000, polling=250)
+            if revealed:  # a new question hides the answer again: wait for that (or a new figure), reveal
+                page.wait_for_function(f"([el, old]) => {_JS_NEW_IMAGE}(el, old) || {_JS_REVEAL_OFF}(el)",
+                                       arg=[cell.element_handle(), before], timeout=REDRAW_TIMEOUT_S * 1000,
+                                       polling=250)
+                if _press_reveal(cell):
+                    what += ", reveal pressed again"
+            page.wait_for_function(f"([el, old]) => {_JS_NEW_IMAGE}(el, old)",
+                                   arg=[cell.element_handle(), before], timeout=REDRAW_TIMEOUT_S * 1000, polling=250)
         except Exception:
             cell.screenshot(path=str(ARTIFACTS / f"{stem}_widget_not_redrawn.png"))
             raise AssertionError(f"{spec.name}: the figure did not change within {REDRAW_TIMEOUT_S:.0f} s "
