@@ -864,7 +864,7 @@ class _WithUnused(nn.Module):
 
 @pytest.mark.parametrize("gauss_newton", [False, True])
 def test_hessian_spectrum_with_an_unused_parameter_adds_exact_zeros(gauss_newton):
-    # issue 13: both modes raised "One of the differentiated Tensors appears to not have been used"
+    # before the fix, both modes raised "One of the differentiated Tensors appears to not have been used"
     torch.manual_seed(0)
     model = _WithUnused().double()
     x, y = torch.randn(20, 3, dtype=torch.float64), torch.randn(20, 2, dtype=torch.float64)
