@@ -292,7 +292,8 @@ def worker_switch(label: str, seed: int) -> dict[str, Any]:
     ev = evaluate(res, x)
     mmcs, ml2r = mmcs_ml2r(res, "linear1", subset="alive")
     dec = alive_decisions(res)
-    return {"switch": label, "seed": seed, "config": SWITCHES[label], "wall_s": wall, "ms_per_step": 1e3 * wall / cfg.steps,
+    return {"switch": label, "seed": seed, "config": SWITCHES[label], "wall_s": wall,
+            "ms_per_step": 1e3 * wall / cfg.steps,
             "evaluate_s": time.perf_counter() - t1, "mmcs_alive": mmcs, "ml2r_alive": ml2r,
             "alive": {n: d.n_alive for n, d in dec.items()}, "alive_clear": all(d.clear for d in dec.values()),
             "stochastic_recon": ev.stochastic_recon, "rounded_recon": ev.rounded_recon,
@@ -437,8 +438,8 @@ def run_seeds(args: argparse.Namespace) -> int:
                 lay = "  ".join(f"{n} {d['n_alive']} (gap {d['smallest_alive']:.3f}/{d['largest_dead']:.3f}"
                                 f"{'' if d['clear'] else ' THIN'})" for n, d in r["layers"].items())
                 print(f"{name:10s} {kern:15s} seed {seed}: {lay}  MMCS {r['mmcs_alive']:.4f} ML2R {r['ml2r_alive']:.4f}"
-                      f"  bar {'met' if r['bar_met'] else 'MISSED'}  ({r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s cpu)",
-                      flush=True)
+                      f"  bar {'met' if r['bar_met'] else 'MISSED'}  ({r['wall_s']:.0f} s wall, "
+                      f"{r['cpu_s']:.0f} s cpu)", flush=True)
                 path.write_text(json.dumps(out, indent=1))  # partial results survive an interruption
     summary = {}
     for name in args.models:

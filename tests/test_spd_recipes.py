@@ -62,10 +62,26 @@ def short(model=None, modules=("linear1", "linear2"), **kw) -> SPDResult:
 # config
 # --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kw, exc", [(dict(lower_sigmoid="sigmoid"), ValueError), (dict(ci_fn="mlp"), ValueError),
-                                     (dict(delta_component=1), TypeError)])
+                                     (dict(delta_component=1), TypeError), (dict(upper_leaky_alpha=-1.0), ValueError)])
 def test_switches_are_validated(kw, exc):
     with pytest.raises(exc, match=next(iter(kw))):
         SPDConfig(**kw)
+
+
+def test_upper_leaky_alpha_sets_the_pull_on_saturated_importances():
+    from mechnb.spd.hooks import causal_importances
+
+    comps = SPDComponents({"l": (2, 3)}, C=2, ci_hidden=2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        comps.ci.W_out.zero_()
+        comps.ci.b_out.copy_(torch.tensor([[3.0, 0.5]]))  # one saturated pre-activation, one not
+    acts = {"l": torch.rand(4, 3)}
+    lo, up = causal_importances(comps, acts, 0.01)
+    assert torch.allclose(up[0, 0], torch.tensor([1.02, 0.5]))
+    lo2, up2 = causal_importances(comps, acts, 0.01, upper_alpha=0.5)
+    assert torch.allclose(up2[0, 0], torch.tensor([2.0, 0.5])) and torch.equal(lo, lo2)
+    cfg = SPDConfig(upper_leaky_alpha=0.5)
+    assert cfg.upper_alpha == 0.5 and SPDConfig().upper_alpha == SPDConfig().leaky_alpha
 
 
 # --------------------------------------------------------------------------------------

@@ -88,6 +88,11 @@ class SPDConfig:
         p_anneal_final: if set, ``p`` is annealed linearly to this value between
             ``p_anneal_start_frac`` and ``p_anneal_end_frac`` of the main phase.
         leaky_alpha: slope of the leaky parts of the hard sigmoids (paper: 0.01).
+        upper_leaky_alpha: slope above 1 of the upper-leaky sigmoid inside the importance-minimality
+            loss, if different from ``leaky_alpha``. It sets how hard a saturated importance
+            (pre-activation far above 1) is pulled back towards 1, where reconstruction and
+            minimality compete again; with the paper's 0.01 that pull is 100x weaker than the
+            one on an unsaturated importance.
         lower_sigmoid: the hard sigmoid of the masks' causal importances: ``"leaky"`` - the
             paper's ``alpha * x`` below 0; ``"leaky_backward"`` - the authors' later version,
             ``clamp(x, 0, 1)`` forward with the leak only in the backward pass and only where the
@@ -136,6 +141,7 @@ class SPDConfig:
     p_anneal_start_frac: float = 0.0
     p_anneal_end_frac: float = 1.0
     leaky_alpha: float = 0.01
+    upper_leaky_alpha: float | None = None
     lower_sigmoid: str = "leaky"
     ci_fn: str = "scalar"
     delta_component: bool = False
@@ -168,6 +174,8 @@ class SPDConfig:
                 f"got {self.p_anneal_end_frac}"
             )
         check_positive_float("leaky_alpha", self.leaky_alpha, allow_zero=True)
+        if self.upper_leaky_alpha is not None:
+            check_positive_float("upper_leaky_alpha", self.upper_leaky_alpha, allow_zero=True)
         check_choice("lower_sigmoid", self.lower_sigmoid, ["leaky", "leaky_backward"])
         check_choice("ci_fn", self.ci_fn, ["scalar", "vector", "shared"])
         if not isinstance(self.delta_component, bool):
@@ -214,6 +222,11 @@ class SPDConfig:
         return asdict(self)
 
     # ------------------------------------------------------------------------------
+    @property
+    def upper_alpha(self) -> float:
+        """The slope above 1 of the minimality loss's upper-leaky sigmoid (``upper_leaky_alpha`` or ``leaky_alpha``)."""
+        return self.leaky_alpha if self.upper_leaky_alpha is None else self.upper_leaky_alpha
+
     def p_at(self, step: int) -> float:
         """The importance-minimality exponent at main-phase ``step`` (linear annealing)."""
         if self.p_anneal_final is None:

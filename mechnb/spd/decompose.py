@@ -164,7 +164,8 @@ def spd_step(target: HookedTarget, targets: dict[str, torch.Tensor], x: torch.Te
     with record_function("spd/target_forward"), torch.no_grad():
         target_out, acts = target.capture(x)
     with record_function("spd/causal_importances"):
-        ci_lower, ci_upper = causal_importances(components, acts, config.leaky_alpha, config.lower_sigmoid)
+        ci_lower, ci_upper = causal_importances(components, acts, config.leaky_alpha, config.lower_sigmoid,
+                                                config.upper_alpha)
     with record_function("spd/faithfulness_and_minimality"):
         loss_faith = faithfulness_loss(components, targets)
         loss_imp = _importance_minimality(ci_upper, p, weights)
@@ -298,7 +299,7 @@ def _ci_max(target: HookedTarget, sample_inputs: Sampler, config: SPDConfig) -> 
     for _ in range(config.n_eval_batches):
         x, _ = _draw_batch(sample_inputs, config, generator, dev, dtype)
         _, acts = target.capture(x)
-        lower, _ = causal_importances(components, acts, config.leaky_alpha, config.lower_sigmoid)
+        lower, _ = causal_importances(components, acts, config.leaky_alpha, config.lower_sigmoid, config.upper_alpha)
         mx = torch.maximum(mx, lower.amax(dim=0))
     return {n: mx[i].detach() for i, n in enumerate(components.names)}
 
@@ -500,7 +501,8 @@ class SPDResult:
             return target.capture(x)
 
     def _ci(self, acts: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return causal_importances(self.components, acts, self.config.leaky_alpha, self.config.lower_sigmoid)
+        return causal_importances(self.components, acts, self.config.leaky_alpha, self.config.lower_sigmoid,
+                                  self.config.upper_alpha)
 
     @torch.no_grad()
     def causal_importances(self, x: torch.Tensor, kind: str = "lower") -> dict[str, torch.Tensor]:

@@ -164,7 +164,8 @@ class HookedTarget:
 
 
 def causal_importances(
-    components: SPDComponents, acts: dict[str, torch.Tensor], alpha: float, lower: str = "leaky"
+    components: SPDComponents, acts: dict[str, torch.Tensor], alpha: float, lower: str = "leaky",
+    upper_alpha: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lower- and upper-leaky causal importances ``(N, L, C)`` from the layer inputs ``acts``.
 
@@ -172,7 +173,8 @@ def causal_importances(
     vector / shared CI functions of :meth:`SPDComponents.ci_pre_activations`); the lower hard
     sigmoid builds the masks, the upper-leaky one enters the minimality loss (paper, method
     section). ``lower``: ``"leaky"`` (the paper's ``alpha x`` below 0) or ``"leaky_backward"``
-    (:func:`mechnb.spd.lower_leaky_backward_hard_sigmoid`).
+    (:func:`mechnb.spd.lower_leaky_backward_hard_sigmoid`). ``upper_alpha``: the upper-leaky slope
+    above 1 (default ``alpha``).
     """
     for n in components.names:
         a = acts[n]
@@ -182,4 +184,4 @@ def causal_importances(
                 "mechnb.spd decomposes layers whose inputs are (batch, d_in)"
             )
     pre = components.ci_pre_activations(acts)  # (N, L, C)
-    return lower_sigmoid_fn(lower)(pre, alpha), _upper_leaky(pre, alpha)
+    return lower_sigmoid_fn(lower)(pre, alpha), _upper_leaky(pre, alpha if upper_alpha is None else upper_alpha)
