@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from mechnb import spd
-from mechnb.exercises import registry
+from mechnb.exercises import registry, run_cases
 from mechnb.exercises import spd as ex_spd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,6 +91,7 @@ SPD_CHECKS = {
     "check_stochastic_masks": (masks, [masks_rand_like, masks_swapped, masks_clamped]),
     "check_masked_layer_forward": (layer, [layer_no_bias, layer_unmasked]),
     "check_importance_minimality": (imp_min, [imp_min_mean_all, imp_min_clamped]),
+    "check_spd_train_step": None,  # tested below (its cases are slower)
 }
 
 
@@ -100,7 +101,7 @@ def test_every_spd_check_is_covered_and_numbered_in_order() -> None:
     assert [ex.id for ex in ours.values()] == [f"2.{i}" for i in range(1, len(ours) + 1)]
 
 
-@pytest.mark.parametrize("name", list(SPD_CHECKS))
+@pytest.mark.parametrize("name", [n for n, v in SPD_CHECKS.items() if v is not None])
 def test_check_accepts_a_solution_and_catches_mistakes(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     right, wrongs = SPD_CHECKS[name]
     check = registry()[name].check
@@ -120,7 +121,7 @@ def test_mechnb_own_functions_pass_their_checks(capsys: pytest.CaptureFixture[st
     """mechnb's implementations agree with the checks' known answers."""
     assert ex_spd.check_lower_leaky_hard_sigmoid(spd.lower_leaky_hard_sigmoid)
     assert ex_spd.check_upper_leaky_hard_sigmoid(spd.upper_leaky_hard_sigmoid)
-    assert ex_spd.check_stochastic_masks(spd.stochastic_masks)
+    assert run_cases(spd.stochastic_masks, ex_spd._stochastic_mask_cases(), exercise="2.3", atol=1e-6, rtol=1e-5)
     assert ex_spd.check_masked_layer_forward(_component_forward)
     assert ex_spd.check_importance_minimality(spd.importance_minimality_loss)
     capsys.readouterr()
@@ -239,3 +240,126 @@ def test_notebook_exercises_follow_the_checks() -> None:
     assert found == [ex.id for ex in registry().values() if ex.notebook == ex_spd.NOTEBOOK]
     first_code = next(c for c in cells if c.cell_type == "code")
     assert "from mechnb import exercises" in first_code.source
+
+
+# --------------------------------------------------------------------------------------------
+# the package's own function does not pass for the learner's
+# --------------------------------------------------------------------------------------------
+
+
+def test_stochastic_masks_check_rejects_the_package_function(capsys: pytest.CaptureFixture[str]) -> None:
+    from mechnb.spd.losses import stochastic_masks as deep
+
+    for fn in (spd.stochastic_masks, lambda ci, generator: deep(ci, generator)):
+        res = ex_spd.check_stochastic_masks(fn)
+        out = capsys.readouterr().out
+        assert not res.passed and res.n_failed == res.n_cases, out
+        assert "WriteItYourself" in out and "spd.stochastic_masks" in out and "Exercise 2.3" in out, out
+    assert ex_spd.check_stochastic_masks(masks)   # the guard is gone after the check
+    capsys.readouterr()
+
+
+# --------------------------------------------------------------------------------------------
+# 2.6 one SPD training step: the reference passes, each typical mistake fails with expected/got
+# --------------------------------------------------------------------------------------------
+
+
+def _make_step(masks_from="lower", imp_from="upper", freeze=True, p_fixed=None, imp_sum="lc",
+               layerwise="one", zero_grad=True):
+    """A learner's step with one knob turned away from the reference (the defaults are right)."""
+
+    def step(target, W, x, weights, optimizer, config, p, generator):
+        comps, names = target.components, target.components.names
+        if freeze:
+            target.model.requires_grad_(False)
+            with torch.no_grad():
+                out, acts = target.capture(x)
+        else:
+            out, acts = target.capture(x)
+        pre = comps.ci_pre_activations(acts)
+        lo, up = lower(pre, config.leaky_alpha), upper(pre, config.upper_alpha)
+        g_mask, g_imp = (lo if masks_from == "lower" else up), (up if imp_from == "upper" else lo)
+
+        def mse(y):
+            return (((y - out) ** 2).reshape(len(y), -1).mean(dim=1) * weights).sum()
+
+        faith = sum(((W[n] - comps.weight(n)) ** 2).sum() for n in names) / sum(W[n].numel() for n in names)
+        pw = p if p_fixed is None else p_fixed
+        per = (g_imp.abs() + 1e-12).pow(pw)
+        per = per.sum(dim=(1, 2)) if imp_sum == "lc" else per.mean(dim=(1, 2))
+        imp = (per * weights).sum()
+        m = masks(g_mask, generator)
+        rec = mse(target.masked(x, {n: m[:, i] for i, n in enumerate(names)}))
+        m = masks(g_mask, generator)
+        if layerwise == "one":
+            lw = sum(mse(target.masked(x, {n: m[:, i]})) for i, n in enumerate(names)) / len(names)
+        else:
+            lw = mse(target.masked(x, {n: m[:, i] for i, n in enumerate(names)}))
+        total = (config.faithfulness * faith + config.stochastic_recon * rec
+                 + config.stochastic_recon_layerwise * lw + config.importance_minimality * imp)
+        if zero_grad:
+            optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        return {"faithfulness": faith, "stochastic_recon": rec, "stochastic_recon_layerwise": lw,
+                "importance_minimality": imp}
+
+    return step
+
+
+STEP_MISTAKES = {
+    "masks from the upper importances": (_make_step(masks_from="upper"), "stochastic_recon"),
+    "minimality on the lower importances": (_make_step(imp_from="lower"), "importance_minimality"),
+    "target not frozen or detached": (_make_step(freeze=False), "no gradient to reach the target"),
+    "p hard-coded to 1": (_make_step(p_fixed=1.0), "importance_minimality"),
+    "minimality without the sum over subcomponents": (_make_step(imp_sum="mean"), "importance_minimality"),
+    "layerwise reconstruction all layers at once": (_make_step(layerwise="all"), "stochastic_recon_layerwise"),
+    "no zero_grad": (_make_step(zero_grad=False), "the update is not"),
+}
+
+
+def test_spd_train_step_reference_and_written_solution_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    for fn in (ex_spd.solution_spd_train_step, _make_step()):
+        res = ex_spd.check_spd_train_step(fn)
+        out = capsys.readouterr().out
+        assert res.passed and res.n_cases == 3, out
+
+
+@pytest.mark.parametrize("mistake", list(STEP_MISTAKES))
+def test_spd_train_step_catches_mistakes(mistake: str, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    fn, says = STEP_MISTAKES[mistake]
+    monkeypatch.setattr(ex_spd, "_short_run", lambda step_fn, seed: {"linear1": -1, "linear2": -1})  # seeded cases only
+    res = ex_spd.check_spd_train_step(fn)
+    out = capsys.readouterr().out
+    assert not res.passed and res.n_failed >= 2, (mistake, out)   # both seeded cases
+    assert out.startswith("✘ Exercise 2.6") and "expected" in out and "got" in out and says in out, (mistake, out)
+
+
+def test_spd_train_step_rejects_the_package_step(capsys: pytest.CaptureFixture[str]) -> None:
+    from mechnb.spd.decompose import spd_step
+    from mechnb.spd.losses import total_loss
+
+    def via_package(target, W, x, weights, optimizer, config, p, generator):
+        target.model.requires_grad_(False)
+        terms = spd_step(target, W, x, weights, config, p, generator)
+        optimizer.zero_grad()
+        total_loss(terms, config).backward()
+        optimizer.step()
+        return {n: getattr(terms, n) for n in spd.LOSS_NAMES}
+
+    res = ex_spd.check_spd_train_step(via_package)
+    out = capsys.readouterr().out
+    assert not res.passed and "WriteItYourself" in out and "spd.spd_step" in out, out
+
+
+def test_short_run_package_reaches_five_alive_on_three_seeds() -> None:
+    """The settings of the 300-step case: the package's decompose gives 5 + 5 alive (the ground truth)."""
+    for seed in (0, 1, 2):
+        assert ex_spd._package_alive(seed) == {"linear1": 5, "linear2": 5}, seed
+
+
+def test_short_run_with_a_wrong_step_misses_the_alive_count(capsys: pytest.CaptureFixture[str]) -> None:
+    """The 300-step case catches a step that is locally close but trains elsewhere (no minimality sum)."""
+    got = ex_spd._short_run(_make_step(imp_sum="mean"), 0)
+    assert got != ex_spd._package_alive(0), got

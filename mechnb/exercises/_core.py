@@ -43,9 +43,11 @@ import functools
 import importlib
 import inspect
 import os
+import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import CodeType, FrameType
 from typing import Any
 
 import numpy as np
@@ -58,6 +60,7 @@ __all__ = [
     "Exercise",
     "ExerciseFailed",
     "StubNotDone",
+    "WriteItYourself",
     "compare",
     "exercise",
     "exercise_by_id",
@@ -524,3 +527,54 @@ def run_cases(
         lines.append(f"  ... and {len(failures) - MAX_REPORTED_FAILURES} more wrong case(s).")
     return CheckResult(ex.id, ex.title, False, n, len(failures), lines)._finish()
 
+
+# --------------------------------------------------------------------------------------------
+# the package function an exercise asks for is off limits while its check runs
+# --------------------------------------------------------------------------------------------
+
+
+class WriteItYourself(RuntimeError):
+    """The learner's function called the package function that its exercise asks the learner to write."""
+
+
+def _code(obj: Any) -> CodeType:
+    fn = getattr(obj, "fget", obj)  # properties
+    fn = getattr(fn, "__wrapped__", fn)
+    return fn.__code__
+
+
+def _without(fn: Callable[..., Any], forbidden: Mapping[str, Callable[..., Any]], exercise_id: str,
+             advice: str) -> Callable[..., Any]:
+    """``fn`` run so that calling any of ``forbidden`` (name -> function) inside it raises :class:`WriteItYourself`.
+
+    The calls are recognised by their code objects (a profile hook on this thread, restored
+    afterwards), so ``gw.distance_matrix``, ``mechnb.gw.distances.distance_matrix`` and a name
+    imported earlier (``from mechnb.gw import distance_matrix as dm``) are all caught. The error
+    is raised when ``fn`` returns, and reported by :func:`~mechnb.exercises._core.run_cases` as
+    the case's failure; ``NotImplementedError`` (the learner's stub) passes through unchanged.
+    """
+    codes = {_code(f): name for name, f in forbidden.items()}
+
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        hits: list[str] = []
+        previous = sys.getprofile()
+
+        def hook(frame: FrameType, event: str, arg: Any) -> None:
+            if event == "call" and frame.f_code in codes and codes[frame.f_code] not in hits:
+                hits.append(codes[frame.f_code])
+            if previous is not None:
+                previous(frame, event, arg)
+
+        sys.setprofile(hook)
+        try:
+            out = fn(*args, **kwargs)
+        finally:
+            sys.setprofile(previous)
+        if hits:
+            raise WriteItYourself(f"your function called {', '.join(hits)}: that is the package's own answer to "
+                                  f"Exercise {exercise_id}, so the check cannot tell whether yours is right. "
+                                  f"Write it yourself - {advice}")
+        return out
+
+    return guarded

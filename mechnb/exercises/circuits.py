@@ -2,9 +2,11 @@
 
 Exercises, in notebook order: 4.1 logit difference, 4.2 EAP score of one edge (Syed et al. 2023),
 4.3 faithfulness of a circuit, 4.4 the parameters a circuit's nodes own (the update mask of
-circuit-tuning). Known answers come from closed forms (toy metrics whose dependence on the
+circuit-tuning), 4.5 EAP-IG scores of every edge (Hanna et al. 2024), 4.6 circuit-tuning's masked
+optimiser step (frozen entries bit-exact under weight decay and momentum). Known answers come from closed forms (toy metrics whose dependence on the
 patched edges is known) and from mechnb's own implementation (:mod:`mechnb.circuits`) on the zoo
-model ``tiny-lm`` and its agreement prompts.
+model ``tiny-lm`` and its agreement prompts. While 4.5 and 4.6 run the learner's function, the package
+functions they rebuild are off limits (:func:`mechnb.exercises._core._without`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from mechnb.exercises._core import Case, CheckResult, compare, exercise, run_cases
+from mechnb.exercises._core import Case, CheckResult, _without, compare, exercise, run_cases
 
-__all__ = ["check_logit_diff", "check_eap_edge_score", "check_faithfulness", "check_parameter_mask"]
+__all__ = ["check_logit_diff", "check_eap_edge_score", "check_faithfulness", "check_parameter_mask",
+           "check_eap_ig_scores", "check_masked_step"]
 
 NOTEBOOK = "04_circuit_tuning"
 
@@ -322,3 +325,214 @@ def solution_parameter_mask(graph: Any, circuit_mask: torch.Tensor,
             for name in ("ln2.w", "ln2.b", "mlp.W_in", "mlp.b_in"):
                 masks[f"blocks.{layer}.{name}"][:] = True
     return masks
+
+
+# --------------------------------------------------------------------------------------------
+# 4.5 build the method: EAP-IG scores of every edge
+# --------------------------------------------------------------------------------------------
+
+
+def solution_eap_ig_scores(out_clean: torch.Tensor, out_corr: torch.Tensor, grads_at: Callable[[float], torch.Tensor],
+                           valid: torch.Tensor, steps: int) -> torch.Tensor:
+    """Reference for 4.5: EAP-IG (Hanna, Pezzelle & Belinkov 2024, Sec. 3) for every edge ``u -> v``.
+
+    ``score(u -> v) = sum_{b,p,d} (out_corr_u - out_clean_u) * (1/steps) sum_{k=1..steps} G_v(k / steps)``
+    with ``G_v(a) = grads_at(a)[v]`` the metric's gradient at reader ``v``'s input when the input
+    embedding lies ``a`` of the way from the corrupted (``a = 0``) to the clean (``a = 1``) one: the
+    right Riemann sum, so ``steps = 1`` is EAP. ``out_clean``, ``out_corr`` ``[n_writers, b, p, d]``,
+    ``grads_at(a)`` ``[n_readers, b, p, d]``, ``valid`` bool ``[n_writers, n_readers]``; returns
+    ``[n_writers, n_readers]`` (0 off the graph).
+    """
+    G = sum(grads_at(k / steps) for k in range(1, steps + 1)) / steps  # k = 1..steps: the clean end, not 0
+    scores = torch.einsum("wbpd,rbpd->wr", out_corr - out_clean, G)
+    return scores * valid.to(scores)
+
+
+@functools.lru_cache(maxsize=1)
+def _ig_setup() -> dict[str, Any]:
+    """tiny-lm's writer outputs on the clean and corrupted prompts, and a memoised ``grads_at(a)``."""
+    from mechnb.circuits.graph import cache_writers, reader_gradients
+    from mechnb.circuits import logit_diff
+
+    s = _tiny_lm_setup()
+    model, graph, pairs = s["model"], s["graph"], s["pairs"]
+    clean_cache, corr_cache = cache_writers(model, graph, pairs.clean), cache_writers(model, graph, pairs.corrupted)
+    e_clean, base = clean_cache.embed, corr_cache.embed
+    memo: dict[float, torch.Tensor] = {}
+
+    def grads_at(a: float) -> torch.Tensor:
+        a = float(a)
+        if not 0.0 <= a <= 1.0:
+            raise ValueError(f"a: expected a point on the line from corrupted (0) to clean (1), got {a}")
+        if a not in memo:
+            _, G, _ = reader_gradients(model, graph, pairs.clean, lambda lg: logit_diff(lg, pairs),
+                                       lambda x: base + a * (e_clean - base))
+            memo[a] = G.detach()
+        return memo[a].clone()
+
+    return {"out_clean": clean_cache.out.detach(), "out_corr": corr_cache.out.detach(), "grads_at": grads_at,
+            "valid": graph.valid.clone()}
+
+
+def _toy_ig() -> tuple[tuple[Any, ...], torch.Tensor]:
+    """A toy with a gradient linear in ``a``: ``G(a) = A + a B``, so the right sum's mean is
+    ``A + B (steps + 1) / (2 steps)``; 2 writers, 3 readers, shapes ``(1, 2, 3)``."""
+    g = torch.Generator().manual_seed(4)
+    out_clean, out_corr = torch.randn(2, 1, 2, 3, generator=g), torch.randn(2, 1, 2, 3, generator=g)
+    A, B = torch.randn(3, 1, 2, 3, generator=g), torch.randn(3, 1, 2, 3, generator=g)
+    valid = torch.tensor([[True, True, True], [False, True, True]])
+    steps = 4
+    mean_G = A + B * (steps + 1) / (2 * steps)
+    expected = torch.einsum("wbpd,rbpd->wr", out_corr - out_clean, mean_G) * valid
+    return (out_clean, out_corr, lambda a: A + a * B, valid, steps), expected
+
+
+@exercise("4.5", "EAP-IG scores", notebook=NOTEBOOK)
+def check_eap_ig_scores(fn: Callable[..., Any]) -> CheckResult:
+    """Check ``fn(out_clean, out_corr, grads_at, valid, steps) -> [n_writers, n_readers]``: EAP-IG.
+
+    A toy whose gradient is linear in the interpolation (closed form), then tiny-lm on 8 agreement
+    prompts with ``steps`` = 5 and 3 against :func:`mechnb.circuits.attribute` (``method="eap-ig"``,
+    ``ig_steps=steps``: the path on the input embedding, points ``k / steps``, ``k = 1..steps``).
+    ``attribute`` and its EAP-IG scorer are off limits inside ``fn``.
+    """
+    from mechnb.circuits import attribute, attribution
+
+    s, t = _tiny_lm_setup(), _ig_setup()
+    args, toy_expected = _toy_ig()
+    ends = ("the points are a = k / steps for k = 1..steps (the clean end a = 1 included, the corrupted end a = 0 "
+            "not): steps = 1 must give EAP")
+    cases = [Case(args, toy_expected, label="toy: G(a) = A + a B, 2 writers x 3 readers, steps = 4", hint=ends)]
+    for steps in (5, 3):
+        ref = attribute(s["model"], s["graph"], s["pairs"], method="eap-ig", ig_steps=steps).scores
+        cases.append(Case((t["out_clean"], t["out_corr"], t["grads_at"], t["valid"], steps), ref,
+                          label=f"tiny-lm, 8 agreement prompts, steps = {steps}",
+                          hint=ends + "; corrupted minus clean, times the averaged gradient"))
+    forbidden = {"circuits.attribute": attribute, "attribution._eap_ig_scores": attribution._eap_ig_scores}
+    return run_cases(_without(fn, forbidden, "4.5", "average grads_at over the steps, then the EAP formula"), cases,
+                     atol=1e-5, rtol=1e-3)
+
+
+# --------------------------------------------------------------------------------------------
+# 4.6 circuit-tuning's masked optimiser step
+# --------------------------------------------------------------------------------------------
+
+
+def solution_masked_step(named_params: list[tuple[str, torch.nn.Parameter]], masks: dict[str, torch.Tensor],
+                         optimizer: torch.optim.Optimizer) -> None:
+    """Reference for 4.6: one optimiser step that moves only the entries inside the circuit (Li et al. 2025, Alg. 1).
+
+    Called after ``loss.backward()``. ``named_params``: ``[(name, parameter)]``; ``masks``: ``{name:
+    bool tensor of the parameter's shape}`` (True = in the circuit); ``optimizer``: AdamW with weight
+    decay (:class:`mechnb.circuits.tuning.optim.EntryAdam`: every state tensor has the parameter's
+    shape). Zero the gradient outside, step, then restore every outside entry to its pre-step value
+    and zero its optimiser state: weight decay and momentum move an entry whose gradient is 0.
+    """
+    for name, p in named_params:
+        if p.grad is not None:
+            p.grad.mul_(masks[name])
+    saved = [p.detach().clone() for _, p in named_params]
+    optimizer.step()
+    with torch.no_grad():
+        for (name, p), old in zip(named_params, saved):
+            m = masks[name]
+            p.copy_(torch.where(m, p, old))  # bit-exact: the old value itself, not a recomputation
+            for v in optimizer.state[p].values():
+                if isinstance(v, torch.Tensor) and v.shape == p.shape:
+                    v.masked_fill_(~m, 0)  # momentum, second moment, per-entry step count
+
+
+class _Toy(torch.nn.Module):
+    """A two-layer float64 net ``5 -> 4 -> 2`` for the masked steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(8)
+        self.l1, self.l2 = torch.nn.Linear(5, 4).double(), torch.nn.Linear(4, 2).double()
+        with torch.no_grad():
+            for q in self.parameters():
+                q.copy_(torch.randn(q.shape, generator=g, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.l2(torch.tanh(self.l1(x)))
+
+
+def _masked_schedule(model: torch.nn.Module) -> list[dict[str, torch.Tensor]]:
+    """Per step the circuit's masks: steps 1-3 one circuit, steps 4-6 another (entries leave and join)."""
+    g = torch.Generator().manual_seed(9)
+    a = {n: torch.rand(p.shape, generator=g) < 0.5 for n, p in model.named_parameters()}
+    b = {n: torch.rand(p.shape, generator=g) < 0.5 for n, p in model.named_parameters()}
+    return [a] * 3 + [b] * 3
+
+
+def _masked_trace(step_fn: Callable | None) -> dict[str, Any]:
+    """Six masked steps of EntryAdam (AdamW, weight decay 0.1) on :class:`_Toy`; ``step_fn`` ``None``: the package's
+    step (:meth:`CircuitTuning.after_backward`, ``optimizer.step()``, :meth:`CircuitTuning.after_step`)."""
+    from types import SimpleNamespace
+
+    from mechnb.circuits.tuning.optim import EntryAdam
+    from mechnb.circuits.tuning.strategies import CircuitTuning
+
+    model = _Toy()
+    named = list(model.named_parameters())
+    opt = EntryAdam([p for _, p in named], lr=0.05, betas=(0.9, 0.99), weight_decay=0.1, decoupled=True)
+    g = torch.Generator().manual_seed(10)
+    x, y = torch.randn(16, 5, generator=g, dtype=torch.float64), torch.randn(16, 2, generator=g, dtype=torch.float64)
+    trace = []
+    for masks in _masked_schedule(model):
+        before = {n: p.detach().clone() for n, p in named}
+        opt.zero_grad(set_to_none=False)
+        ((model(x) - y) ** 2).mean().backward()
+        if step_fn is None:
+            strategy = SimpleNamespace(_named=named, masks=masks, _saved=[])
+            CircuitTuning.after_backward(strategy)  # type: ignore[arg-type]
+            opt.step()
+            CircuitTuning.after_step(strategy, opt)  # type: ignore[arg-type]
+        else:
+            step_fn(named, {n: m.clone() for n, m in masks.items()}, opt)
+        trace.append({"params": {n: p.detach().clone() for n, p in named}, "before": before, "masks": masks})
+    return {"steps": trace}
+
+
+def _compare_masked(expected: dict[str, Any], got: Any) -> str | None:
+    """Frozen entries bit-exact (``torch.equal``) at every step, trained entries as the package's."""
+    for k, (exp, g) in enumerate(zip(expected["steps"], got["steps"]), start=1):
+        for n, p in g["params"].items():
+            m, old = exp["masks"][n], g["before"][n]
+            if not torch.equal(p[~m], old[~m]):
+                moved = int(((p != old) & ~m).sum())
+                return (f"step {k}: {n}: expected the {int((~m).sum())} entries outside the circuit unchanged bit for "
+                        f"bit, got {moved} moved (by up to {float((p - old)[~m].abs().max()):.3g}): "
+                        "zeroing their gradient is not enough - weight decay and momentum still move them")
+            e = exp["params"][n]
+            if not torch.allclose(p, e, rtol=1e-10, atol=1e-12):
+                return (f"step {k}: {n}: the circuit's entries differ from the package's step by up to "
+                        f"{float((p - e).abs().max()):.3g} (expected AdamW's update on them; an entry that joins the "
+                        "circuit starts from zero optimiser state: reset momentum, second moment and step count "
+                        "outside the circuit)")
+    return None
+
+
+@exercise("4.6", "circuit-tuning's masked optimiser step", notebook=NOTEBOOK)
+def check_masked_step(fn: Callable[..., Any]) -> CheckResult:
+    """Check ``fn(named_params, masks, optimizer) -> None``: the masked update of circuit-tuning.
+
+    Six steps of AdamW (``EntryAdam``, weight decay 0.1, betas (0.9, 0.99)) on a small float64 net,
+    one circuit for steps 1-3 and another for 4-6: after every step the entries outside the circuit
+    must equal their pre-step values (``torch.equal``) and the entries inside must match
+    circuit-tuning's own step (:meth:`mechnb.circuits.tuning.strategies.CircuitTuning.after_backward`,
+    ``optimizer.step()``, :meth:`~mechnb.circuits.tuning.strategies.CircuitTuning.after_step`), which
+    are off limits inside ``fn``.
+    """
+    from mechnb.circuits.tuning.strategies import CircuitTuning
+
+    forbidden = {"CircuitTuning.after_backward": CircuitTuning.after_backward,
+                 "CircuitTuning.after_step": CircuitTuning.after_step}
+    guarded = _without(fn, forbidden, "4.6", "mask the gradient, step, then restore and reset outside the circuit")
+
+    def run(_: object) -> dict[str, Any]:
+        return _masked_trace(guarded)
+
+    functools.update_wrapper(run, fn)
+    return run_cases(run, [Case((None,), _masked_trace(None), label="6 AdamW steps (weight decay 0.1), the circuit "
+                                "changes after step 3", compare=_compare_masked)])
