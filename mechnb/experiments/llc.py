@@ -7,22 +7,32 @@
   arXiv 2106.15933), so the loss falls in steps and the LLC climbs from plateau to plateau.
 * :func:`learned_rank` - how many teacher directions a network has learned.
 * :func:`plateaus` - the checkpoints on each plateau of a stage-wise run.
+* :func:`grokking_run` - an MLP of the zoo's ``modadd-mlp`` family (one-hot ``a, b`` to the
+  logits of ``a + b mod P``) trained on a small fraction of the pairs with strong weight decay, so
+  it memorises first and generalises much later (grokking; Power et al. 2022, arXiv 2201.02177),
+  with the LLC and the per-layer weight-restricted LLC at its checkpoints.
+* :func:`grokking_transition` - the memorisation and generalisation steps read off accuracies.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from collections.abc import Sequence
+from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from mechnb._checks import check_positive_float, check_positive_int, check_seed
-from mechnb.degeneracy import dln_learning_coefficient, sse_loss
+from mechnb._checks import check_choice, check_positive_float, check_positive_int, check_probability, check_seed
+from mechnb._torch import eval_mode
+from mechnb.degeneracy import LLCTrajectory, dln_learning_coefficient, llc_trajectory, sse_loss
+from mechnb.metrics import modular_accuracy
 from mechnb.models import MLP
-from mechnb.train import TrainConfig, TrainResult, train
+from mechnb.tasks import ModularArithmetic, ModularSplit
+from mechnb.train import TrainConfig, TrainResult, cross_entropy_loss, train
 
-__all__ = ["StagewiseRun", "stagewise_dln", "learned_rank", "plateaus", "STAGEWISE_LLC"]
+__all__ = ["StagewiseRun", "stagewise_dln", "learned_rank", "plateaus", "STAGEWISE_LLC",
+           "GrokkingRun", "grokking_run", "grokking_transition", "GROKKING_LLC"]
 
 STAGEWISE_LLC = dict(num_chains=4, num_draws=500, num_burnin_steps=500, lr=1e-4, nbeta=100.0, localization=300.0,
                      seed=0, progress=False)
@@ -141,3 +151,164 @@ def plateaus(ranks: np.ndarray, min_length: int = 2) -> list[tuple[int, np.ndarr
                 out.append((int(r[start]), idx))
             start = i
     return out
+
+
+# --------------------------------------------------------------------------------------
+# Grokking: modular addition memorised first, generalised later
+# --------------------------------------------------------------------------------------
+GROKKING_LLC = dict(num_chains=2, num_draws=200, num_burnin_steps=0, lr=3e-3, nbeta=2.0, localization=5.0, seed=0,
+                    progress=False)
+"""The sampler setting for :func:`grokking_run`'s checkpoints (full-batch SGLD on the training pairs):
+step size, ``nβ`` and ``γ`` as calibrated in devinterp's grokking example for its modular-addition
+MLP (``ε = 3e-3``, ``nβ = 2``, ``γ = 5``); a small ``nβ`` keeps the chains of a memorising
+checkpoint, whose loss is nearly zero, from being squeezed into its immediate neighbourhood."""
+
+
+@dataclass
+class GrokkingRun:
+    """A grokking run (:func:`grokking_run`): the checkpoints with their losses, accuracies and LLCs.
+
+    Attributes:
+        model: the trained :class:`mechnb.models.MLP` ``2P -> hidden -> P`` (its final state).
+        task: the :class:`mechnb.tasks.ModularArithmetic` task (``op="add"``).
+        train, test: the :class:`mechnb.tasks.ModularSplit` of the pairs.
+        result: the :class:`mechnb.train.TrainResult` with ``checkpoints`` (step 0 included).
+        steps: ``(K,)`` the checkpoints' training steps.
+        train_loss, test_loss: ``(K,)`` cross-entropy on the train / test pairs at each checkpoint
+            (the training loss without the weight-decay term).
+        train_acc, test_acc: ``(K,)`` accuracy (:func:`mechnb.metrics.modular_accuracy`).
+        memorised_step, transition_step: :func:`grokking_transition` of the accuracies (``None``
+            where the run never got there).
+        llc: the :class:`mechnb.degeneracy.LLCTrajectory` over all checkpoints, on the training
+            pairs (``None`` when not estimated).
+        layer_llc: ``{"layers.i": LLCTrajectory}``, the weight-restricted LLC of each layer
+            (its weight and bias sampled, the rest held) at ``layer_steps``.
+        layer_steps: ``(K',)`` the checkpoints of ``layer_llc`` (every ``layer_every``-th one).
+    """
+
+    model: MLP
+    task: ModularArithmetic
+    train: ModularSplit
+    test: ModularSplit
+    result: TrainResult
+    steps: np.ndarray
+    train_loss: np.ndarray
+    test_loss: np.ndarray
+    train_acc: np.ndarray
+    test_acc: np.ndarray
+    memorised_step: int | None
+    transition_step: int | None
+    llc: LLCTrajectory | None = None
+    layer_llc: dict[str, LLCTrajectory] = field(default_factory=dict)
+    layer_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def groks(self) -> bool:
+        """True when the training pairs were fitted strictly before the test pairs (a delay of at
+        least one checkpoint between ``memorised_step`` and ``transition_step``)."""
+        return (self.memorised_step is not None and self.transition_step is not None
+                and self.transition_step > self.memorised_step)
+
+    def __repr__(self) -> str:
+        return (f"GrokkingRun(P={self.task.P}, checkpoints={len(self.steps)}, memorised_step={self.memorised_step}, "
+                f"transition_step={self.transition_step}, final train/test acc={self.train_acc[-1]:.3f}/"
+                f"{self.test_acc[-1]:.3f})")
+
+
+def grokking_transition(steps: Any, train_acc: Any, test_acc: Any, *, memorised: float = 0.99,
+                        generalised: float = 0.9) -> tuple[int | None, int | None]:
+    """``(memorised_step, transition_step)`` of a training run, read off its checkpoints.
+
+    ``memorised_step``: the first checkpoint whose train accuracy is at least ``memorised``;
+    ``transition_step``: the first checkpoint at or after it whose test accuracy is at least
+    ``generalised``. Either is ``None`` if no checkpoint qualifies. ``steps, train_acc, test_acc``
+    are ``(K,)`` arrays in training order.
+    """
+    st = np.asarray(steps)
+    tr, te = np.asarray(train_acc, float), np.asarray(test_acc, float)
+    if st.ndim != 1 or tr.shape != st.shape or te.shape != st.shape or st.size == 0:
+        raise ValueError(f"steps, train_acc, test_acc: expected three 1-D arrays of one non-zero length, got shapes "
+                         f"{st.shape}, {tr.shape}, {te.shape}")
+    for name, v in (("memorised", memorised), ("generalised", generalised)):
+        check_probability(name, v, open_left=True)
+    hit = np.flatnonzero(tr >= memorised)
+    if hit.size == 0:
+        return None, None
+    i = int(hit[0])
+    later = np.flatnonzero(te[i:] >= generalised)
+    return int(st[i]), (int(st[i + int(later[0])]) if later.size else None)
+
+
+def _split_metrics(model: MLP, split: ModularSplit) -> tuple[float, float]:
+    with eval_mode(model), torch.no_grad():
+        loss = float(cross_entropy_loss(model(split.x), split.y))
+    return loss, modular_accuracy(model, split.x, split.y)
+
+
+def grokking_run(P: int = 23, hidden: Sequence[int] = (128,), *, train_frac: float = 0.65, activation: str = "gelu",
+                 steps: int = 1500, lr: float = 2e-2, weight_decay: float = 1.0, checkpoint_every: int = 100,
+                 seed: int = 0, llc: Mapping[str, Any] | None = GROKKING_LLC, per_layer: bool = True,
+                 layer_every: int = 1) -> GrokkingRun:
+    """Train an MLP on ``a + b mod P`` until it groks; the LLC at every checkpoint.
+
+    The model family of the zoo's ``modadd-mlp`` (one-hot ``a`` and ``b`` concatenated,
+    ``(n, 2P) -> hidden -> (n, P)`` logits, cross-entropy), but shallow, on a small fraction of the
+    pairs, full batch, with AdamW and a strong decoupled weight decay (``betas = (0.9, 0.98)``,
+    constant learning rate). Weight decay is what makes it grok (Power et al. 2022; Liu et al.
+    2023, *Omnigrok*, arXiv 2210.01117): the memorising solution fits the training pairs within a
+    few hundred steps, and the decay keeps pulling the weights towards the smaller-norm
+    solution that also fits the test pairs. A one-hidden-layer MLP on one-hots is devinterp's
+    grokking model with its embedding folded into the first layer.
+
+    ``llc``: the keywords of :func:`mechnb.degeneracy.llc_trajectory` (default
+    :data:`GROKKING_LLC`; ``None`` skips the estimates); the loss is the mean cross-entropy on the
+    training pairs, as in training. With ``per_layer`` every layer ``layers.i`` gets its
+    weight-restricted trajectory (weight and bias sampled, Wang et al. 2024, arXiv 2410.02984) at
+    every ``layer_every``-th checkpoint.
+
+    Returns:
+        A :class:`GrokkingRun`.
+    """
+    H = tuple(check_positive_int(f"hidden[{i}]", h) for i, h in enumerate(hidden))
+    if not H:
+        raise ValueError(f"hidden: expected at least one hidden width, got {hidden!r}")
+    check_choice("activation", activation, ["relu", "gelu"])
+    if llc is not None and not isinstance(llc, Mapping):
+        raise TypeError(f"llc: expected None or a mapping of llc_trajectory keywords, got {type(llc).__name__}")
+    task = ModularArithmetic(P=check_positive_int("P", P, minimum=2), op="add", train_frac=train_frac,
+                             seed=check_seed("seed", seed))
+    tr, te = task.split()
+    if len(te.y) == 0:
+        raise ValueError(f"train_frac: expected a fraction that leaves test pairs, got {train_frac!r}")
+    torch.manual_seed(int(seed))
+    model = MLP([2 * task.P, *H, task.P], activation=activation, bias=True)
+    cfg = TrainConfig(steps=check_positive_int("steps", steps), lr=check_positive_float("lr", lr),
+                      weight_decay=check_positive_float("weight_decay", weight_decay, allow_zero=True),
+                      betas=(0.9, 0.98), seed=int(seed), log_every=int(steps))
+    res = train(model, lambda step, gen: (tr.x, tr.y), lambda m, b: cross_entropy_loss(m(b[0]), b[1]), cfg,
+                progress=False, checkpoint_every=check_positive_int("checkpoint_every", checkpoint_every))
+    final = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    rows = []
+    for c in res.checkpoints:
+        model.load_state_dict(c["state"])
+        rows.append((*_split_metrics(model, tr), *_split_metrics(model, te)))
+    model.load_state_dict(final)
+    trl, tra, tel, tea = (np.asarray(col) for col in zip(*rows))
+    st = np.asarray([c["step"] for c in res.checkpoints], dtype=np.int64)
+    mem, trans = grokking_transition(st, tra, tea)
+    run = GrokkingRun(model=model, task=task, train=tr, test=te, result=res, steps=st, train_loss=trl, test_loss=tel,
+                      train_acc=tra, test_acc=tea, memorised_step=mem, transition_step=trans)
+    if llc is None:
+        return run
+    kw = dict(llc)
+    run.llc = llc_trajectory(res, cross_entropy_loss, (tr.x, tr.y), model=model, **kw)
+    if per_layer:
+        every = check_positive_int("layer_every", layer_every)
+        idx = sorted(set(range(0, len(st), every)) | {len(st) - 1})
+        ckpts = [res.checkpoints[i] for i in idx]
+        run.layer_steps = st[idx]
+        for i in range(len(model.layers)):
+            names = [f"layers.{i}.weight", f"layers.{i}.bias"]
+            run.layer_llc[f"layers.{i}"] = llc_trajectory(ckpts, cross_entropy_loss, (tr.x, tr.y), model=model,
+                                                          restrict=names, **kw)
+    return run

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["llc_over_training", "calibration_heatmap", "llc_traces", "essential_dynamics"]
+__all__ = ["llc_over_training", "layer_llc_over_training", "calibration_heatmap", "llc_traces", "essential_dynamics"]
 
 
 def llc_over_training(steps: Any, llc: Any, *, llc_std: Any = None, train_loss: Any = None, test_loss: Any = None,
@@ -49,6 +49,42 @@ def llc_over_training(steps: Any, llc: Any, *, llc_std: Any = None, train_loss: 
         h, l = ax.get_legend_handles_labels()
         handles, labels = handles + h[-1:], labels + l[-1:]
     ax.legend(handles, labels, loc="best", fontsize=8)
+    ax.set_title(title)
+    return fig
+
+
+def layer_llc_over_training(steps: Any, layer_llc: Mapping[str, Any], *, full: Any = None, full_steps: Any = None,
+                            marks: Sequence[float] = (), mark_label: str = "transition", logy: bool = False,
+                            title: str = "Weight-restricted LLC per layer over training") -> Figure:
+    """Each layer's weight-restricted LLC ``layer_llc[name] (K,)`` at ``steps (K,)``.
+
+    ``full (K',)`` at ``full_steps`` (default ``steps``): the whole network's LLC, dashed, for
+    comparison; ``marks``: vertical lines (e.g. a transition); ``logy``: a log-scale LLC axis
+    (non-positive values are not drawn). Without ``logy`` the axis
+    starts at ``min(0, 20th percentile of full)``, so a very negative early estimate does not
+    squash the rest.
+    """
+    st = np.asarray(steps, float)
+    if not isinstance(layer_llc, Mapping) or not layer_llc:
+        raise ValueError(f"layer_llc: expected a non-empty mapping name -> (K,) values, got {type(layer_llc).__name__}")
+    fig, ax = plt.subplots(figsize=(7, 3.6), constrained_layout=True)
+    for name, v in layer_llc.items():
+        v = np.asarray(v, float)
+        if v.shape != st.shape:
+            raise ValueError(f"layer_llc[{name!r}]: expected shape {st.shape} (one value per step), got {v.shape}")
+        ax.plot(st, v, "o-", ms=3, label=name)
+    if full is not None:
+        f = np.asarray(full, float)
+        ax.plot(st if full_steps is None else np.asarray(full_steps, float), f, "k--", lw=1, label="all weights")
+    for i, m in enumerate(marks):
+        ax.axvline(m, color="0.4", ls=":", lw=1.2, label=mark_label if i == 0 else None)
+    if logy:
+        ax.set_yscale("log")
+    elif full is not None:
+        ax.set_ylim(bottom=min(0.0, float(np.percentile(np.asarray(full, float), 20))))
+    ax.set_xlabel("training step")
+    ax.set_ylabel("restricted LLC")
+    ax.legend(fontsize=8)
     ax.set_title(title)
     return fig
 
