@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from mechnb.experiments.degeneracy import planted_dln, planted_mlp, quartic_toy_llc
+from mechnb.degeneracy import LLCResult
+from mechnb.experiments.degeneracy import llc_shift, planted_dln, planted_mlp, quartic_toy_expected, quartic_toy_llc
 
 torch.set_num_threads(1)
 
@@ -105,3 +106,41 @@ def test_quartic_toy_llc_names_bad_settings(kwargs, exc, needle):
     args = dict(step_fn=lambda w, *a, **k: w, estimate_fn=lambda *a: 0.0, steps=20, burn_in=5, chains=2)
     with pytest.raises(exc, match=needle):
         quartic_toy_llc(**{**args, **kwargs})
+
+
+def test_quartic_toy_expected_is_three_quarters_without_localisation_and_matches_a_quadrature_grid():
+    assert quartic_toy_expected(1000.0, 0.0) == pytest.approx(0.75, abs=1e-9)
+    assert quartic_toy_expected(3.0, 0.0) == pytest.approx(0.75, abs=1e-9)  # exact at any nβ without γ
+    nbeta, gamma = 1000.0, 1.0
+    w = np.linspace(-3.0, 3.0, 600_001)
+    grid = 0.0
+    for L in (w**2, w**4):  # the density factorises; E[nβ L] one coordinate at a time on a fine grid
+        p = np.exp(-nbeta * L - gamma / 2 * w**2)
+        grid += float((nbeta * L * p).sum() / p.sum())
+    assert quartic_toy_expected(nbeta, gamma) == pytest.approx(grid, rel=1e-7)
+    assert quartic_toy_expected(nbeta, gamma) < 0.75 - 2e-3  # γ = 1 pulls the target 0.4% below 3/4
+
+
+def test_quartic_toy_expected_names_bad_settings():
+    with pytest.raises(ValueError, match="nbeta"):
+        quartic_toy_expected(0.0)
+    with pytest.raises(ValueError, match="localization"):
+        quartic_toy_expected(10.0, -1.0)
+
+
+def _llc(per_chain):
+    per_chain = np.asarray(per_chain, dtype=float)
+    return LLCResult(mean=float(per_chain.mean()), std=float(per_chain.std(ddof=1)) if per_chain.size > 1 else 0.0,
+                     llc_per_chain=per_chain, loss_trace=np.zeros((per_chain.size, 4)), init_loss=0.0, nbeta=1.0)
+
+
+def test_llc_shift_is_the_move_of_the_mean_in_standard_errors():
+    a, b = _llc([8.0, 10.0, 9.0, 9.0]), _llc([11.0, 12.0, 10.0, 11.0])
+    se2 = a.std**2 / 4 + b.std**2 / 4  # std 0.8165 each: se² = 2/3 / 4 twice
+    got = llc_shift(a, b)
+    assert got["shift"] == pytest.approx(2.0) and got["z"] == pytest.approx(2.0 / np.sqrt(se2))
+    assert llc_shift(b, a)["z"] == pytest.approx(-got["z"])
+    assert llc_shift(_llc([1.0]), _llc([2.0])) == {"shift": 1.0, "z": float("inf")}
+    assert llc_shift(_llc([1.0]), _llc([1.0])) == {"shift": 0.0, "z": 0.0}
+    with pytest.raises(TypeError, match="longer"):
+        llc_shift(a, 3.0)

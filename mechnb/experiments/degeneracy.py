@@ -7,19 +7,27 @@
   coefficient is :func:`mechnb.degeneracy.dln_learning_coefficient` (Aoyagi 2024): the test bed
   for :func:`mechnb.degeneracy.estimate_llc`.
 * :func:`quartic_toy_llc` - SGLD on ``L(w) = w1² + w2⁴`` (exact ``λ = 3/4``), run with the
-  learner's step and estimate functions (Exercises 1.3 and 1.4).
+  learner's step and estimate functions (Exercises 1.3 and 1.4); :func:`quartic_toy_expected`
+  is the value the sampler targets at finite localisation.
+* :func:`llc_shift` - how far an LLC estimate moved between two budgets, in standard errors: the
+  check that exposes a chain stuck on a plateau when the single-run diagnostics see nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import math
+
+import numpy as np
 import torch
+from scipy import integrate
 
 from mechnb._checks import check_positive_float, check_positive_int, check_seed
+from mechnb.degeneracy import LLCResult
 from mechnb.models import MLP
 
-__all__ = ["planted_mlp", "planted_dln", "quartic_toy_llc"]
+__all__ = ["planted_mlp", "planted_dln", "quartic_toy_llc", "quartic_toy_expected", "llc_shift"]
 
 #: how many candidate generic neurons :func:`planted_mlp` draws before it gives up
 MAX_NEURON_DRAWS = 10_000
@@ -211,3 +219,46 @@ def quartic_toy_llc(step_fn: Callable[..., torch.Tensor], estimate_fn: Callable[
         noise = torch.randn(chains, 3, generator=gen, dtype=torch.float64)
         w = step_fn(w, w_star, grad, noise, lr=lr, nbeta=nbeta, localization=localization)
     return float(estimate_fn(torch.stack(kept, dim=1), 0.0, nbeta))
+
+
+def quartic_toy_expected(nbeta: float = 1000.0, localization: float = 1.0) -> float:
+    """``E[nβ L(w)]`` for ``L = w1² + w2⁴`` under ``exp(-nβ L(w) - γ/2 |w|²)``: what :func:`quartic_toy_llc` estimates.
+
+    The density factorises over the coordinates (``w3`` carries no loss). The quadratic factor is
+    Gaussian, ``E[nβ w1²] = nβ / (2 (nβ + γ/2))``; the quartic factor is integrated numerically
+    (``scipy.integrate.quad``). At ``γ = 0`` this is ``1/2 + 1/4 = 3/4``, the learning coefficient
+    (``E[a w^(2k)] = 1/(2k)`` for a density ``∝ exp(-a w^(2k))``); a localisation ``γ > 0`` pulls
+    it below ``3/4``. Returns a float.
+    """
+    nbeta = check_positive_float("nbeta", nbeta)
+    gamma = check_positive_float("localization", localization, allow_zero=True)
+    quadratic = nbeta / (2.0 * (nbeta + gamma / 2.0))
+    # the quartic coordinate, rescaled by u = nβ^(1/4) w2 so that the integrand is O(1) for any nβ
+    c = gamma / (2.0 * math.sqrt(nbeta))
+
+    def density(u: float) -> float:
+        return math.exp(-(u**4) - c * u * u)
+
+    mass = integrate.quad(density, 0.0, np.inf)[0]
+    moment = integrate.quad(lambda u: u**4 * density(u), 0.0, np.inf)[0]
+    return quadratic + moment / mass
+
+
+def llc_shift(short: LLCResult, longer: LLCResult) -> dict[str, float]:
+    """How far an LLC estimate moved from one sampling budget to a larger one.
+
+    ``shift = longer.mean - short.mean`` and ``z = shift / sqrt(se_short² + se_longer²)`` with
+    ``se = std / sqrt(num_chains)``, the standard error of a mean over independent chains. A
+    converged estimate moves by ``|z| ≲ 2`` when the budget (``lr ×`` steps) grows; a larger
+    ``|z|`` means at least the shorter run had not converged, whatever its own
+    :meth:`~mechnb.degeneracy.LLCResult.diagnose` said (a slow creep hides inside one run's
+    trace). Returns ``{"shift": ..., "z": ...}`` (``z`` is ``inf`` when both spreads are 0 and the
+    means differ).
+    """
+    for name, r in (("short", short), ("longer", longer)):
+        if not isinstance(r, LLCResult):
+            raise TypeError(f"{name}: expected an LLCResult (from degeneracy.estimate_llc), got {type(r).__name__}")
+    se2 = sum(r.std**2 / len(r.llc_per_chain) for r in (short, longer))
+    shift = float(longer.mean - short.mean)
+    z = shift / math.sqrt(se2) if se2 > 0 else (0.0 if shift == 0 else math.copysign(math.inf, shift))
+    return {"shift": shift, "z": float(z)}
