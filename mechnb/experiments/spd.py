@@ -4,23 +4,36 @@
   several importance-minimality coefficients and exponents ``p``; each run is a :class:`SweepPoint`.
 * :func:`tms_identity_hidden` - the paper's TMS with a fixed identity hidden layer (``tms-5-2-id``,
   ``tms-40-10-id``), trained here: the zoo holds only the plain TMS models.
+* :func:`tiny_lm_mlp` - SPD on the four MLP weight matrices of the zoo's ``tiny-lm`` (recipe
+  ``SPDConfig.for_model("tiny-lm-mlp")``, per-token KL reconstruction), with the per-token L0,
+  the stochastic / rounded / adversarial KLs and, for every alive subcomponent, the tokens where
+  it is causally important, scored against the synthetic grammar's word classes
+  (:func:`grammar_classes`, :class:`SubcomponentTokens`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
-from mechnb._checks import check_positive_float, check_positive_int, check_seed
+from mechnb import tasks as _tasks
+from mechnb import zoo
+from mechnb._checks import check_choice, check_positive_float, check_positive_int, check_probability, check_seed
 from mechnb.models import TMS
-from mechnb.spd import SPDConfig, SPDResult, decompose
-from mechnb.tasks import sparse_features
+from mechnb.spd import SPDConfig, SPDEvaluation, SPDResult, decompose, evaluate
+from mechnb.tasks import SyntheticLanguage, sparse_features
 from mechnb.train import TrainConfig, mse_loss, train
 
-__all__ = ["SweepPoint", "importance_minimality_sweep", "tms_identity_hidden"]
+__all__ = [
+    "SweepPoint", "importance_minimality_sweep", "tms_identity_hidden",
+    "TINY_LM_MLP_TARGETS", "GRAMMAR_PARTS", "grammar_classes", "sentence_sampler", "TokenContext",
+    "SubcomponentTokens", "LMDecomposition", "subcomponent_tokens", "tiny_lm_mlp",
+]
 
 
 @dataclass
@@ -100,3 +113,266 @@ def tms_identity_hidden(n_features: int = 5, n_hidden: int = 2, steps: int = 300
     train(model, lambda s, g: sparse_features(1024, nf, prob, g), lambda m, x: mse_loss(m(x), x),
           TrainConfig(steps=steps, lr=1e-2, schedule="cosine", seed=seed), progress=False)
     return model.eval()
+
+
+# --------------------------------------------------------------------------------------
+# SPD on a language model: the MLP weights of tiny-lm
+# --------------------------------------------------------------------------------------
+#: the decomposed weights of the ``tiny-lm-mlp`` recipe: both MLP matrices of both blocks
+TINY_LM_MLP_TARGETS = [f"blocks.{layer}.mlp.{w}" for layer in (0, 1) for w in ("W_in", "W_out")]
+
+#: the grammar's phenomena and the word classes (:func:`grammar_classes`) that carry them
+GRAMMAR_PARTS: dict[str, tuple[str, ...]] = {
+    "number agreement": ("noun (singular)", "noun (plural)", "verb (singular)", "verb (plural)",
+                         "occupation (plural)"),
+    "pronouns": ("he", "she"),
+    "names": ("male name", "female name"),
+    "occupations": ("occupation (m)", "occupation (f)", "occupation (plural)"),
+}
+
+
+def grammar_classes(lang: SyntheticLanguage) -> dict[str, str]:
+    """``{word: class}``: every word of :class:`mechnb.tasks.SyntheticLanguage`'s vocabulary in one class.
+
+    Classes: ``noun (singular)`` / ``noun (plural)`` (the object and subject nouns),
+    ``occupation (m)`` / ``occupation (f)`` (singular, by the corpus's stereotype) and
+    ``occupation (plural)``, ``male name`` / ``female name``, ``verb (singular)`` / ``verb (plural)``
+    (the present-tense verbs that agree with the subject), ``past verb``, ``adjective``,
+    ``preposition``, ``connective``, and the function words as themselves (``the``, ``he``, ``she``,
+    ``said``, ``that``, ``today``, ``again``, ``.``, ``<bos>``, ``<pad>``). Built from the grammar's
+    own word lists (:mod:`mechnb.tasks`), so a subcomponent is scored against the grammar, not
+    against a reading of its tokens.
+    """
+    if not isinstance(lang, SyntheticLanguage):
+        raise TypeError(f"lang: expected a SyntheticLanguage, got {type(lang).__name__}")
+    out: dict[str, str] = {w: w for w in _tasks._SPECIAL + _tasks._FUNCTION}
+    for sing, plur in _tasks._NOUNS:
+        out[sing], out[plur] = "noun (singular)", "noun (plural)"
+    for occ, gender in lang.occupations.items():
+        out[occ] = f"occupation ({gender})"
+        out[_tasks._occupation_plural(occ)] = "occupation (plural)"
+    out.update({n: "male name" for n in lang.male_names})
+    out.update({n: "female name" for n in lang.female_names})
+    for sing, plur in lang.verbs:
+        out[sing], out[plur] = "verb (singular)", "verb (plural)"
+    for words, cls in ((_tasks._PAST, "past verb"), (_tasks._ADJS, "adjective"), (_tasks._PREPS, "preposition"),
+                       (_tasks._CONNECTIVES, "connective")):
+        out.update({w: cls for w in words})
+    missing = [w for w in lang.tokenizer.vocab if w not in out]
+    if missing:  # the grammar grew a word list this function does not know
+        raise ValueError(f"lang: words without a class {missing[:5]}")
+    return out
+
+
+def sentence_sampler(lang: SyntheticLanguage) -> Callable[[int, torch.Generator], torch.Tensor]:
+    """``(n, generator) -> (n, n_ctx)`` token ids of fresh corpus sentences (the seed drawn from ``generator``)."""
+    def sample(n: int, generator: torch.Generator) -> torch.Tensor:
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        return lang.sample_batch(n, seed=seed)
+
+    return sample
+
+
+@dataclass
+class TokenContext:
+    """One token where a subcomponent is causally important.
+
+    ``row``, ``pos``: where in the evaluation batch; ``token``: the word; ``words``: the sentence up to
+    and including it; ``ci``: the (clipped) causal importance there; ``next_token``: the word that
+    follows in the sentence (what the model predicts at ``pos``).
+    """
+
+    row: int
+    pos: int
+    token: str
+    words: list[str]
+    ci: float
+    next_token: str
+
+
+@dataclass
+class SubcomponentTokens:
+    """The tokens on which one subcomponent is causally important, scored against the grammar's classes.
+
+    Attributes:
+        layer, c: the decomposed weight and the subcomponent.
+        n_important: text tokens (``<pad>`` excluded) with causal importance ``> important``.
+        firing_rate: ``n_important`` over all text tokens.
+        top: the ``top_k`` tokens of largest importance (:class:`TokenContext`).
+        token_class, purity: the commonest class of the important tokens (:func:`grammar_classes`)
+            and the fraction of them in it; ``base_rate``: that class's share of all text tokens,
+            ``lift = purity / base_rate``.
+        next_class, next_purity, next_base_rate: the same for the *next* token (what is predicted).
+        part: the grammar phenomenon (:data:`GRAMMAR_PARTS`) whose classes hold the largest share of
+            the important tokens, with that share ``part_share`` (and its base rate ``part_base_rate``).
+    """
+
+    layer: str
+    c: int
+    n_important: int
+    firing_rate: float
+    top: list[TokenContext]
+    token_class: str
+    purity: float
+    base_rate: float
+    next_class: str
+    next_purity: float
+    next_base_rate: float
+    part: str
+    part_share: float
+    part_base_rate: float
+
+    @property
+    def lift(self) -> float:
+        return self.purity / self.base_rate if self.base_rate > 0 else float("nan")
+
+    def corresponds(self, min_purity: float = 0.8, min_lift: float = 3.0) -> bool:
+        """Whether its important tokens are one grammar class: ``purity >= min_purity`` and ``lift >= min_lift``."""
+        return self.purity >= min_purity and self.lift >= min_lift
+
+    def label(self) -> str:
+        """``"noun (plural) 0.95 (base 0.08)"``: the dominant class with its purity and base rate."""
+        return f"{self.token_class} {self.purity:.2f} (base {self.base_rate:.2f})"
+
+
+def _dominant(classes: list[str], base: Counter, n_base: int) -> tuple[str, float, float]:
+    if not classes:
+        return "-", 0.0, 0.0
+    cls, k = Counter(classes).most_common(1)[0]
+    return cls, k / len(classes), base[cls] / max(1, n_base)
+
+
+def subcomponent_tokens(
+    ci: np.ndarray | torch.Tensor, tokens: torch.Tensor, lang: SyntheticLanguage, layer: str, c: int,
+    top_k: int = 12, important: float = 0.5,
+) -> SubcomponentTokens:
+    """Score subcomponent ``c``'s per-token causal importances ``ci (batch, pos, C)`` on ``tokens (batch, pos)``.
+
+    Padding positions are left out; the class statistics use every text token with importance
+    above ``important``, the displayed contexts are the ``top_k`` largest.
+    """
+    ci = torch.as_tensor(ci)
+    if ci.ndim != 3 or tuple(ci.shape[:2]) != tuple(tokens.shape):
+        raise ValueError(f"ci: expected (batch, pos, C) matching tokens {tuple(tokens.shape)}, got {tuple(ci.shape)}")
+    if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= int(c) < ci.shape[-1]:
+        raise ValueError(f"c: expected a subcomponent index in [0, {ci.shape[-1]}), got {c!r}")
+    important = check_probability("important", important)
+    top_k = check_positive_int("top_k", top_k)
+    classes = grammar_classes(lang)
+    vocab = lang.tokenizer.vocab
+    tok = tokens.cpu()
+    text = tok != lang.tokenizer.pad_id
+    nxt = torch.cat([tok[:, 1:], torch.full((tok.shape[0], 1), lang.tokenizer.pad_id)], dim=1)
+    words = [[vocab[i] for i in row] for row in tok.tolist()]
+    g = ci[..., int(c)].detach().cpu().double().masked_fill(~text, -1.0)
+    cls_of = [[classes[w] for w in row] for row in words]
+    base = Counter(cls_of[b][p] for b, p in text.nonzero().tolist())
+    base_next = Counter(classes[vocab[int(nxt[b, p])]] for b, p in text.nonzero().tolist())
+    n_text = int(text.sum())
+    idx = (g > important).nonzero().tolist()
+    cur = [cls_of[b][p] for b, p in idx]
+    nex = [classes[vocab[int(nxt[b, p])]] for b, p in idx]
+    token_class, purity, base_rate = _dominant(cur, base, n_text)
+    next_class, next_purity, next_base = _dominant(nex, base_next, n_text)
+    shares = {part: sum(k in members for k in cur) / max(1, len(cur)) for part, members in GRAMMAR_PARTS.items()}
+    part = max(shares, key=shares.get)
+    part_base = sum(base[k] for k in GRAMMAR_PARTS[part]) / max(1, n_text)
+    order = torch.argsort(g.flatten(), descending=True)[:top_k].tolist()
+    top = []
+    for flat in order:
+        b, p = divmod(flat, g.shape[1])
+        if g[b, p] < 0:
+            break
+        top.append(TokenContext(row=b, pos=p, token=words[b][p], words=words[b][: p + 1], ci=float(g[b, p]),
+                                next_token=vocab[int(nxt[b, p])]))
+    return SubcomponentTokens(
+        layer=layer, c=int(c), n_important=len(idx), firing_rate=len(idx) / max(1, n_text), top=top,
+        token_class=token_class, purity=purity, base_rate=base_rate, next_class=next_class,
+        next_purity=next_purity, next_base_rate=next_base, part=part if cur else "-", part_share=shares[part],
+        part_base_rate=part_base,
+    )
+
+
+@dataclass
+class LMDecomposition:
+    """SPD on a language model's MLP weights, evaluated and read against the grammar (:func:`tiny_lm_mlp`).
+
+    Attributes:
+        result: the :class:`mechnb.spd.SPDResult`.
+        evaluation: :func:`mechnb.spd.evaluate` on ``tokens`` (KLs per token, L0 per token over all
+            ``batch * pos`` positions, padding included).
+        l0_text: ``{layer: mean L0 per text token}`` (padding left out).
+        tokens: the evaluation batch ``(batch, pos)``.
+        ci: ``{layer: clipped causal importances (batch, pos, C)}`` on ``tokens``.
+        subcomponents: ``{layer: [SubcomponentTokens]}`` for every alive subcomponent that is
+            important (``> 0.5``) on at least one evaluation token, commonest first.
+        lang: the task (tokenizer, word lists).
+    """
+
+    result: SPDResult
+    evaluation: SPDEvaluation
+    l0_text: dict[str, float]
+    tokens: torch.Tensor
+    ci: dict[str, np.ndarray]
+    subcomponents: dict[str, list[SubcomponentTokens]] = field(default_factory=dict)
+    lang: SyntheticLanguage | None = None
+
+    @property
+    def kl(self) -> dict[str, float]:
+        """``{"stochastic", "rounded", "adversarial", "zero"}``: per-token KLs (``zero``: every mask 0, the baseline)."""
+        ev = self.evaluation
+        return {"stochastic": ev.stochastic_recon, "rounded": ev.rounded_recon,
+                "adversarial": ev.adversarial_recon, "zero": ev.zero_recon}
+
+    def corresponding(self, min_purity: float = 0.8, min_lift: float = 3.0) -> list[SubcomponentTokens]:
+        """The subcomponents whose important tokens are one grammar class (:meth:`SubcomponentTokens.corresponds`)."""
+        return [s for subs in self.subcomponents.values() for s in subs if s.corresponds(min_purity, min_lift)]
+
+
+def tiny_lm_mlp(
+    recipe: str = "fast",
+    n_eval: int = 256,
+    seed: int = 0,
+    targets: Sequence[str] | None = None,
+    top_k: int = 12,
+    progress: bool = False,
+    **overrides: object,
+) -> LMDecomposition:
+    """Decompose the MLP weights of the zoo's ``tiny-lm`` on its corpus and read the subcomponents.
+
+    Runs :func:`mechnb.spd.decompose` with ``SPDConfig.for_model("tiny-lm-mlp", recipe, seed=seed,
+    **overrides)`` on :data:`TINY_LM_MLP_TARGETS` (or ``targets``), batches of fresh corpus
+    sentences of the model's task (:func:`sentence_sampler`), then on ``n_eval`` held-out sentences
+    (seed ``10_000 + seed``) evaluates it (:func:`mechnb.spd.evaluate`: stochastic, rounded and
+    adversarial per-token KL against the all-ablated baseline, L0 per token) and scores every
+    alive subcomponent's important tokens against the grammar (:func:`subcomponent_tokens`).
+
+    Args:
+        recipe: ``"fast"`` (~20 s on one CPU thread) or ``"full"`` (a few minutes).
+        n_eval: evaluation sentences.
+        seed: the decomposition's seed.
+        targets: the decomposed weights (default all four MLP matrices).
+        top_k: contexts kept per subcomponent.
+        progress: a progress bar.
+    """
+    check_choice("recipe", recipe, ["fast", "full", "paper"])
+    n_eval = check_positive_int("n_eval", n_eval)
+    seed = check_seed("seed", seed)
+    model, _ = zoo.load("tiny-lm")
+    lang = zoo.task_for("tiny-lm")
+    cfg = SPDConfig.for_model("tiny-lm-mlp", recipe=recipe, seed=seed, **overrides)
+    names = list(TINY_LM_MLP_TARGETS if targets is None else targets)
+    res = decompose(model, names, sentence_sampler(lang), cfg, progress=progress)
+    tokens = lang.sample_batch(n_eval, seed=10_000 + seed)
+    ev = evaluate(res, tokens, seed=seed)
+    ci = {n: v.cpu().numpy() for n, v in res.causal_importances(tokens, kind="clipped").items()}
+    text = (tokens != lang.tokenizer.pad_id).numpy()
+    l0_text = {n: float((v > ev.settings["l0_threshold"]).sum(-1)[text].mean()) for n, v in ci.items()}
+    alive = res.alive()
+    subs: dict[str, list[SubcomponentTokens]] = {}
+    for n in names:
+        rows = [subcomponent_tokens(ci[n], tokens, lang, n, c, top_k=top_k)
+                for c in torch.nonzero(alive[n]).flatten().tolist()]
+        subs[n] = sorted([r for r in rows if r.n_important > 0], key=lambda r: -r.n_important)
+    return LMDecomposition(result=res, evaluation=ev, l0_text=l0_text, tokens=tokens, ci=ci, subcomponents=subs,
+                           lang=lang)

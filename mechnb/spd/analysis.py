@@ -107,7 +107,7 @@ def alive_decisions(result: SPDResult, threshold: float = 0.1, margin: float = 2
     if margin < 1:
         raise ValueError(f"margin: expected a factor >= 1, got {margin}")
     if x is not None:
-        mx = {n: g.max(dim=0).values for n, g in result.causal_importances(x).items()}
+        mx = {n: g.reshape(-1, g.shape[-1]).max(dim=0).values for n, g in result.causal_importances(x).items()}
     else:
         if not result.ci_max:
             raise ValueError("alive_decisions: no evaluation statistics recorded (config.n_eval_batches=0); pass x")

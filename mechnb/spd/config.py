@@ -57,6 +57,18 @@ _FAST: dict[str, dict[str, Any]] = {
 }
 
 
+# A language model (no paper setting; mechnb's own budgets, "paper" = the full one): the four MLP
+# weight matrices of the zoo's tiny-lm (2 layers, d_model 64, d_mlp 256), reconstruction by the
+# per-token KL of the next-token distributions (the paper's LM experiments), batches of 32
+# corpus sentences (512 tokens), C = 96 per matrix (rank <= 64). Full: 1500 steps, a few CPU
+# minutes; fast: 150 steps (~20 s), enough for the stochastic KL to fall far below the
+# all-ablated baseline (measured in tests/test_spd_lm.py and benchmarks/bench_spd.py).
+_LM = dict(C=96, batch_size=32, lr=5e-3, lr_schedule="cosine", importance_minimality=1e-3, p=2.0,
+           p_anneal_final=1.0, p_anneal_end_frac=0.5, faithfulness_warmup_steps=200, output_loss="kl",
+           n_eval_batches=4, log_every=50)
+_PAPER["tiny-lm-mlp"] = dict(_LM, steps=1_500)
+_FAST["tiny-lm-mlp"] = dict(_LM, steps=150)
+
 # The identity-hidden-layer variants (``-id``) use the settings of the model they extend.
 for _table in (_PAPER, _FAST):
     _table["tms-5-2-id"] = _table["tms-5-2"]
@@ -118,6 +130,12 @@ class SPDConfig:
             reconstruction error is exactly 0 whatever the mask, so the whole loss and gradient
             are those of the full batch. (Otherwise that row's reconstruction loss is an
             unbiased one-mask estimate.)
+        output_loss: how the reconstruction losses (and :func:`mechnb.spd.evaluate`) compare the
+            target's output with the masked model's: ``"mse"`` - the mean squared error (the paper's
+            toy models); ``"kl"`` - for a language model whose output is logits ``(batch, pos,
+            d_vocab)``, ``KL(softmax(target) || softmax(masked))`` summed over the vocabulary and
+            averaged over tokens, as in the paper's language-model experiments and the authors'
+            later code.
         n_eval_batches: batches drawn after training to record each subcomponent's largest
             causal importance (used by :meth:`SPDResult.alive`).
         seed: seeds the parameter init, the input stream and the masks.
@@ -148,6 +166,7 @@ class SPDConfig:
     faithfulness_warmup_steps: int = 0
     faithfulness_warmup_lr: float = 1e-2
     compress_zero_rows: bool = True
+    output_loss: str = "mse"
     n_eval_batches: int = 10
     seed: int = 0
     log_every: int = 100
@@ -184,6 +203,7 @@ class SPDConfig:
         check_positive_float("faithfulness_warmup_lr", self.faithfulness_warmup_lr)
         if not isinstance(self.compress_zero_rows, bool):
             raise TypeError(f"compress_zero_rows: expected a bool, got {type(self.compress_zero_rows).__name__}")
+        check_choice("output_loss", self.output_loss, ["mse", "kl"])
         check_positive_int("n_eval_batches", self.n_eval_batches, minimum=0)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"seed: expected an int, got {type(self.seed).__name__} {self.seed!r}")
@@ -195,15 +215,18 @@ class SPDConfig:
         """Settings for a zoo model.
 
         Args:
-            name: ``"tms-5-2"``, ``"tms-40-10"``, ``"tms-5-2-id"``, ``"tms-40-10-id"`` or
-                ``"resid-mlp-1"``.
+            name: ``"tms-5-2"``, ``"tms-40-10"``, ``"tms-5-2-id"``, ``"tms-40-10-id"``,
+                ``"resid-mlp-1"`` or ``"tiny-lm-mlp"`` (the MLP weights of the zoo's ``tiny-lm``,
+                :func:`mechnb.experiments.spd.tiny_lm_mlp`).
             recipe: ``"paper"`` - the paper's hyperparameters (C, coefficients, p, lr and its
                 schedule, batch size, steps); ``"fast"`` - the same losses and coefficients with
-                mechnb's short CPU schedule (see the module source for what differs).
+                mechnb's short CPU schedule (see the module source for what differs). ``"full"``
+                is a synonym of ``"paper"`` (for ``tiny-lm-mlp``, which has no paper setting,
+                mechnb's full CPU budget).
             **overrides: any field, e.g. ``steps=500``.
         """
-        check_choice("recipe", recipe, ["paper", "fast"])
-        table = _PAPER if recipe == "paper" else _FAST
+        check_choice("recipe", recipe, ["paper", "full", "fast"])
+        table = _FAST if recipe == "fast" else _PAPER
         check_choice("name", name, sorted(table))
         fields = dict(table[name])
         fields.update(overrides)

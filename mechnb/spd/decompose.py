@@ -41,7 +41,14 @@ from mechnb._torch import eval_mode
 from mechnb.io import saveable
 from mechnb.spd.components import SPDComponents
 from mechnb.spd.config import SPDConfig
-from mechnb.spd.hooks import HookedTarget, causal_importances, frozen_parameters, resolve_target_modules
+from mechnb.spd.hooks import (
+    HookedTarget,
+    MLPWeight,
+    causal_importances,
+    frozen_parameters,
+    resolve_target_modules,
+    token_weights,
+)
 from mechnb.spd.losses import (
     LOSS_NAMES,
     SPDLosses,
@@ -142,7 +149,8 @@ def spd_step(target: HookedTarget, targets: dict[str, torch.Tensor], x: torch.Te
     """The four SPD loss terms on one batch (paper, method section); the hooks must be installed.
 
     Runs the target once to record the layer inputs ``a_l`` and the output ``f(x)`` to
-    reconstruct, computes the causal importances ``(N, L, C)``, then faithfulness, importance
+    reconstruct, computes the causal importances ``(N, L, C)`` (``N = batch * pos`` token rows for
+    a transformer: importance minimality is then the mean over tokens), then faithfulness, importance
     minimality (exponent ``p``) and, for each of ``config.n_mask_samples`` fresh mask samples,
     the stochastic reconstruction (all layers masked) and layerwise reconstruction (one layer
     at a time) losses, averaged over the samples. A reconstruction term whose coefficient is 0
@@ -168,7 +176,7 @@ def spd_step(target: HookedTarget, targets: dict[str, torch.Tensor], x: torch.Te
                                                 config.upper_alpha)
     with record_function("spd/faithfulness_and_minimality"):
         loss_faith = faithfulness_loss(components, targets)
-        loss_imp = _importance_minimality(ci_upper, p, weights)
+        loss_imp = _importance_minimality(ci_upper, p, token_weights(weights, ci_upper.shape[0]))
     if config.delta_component:  # the delta component: one more subcomponent per layer, with importance 0
         ci_lower = torch.cat([ci_lower, ci_lower.new_zeros((*ci_lower.shape[:2], 1))], dim=-1)
 
@@ -181,11 +189,13 @@ def spd_step(target: HookedTarget, targets: dict[str, torch.Tensor], x: torch.Te
         if config.stochastic_recon > 0:
             with record_function("spd/stochastic_recon"):
                 masks = stochastic_masks(ci_lower, mask_generator)
-                loss_rec = loss_rec + stochastic_recon_loss(masked_forward, names, target_out, masks, weights)
+                loss_rec = loss_rec + stochastic_recon_loss(masked_forward, names, target_out, masks, weights,
+                                                            config.output_loss)
         if config.stochastic_recon_layerwise > 0:
             with record_function("spd/stochastic_recon_layerwise"):
                 masks = stochastic_masks(ci_lower, mask_generator)
-                loss_lw = loss_lw + stochastic_recon_layerwise_loss(masked_forward, names, target_out, masks, weights)
+                loss_lw = loss_lw + stochastic_recon_layerwise_loss(masked_forward, names, target_out, masks, weights,
+                                                                    config.output_loss)
     return SPDLosses(
         faithfulness=loss_faith,
         stochastic_recon=loss_rec / config.n_mask_samples,
@@ -321,7 +331,10 @@ def decompose(
     Args:
         model: the trained target model (moved to ``device``; its parameters are not changed).
         target_modules: names of the ``nn.Linear`` layers to decompose, e.g. ``["linear1",
-            "linear2"]``. A :class:`mechnb.models.TiedLinear` whose source layer is also
+            "linear2"]``, or of transformer MLP weights, e.g. ``["blocks.0.mlp.W_in",
+            "blocks.0.mlp.W_out"]`` (:class:`mechnb.spd.hooks.MLPWeight`: SPD's weight is the
+            transpose of the stored ``[d_in, d_out]`` parameter, causal importances are per
+            token). A :class:`mechnb.models.TiedLinear` whose source layer is also
             decomposed shares that layer's subcomponents, transposed (TMS with tied weights).
         sample_inputs: ``sample_inputs(batch_size, generator) -> (batch_size, ...)`` model
             inputs; ``generator`` is a CPU ``torch.Generator`` seeded from ``config.seed``.
@@ -358,7 +371,8 @@ def decompose(
     modules, tied = resolve_target_modules(model, target_modules)
     names = list(modules)
     with torch.no_grad():
-        targets = {n: modules[n].weight.detach().clone() for n in names}
+        targets = {n: modules[n].weight.detach().clone(memory_format=torch.contiguous_format)
+                   if isinstance(modules[n], MLPWeight) else modules[n].weight.detach().clone() for n in names}
     for n, W in targets.items():
         check_finite(f"weight of {n!r}", W)
     dtype = next(iter(targets.values())).dtype
@@ -462,7 +476,7 @@ class SPDResult:
     def target_weight(self, module: str) -> torch.Tensor:
         """The target layer's weight ``(d_out, d_in)``."""
         self._check_module(module)
-        return self.model.get_submodule(module).weight.detach()
+        return self._modules_dict()[module].weight.detach()
 
     def subcomponent_weights(self, module: str) -> torch.Tensor:
         """``U_l[:, c] V_l[:, c]^T`` for every ``c``: ``(C, d_out, d_in)``."""
@@ -489,8 +503,8 @@ class SPDResult:
         return x.to(self._device())
 
     # -- causal importances --------------------------------------------------------------
-    def _modules_dict(self) -> dict[str, nn.Module]:
-        return {n: self.model.get_submodule(n) for n in self.modules}
+    def _modules_dict(self) -> dict[str, nn.Module | MLPWeight]:
+        return resolve_target_modules(self.model, list(self.modules))[0]
 
     def _target(self) -> HookedTarget:
         return HookedTarget(self.model, self._modules_dict(), self.components, input_name="x")
@@ -508,6 +522,8 @@ class SPDResult:
     def causal_importances(self, x: torch.Tensor, kind: str = "lower") -> dict[str, torch.Tensor]:
         """Causal importances ``g_l(x)`` of every subcomponent: ``{layer: (batch, C)}``.
 
+        For a transformer (token inputs ``(batch, pos)``) one per token: ``{layer: (batch, pos, C)}``.
+
         Args:
             x: a batch of model inputs.
             kind: ``"lower"`` - the lower-leaky hard sigmoid used for the masks (can be
@@ -520,6 +536,9 @@ class SPDResult:
         _, acts = self._acts_and_output(x)
         lower, upper = self._ci(acts)
         g = {"lower": lower, "upper": upper, "clipped": lower.clamp(0.0, 1.0)}[kind]
+        lead = acts[self.modules[0]].shape[:-1]  # (batch,) or (batch, pos)
+        if len(lead) > 1:
+            return {n: g[:, i].reshape(*lead, self.C) for i, n in enumerate(self.modules)}
         return {n: g[:, i] for i, n in enumerate(self.modules)}
 
     @torch.no_grad()
@@ -528,7 +547,8 @@ class SPDResult:
 
         Args:
             x: a batch of model inputs ``(batch, ...)``.
-            masks: ``{layer: mask}`` with ``mask`` of shape ``(batch, C)`` or ``(C,)``; a layer
+            masks: ``{layer: mask}`` with ``mask`` of shape ``(batch, C)`` or ``(C,)`` (token inputs
+                ``(batch, pos)`` also take ``(batch, pos, C)``, one mask per token); a layer
                 in ``masks`` computes ``U_l (m * V_l^T a) + b``, a decomposed layer not in
                 ``masks`` keeps the target weight. A mask with ``C + 1`` columns also scales the
                 delta component ``W_l - U_l V_l^T`` by its last column. ``None``: every
@@ -544,12 +564,15 @@ class SPDResult:
             replace = {}
             for n, m in masks.items():
                 self._check_module(n)
-                m = check_tensor(f"masks[{n!r}]", m, ndim=(1, 2))
+                m = check_tensor(f"masks[{n!r}]", m, ndim=(1, 2, 3))
                 m = check_float_input(f"masks[{n!r}]", m, self.components.dtype)
-                if m.shape[-1] not in (self.C, self.C + 1) or (m.ndim == 2 and m.shape[0] != x.shape[0]):
+                if (m.shape[-1] not in (self.C, self.C + 1) or (m.ndim >= 2 and m.shape[0] != x.shape[0])
+                        or (m.ndim == 3 and (x.ndim != 2 or m.shape[1] != x.shape[1]))):
+                    per_token = f", ({x.shape[0]}, {x.shape[1]}, {self.C}) per token" if x.ndim == 2 and not \
+                        x.is_floating_point() else ""
                     raise ValueError(
-                        f"masks[{n!r}]: expected shape ({x.shape[0]}, {self.C}) or ({self.C},) (C + 1 = {self.C + 1} "
-                        f"columns with the delta component), got {tuple(m.shape)}"
+                        f"masks[{n!r}]: expected shape ({x.shape[0]}, {self.C}){per_token} or ({self.C},) "
+                        f"(C + 1 = {self.C + 1} columns with the delta component), got {tuple(m.shape)}"
                     )
                 replace[n] = m.to(self._device())
         target = self._target()
@@ -567,7 +590,7 @@ class SPDResult:
         threshold = check_positive_float("threshold", threshold, allow_zero=True)
         if x is not None:
             ci = self.causal_importances(x)
-            mx = {n: g.max(dim=0).values for n, g in ci.items()}
+            mx = {n: g.reshape(-1, g.shape[-1]).max(dim=0).values for n, g in ci.items()}
         else:
             if not self.ci_max:
                 raise ValueError("alive: no evaluation statistics recorded (config.n_eval_batches=0); pass x")

@@ -3,8 +3,9 @@
 A trained decomposition claims that on input ``x`` every subcomponent with causal importance
 ``g_{l,c}(x)`` can be scaled by any factor in ``[g_{l,c}(x), 1]`` without changing the output
 (Bushnaq, Braun & Sharkey 2025, https://arxiv.org/abs/2506.20790, method section). Three tests of
-that claim, each the MSE between the target's output and the output with *every* decomposed
-layer replaced by its masked subcomponents:
+that claim, each the distance between the target's output and the output with *every* decomposed
+layer replaced by its masked subcomponents - the MSE, or for a language model
+(``SPDConfig.output_loss="kl"``) the KL divergence of the next-token distributions per token:
 
 * **stochastic** - masks ``m = g + (1 - g) r`` with ``r ~ U(0, 1)`` (what training optimises);
 * **rounded** - masks ``1[g > 1/2]``: the important subcomponents kept whole, the others removed;
@@ -13,7 +14,8 @@ layer replaced by its masked subcomponents:
   a random mask can miss the few ablations that break the model.
 
 and the mean **L0**: the number of subcomponents per layer with importance above a threshold,
-averaged over the inputs. ``g`` here is the lower causal importance clipped to ``[0, 1]``. With
+averaged over the inputs (over the tokens for a transformer). A baseline sets the scale: the
+same distance with every mask 0 (all decomposed weights ablated, ``zero_recon``). ``g`` here is the lower causal importance clipped to ``[0, 1]``. With
 the delta component (``SPDConfig.delta_component``) the residual ``W - U V^T`` is one more
 subcomponent with importance 0 in all three tests.
 """
@@ -30,23 +32,30 @@ from mechnb._checks import check_positive_float, check_positive_int, check_proba
 from mechnb._torch import eval_mode
 from mechnb.spd.decompose import SPDResult
 from mechnb.spd.hooks import frozen_parameters
+from mechnb.spd.losses import output_distance
 
 __all__ = ["SPDEvaluation", "evaluate", "adversarial_masks"]
 
 
 @dataclass
 class SPDEvaluation:
-    """Reconstruction losses (MSE against the target's output) and L0 of a decomposition on a batch.
+    """Reconstruction losses (MSE or per-token KL against the target's output) and L0 of a decomposition.
 
     Attributes:
         stochastic_recon: mean over ``n_mask_samples`` draws of ``m = g + (1 - g) r``.
         rounded_recon: masks ``1[g > round_threshold]``.
         adversarial_recon: the largest loss found by :func:`adversarial_masks` (``>=`` the loss of
             its random starting masks, which are a stochastic draw).
-        l0: ``{layer: mean over inputs of #{c : g_c(x) > l0_threshold}}``.
+        l0: ``{layer: mean over inputs of #{c : g_c(x) > l0_threshold}}`` (over tokens for a
+            transformer: the mean L0 per token).
         l0_total: the sum over layers.
         n_inputs: rows of the batch.
         settings: the arguments used.
+        zero_recon: the baseline, every mask 0 (the decomposed weights ablated; with the delta
+            component, it too).
+        output_loss: ``"mse"`` or ``"kl"`` (the decomposition's ``SPDConfig.output_loss``): what
+            the four losses measure.
+        n_tokens: the token rows the L0 is averaged over (``n_inputs`` for non-sequence inputs).
     """
 
     stochastic_recon: float
@@ -56,6 +65,9 @@ class SPDEvaluation:
     l0_total: float
     n_inputs: int
     settings: dict[str, Any] = field(default_factory=dict)
+    zero_recon: float = float("nan")
+    output_loss: str = "mse"
+    n_tokens: int = 0
 
 
 def adversarial_masks(
@@ -119,6 +131,10 @@ def evaluate(
 ) -> SPDEvaluation:
     """Stochastic, rounded-mask and adversarial reconstruction losses and the mean L0 on a batch.
 
+    The losses are MSEs, or per-token KL divergences when ``result.config.output_loss == "kl"``
+    (a language model: ``x`` token ids ``(N, pos)``, L0 per token); ``zero_recon`` is the
+    all-masks-0 baseline.
+
     Args:
         result: a trained :class:`SPDResult`.
         x: a batch of model inputs ``(N, ...)`` (e.g. ``task.sample(4096, generator)``).
@@ -151,10 +167,15 @@ def evaluate(
         if delta:  # the delta component: importance 0
             g = torch.cat([g, g.new_zeros((*g.shape[:2], 1))], dim=-1)
 
+        kind = result.config.output_loss
+        uniform = torch.full((x.shape[0],), 1.0 / x.shape[0], device=target_out.device, dtype=g.dtype)
+
         def loss_fn(masks: torch.Tensor) -> torch.Tensor:
             with target.hooks():
                 out = target.masked(x, {n: masks[:, i] for i, n in enumerate(names)})
-            return ((out - target_out) ** 2).reshape(out.shape[0], -1).mean(dim=1).mean()
+            if kind == "mse":  # the original expression, kept bit for bit
+                return ((out - target_out) ** 2).reshape(out.shape[0], -1).mean(dim=1).mean()
+            return output_distance(out, target_out, uniform, kind)
 
         with torch.no_grad():
             stochastic = sum(
@@ -162,8 +183,10 @@ def evaluate(
                 for _ in range(n_mask_samples)
             ) / n_mask_samples
             rounded = float(loss_fn((g > round_threshold).to(g.dtype)))
+            zero = float(loss_fn(torch.zeros_like(g)))
         _, adversarial = adversarial_masks(loss_fn, g, pgd_steps, pgd_step_size, gen)
     settings = dict(n_mask_samples=n_mask_samples, pgd_steps=pgd_steps, pgd_step_size=pgd_step_size,
                     l0_threshold=l0_threshold, round_threshold=round_threshold, seed=seed, delta_component=delta)
     return SPDEvaluation(stochastic_recon=stochastic, rounded_recon=rounded, adversarial_recon=adversarial, l0=l0,
-                         l0_total=float(sum(l0.values())), n_inputs=int(x.shape[0]), settings=settings)
+                         l0_total=float(sum(l0.values())), n_inputs=int(x.shape[0]), settings=settings,
+                         zero_recon=zero, output_loss=kind, n_tokens=int(g.shape[0]))

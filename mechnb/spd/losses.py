@@ -7,7 +7,9 @@ masks ``m = g + (1 - g) r`` with ``r ~ U(0, 1)``:
 
 * :func:`faithfulness_loss` ``sum_l ||W_l - U_l V_l^T||_F^2 / N_params``;
 * :func:`stochastic_recon_loss` - MSE between the target output and the output with *every*
-  decomposed layer replaced by its masked components ``U_l (m_l * V_l^T a_l)``;
+  decomposed layer replaced by its masked components ``U_l (m_l * V_l^T a_l)`` (for a language
+  model, ``SPDConfig.output_loss="kl"``: the per-token KL divergence of the output
+  distributions, :func:`weighted_kl`);
 * :func:`stochastic_recon_layerwise_loss` - the same with one layer replaced at a time,
   averaged over layers;
 * :func:`importance_minimality_loss` ``E_x sum_{l,c} |g^upper_{l,c}(x)|^p``.
@@ -38,6 +40,8 @@ __all__ = [
     "importance_minimality_loss",
     "stochastic_masks",
     "weighted_mse",
+    "weighted_kl",
+    "output_distance",
     "stochastic_recon_loss",
     "stochastic_recon_layerwise_loss",
 ]
@@ -131,8 +135,32 @@ def weighted_mse(out: torch.Tensor, target: torch.Tensor, weights: torch.Tensor)
     return (per_row * weights).sum()
 
 
+def weighted_kl(out: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_i w_i mean_t KL(softmax(target_it) || softmax(out_it))``: per-token KL of logits ``(N, ..., V)``.
+
+    The KL runs over the last axis (the vocabulary), is averaged over the middle axes (positions)
+    and weighted over the rows ``(N,)``: with uniform weights, the mean KL per token of the
+    masked model's next-token distribution from the target's (the paper's language-model
+    reconstruction loss).
+    """
+    log_p = torch.log_softmax(target, dim=-1)
+    log_q = torch.log_softmax(out, dim=-1)
+    per_token = (log_p.exp() * (log_p - log_q)).sum(dim=-1)
+    per_row = per_token.reshape(out.shape[0], -1).mean(dim=1)
+    return (per_row * weights).sum()
+
+
+def output_distance(out: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """:func:`weighted_mse` (``kind="mse"``) or :func:`weighted_kl` (``"kl"``) of ``out`` against ``target``."""
+    if kind == "kl":
+        return weighted_kl(out, target, weights)
+    if kind != "mse":
+        raise ValueError(f"kind: expected 'mse' or 'kl', got {kind!r}")
+    return weighted_mse(out, target, weights)
+
+
 def stochastic_recon_loss(masked_forward: MaskedForward, names: Sequence[str], target_out: torch.Tensor,
-                          masks: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+                          masks: torch.Tensor, weights: torch.Tensor, kind: str = "mse") -> torch.Tensor:
     """``MSE(f(x | every layer l masked by m_l), f(x))`` for one mask sample (paper, method section).
 
     Args:
@@ -141,17 +169,22 @@ def stochastic_recon_loss(masked_forward: MaskedForward, names: Sequence[str], t
         target_out: the target model's output ``f(x)`` on the batch ``(N, ...)``.
         masks: one stochastic mask sample ``(N, L, C)`` (:func:`stochastic_masks`).
         weights: per-row weights ``(N,)`` summing to 1.
+        kind: ``"mse"`` or ``"kl"`` (:func:`output_distance`, ``SPDConfig.output_loss``).
+
+    For a transformer the masks have one row per token, ``(batch * pos, L, C)``, while
+    ``target_out`` and ``weights`` have one per sequence.
     """
     out = masked_forward({n: masks[:, i] for i, n in enumerate(names)})
-    return weighted_mse(out, target_out, weights)
+    return output_distance(out, target_out, weights, kind)
 
 
 def stochastic_recon_layerwise_loss(masked_forward: MaskedForward, names: Sequence[str], target_out: torch.Tensor,
-                                    masks: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+                                    masks: torch.Tensor, weights: torch.Tensor, kind: str = "mse") -> torch.Tensor:
     """``(1/L) sum_l MSE(f(x | only layer l masked by m_l), f(x))`` for one mask sample (paper, method section).
 
     Same arguments as :func:`stochastic_recon_loss`; each layer is replaced on its own while the
     others keep their target weights.
     """
-    total = sum(weighted_mse(masked_forward({n: masks[:, i]}), target_out, weights) for i, n in enumerate(names))
+    total = sum(output_distance(masked_forward({n: masks[:, i]}), target_out, weights, kind)
+                for i, n in enumerate(names))
     return total / len(names)

@@ -4,6 +4,9 @@
   on each one-hot input, and the model output when only it is kept.
 * :class:`SweepExplorer` - step through a precomputed importance-minimality sweep
   (coefficient x ``p``) and watch the one-hot CI pattern and the alive count change.
+* :class:`TokenBrowser` - for a language-model decomposition (:func:`mechnb.experiments.spd.tiny_lm_mlp`):
+  pick a layer and a subcomponent, read the contexts where it is causally important, each word
+  shaded by its causal importance, with its grammar-class score.
 
 Each panel holds its controls; the callback is a plain method (``update``), so a test can set
 ``panel.subcomponent.value = 3`` and check ``panel.text.value`` / ``panel.figure``.
@@ -21,7 +24,7 @@ import torch
 from IPython.display import display
 from matplotlib.figure import Figure
 
-from mechnb.experiments.spd import SweepPoint
+from mechnb.experiments.spd import LMDecomposition, SubcomponentTokens, SweepPoint
 from mechnb.plots import spd as splots
 from mechnb.spd import (
     SPDResult,
@@ -32,7 +35,7 @@ from mechnb.spd import (
 )
 from mechnb.widgets._common import show_figure
 
-__all__ = ["SubcomponentBrowser", "SweepExplorer"]
+__all__ = ["SubcomponentBrowser", "SweepExplorer", "TokenBrowser"]
 
 
 class SubcomponentBrowser:
@@ -180,6 +183,77 @@ class SweepExplorer:
         self.figure = splots.ci_heatmaps({self.module: ci}, n_show=min(ci.shape[1], max(2 * ci.shape[0], 10)),
                                          title=f"one-hot causal importances, coefficient {c:.1e}, p={p}")
         show_figure(self.output, self.figure)
+
+    def _ipython_display_(self) -> None:
+        display(self.widget)
+
+
+class TokenBrowser:
+    """Browse a language-model decomposition's subcomponents by the tokens they are important on.
+
+    Controls: ``layer`` (dropdown over the decomposed weights) and ``subcomponent`` (its alive
+    subcomponents, commonest first, labelled with their dominant grammar class). Output: ``text``
+    (HTML): the class scores of :class:`mechnb.experiments.spd.SubcomponentTokens` and the
+    top contexts, every word shaded by the subcomponent's causal importance at that position
+    (the important word in bold, the next word in grey).
+
+    Args:
+        lm: an :class:`mechnb.experiments.spd.LMDecomposition`.
+        n_contexts: contexts shown.
+    """
+
+    def __init__(self, lm: LMDecomposition, n_contexts: int = 8) -> None:
+        if not isinstance(lm, LMDecomposition):
+            raise TypeError(f"lm: expected an LMDecomposition (from experiments.spd.tiny_lm_mlp), got {type(lm).__name__}")
+        layers = [n for n, subs in lm.subcomponents.items() if subs]
+        if not layers:
+            raise ValueError("lm: no decomposed layer has an alive subcomponent to browse")
+        self.lm, self.n_contexts = lm, int(n_contexts)
+        self.layer = widgets.Dropdown(options=layers, value=layers[0], description="layer")
+        self.subcomponent = widgets.Dropdown(description="subcomponent")
+        self.text = widgets.HTML()
+        self._set_options()
+        self.layer.observe(lambda _c: (self._set_options(), self.update()), names="value")
+        self.subcomponent.observe(lambda _c: self.update(), names="value")
+        self.widget = widgets.VBox([widgets.HBox([self.layer, self.subcomponent]), self.text])
+        self.update()
+
+    def _set_options(self) -> None:
+        subs = self.lm.subcomponents[self.layer.value]
+        self.subcomponent.options = [(f"c={s.c}  ({s.firing_rate:.1%} of tokens; {s.token_class} {s.purity:.2f})", s.c)
+                                     for s in subs]
+        self.subcomponent.value = subs[0].c
+
+    def data(self, layer: str, c: int) -> SubcomponentTokens:
+        """The :class:`SubcomponentTokens` of subcomponent ``c`` of ``layer``."""
+        for s in self.lm.subcomponents.get(layer, []):
+            if s.c == int(c):
+                return s
+        raise ValueError(f"(layer, c): {layer!r} has no browsable subcomponent {c!r}")
+
+    def _context_html(self, s: SubcomponentTokens, k: int) -> str:
+        t = s.top[k]
+        g = self.lm.ci[s.layer][t.row, : t.pos + 1, s.c]
+        words = []
+        for i, (w, v) in enumerate(zip(t.words, g)):
+            word = html.escape(w)
+            style = f"background: rgba(220, 80, 30, {float(np.clip(v, 0, 1)):.2f}); padding: 0 2px"
+            words.append(f'<span style="{style}">{"<b>" + word + "</b>" if i == t.pos else word}</span>')
+        words.append(f'<span style="color: #999">{html.escape(t.next_token)}</span>')
+        return f"<div style='font-family: monospace'>{t.ci:.2f}&nbsp;&nbsp;{' '.join(words)}</div>"
+
+    def update(self) -> None:
+        s = self.data(self.layer.value, self.subcomponent.value)
+        verdict = "one grammar class" if s.corresponds() else "no single grammar class"
+        head = (
+            f"<b>{html.escape(s.layer)} subcomponent {s.c}</b>: important (CI &gt; 0.5) on {s.n_important} tokens "
+            f"({s.firing_rate:.1%}); current token: <b>{html.escape(s.token_class)}</b> {s.purity:.0%} "
+            f"(base rate {s.base_rate:.0%}, lift {s.lift:.1f}); next token: {html.escape(s.next_class)} "
+            f"{s.next_purity:.0%} (base {s.next_base_rate:.0%}); grammar part: {html.escape(s.part)} "
+            f"{s.part_share:.0%} (base {s.part_base_rate:.0%}) &rarr; {verdict}"
+        )
+        ctx = "".join(self._context_html(s, k) for k in range(min(self.n_contexts, len(s.top))))
+        self.text.value = head + "<br>" + ctx
 
     def _ipython_display_(self) -> None:
         display(self.widget)
