@@ -103,12 +103,137 @@ def parameter_mask_whole_matrices(graph, circuit_mask, params):  # a head gets a
     return masks
 
 
+def ig_right(out_clean, out_corr, grads_at, valid, steps):
+    G = sum(grads_at(k / steps) for k in range(1, steps + 1)) / steps
+    return torch.einsum("wbpd,rbpd->wr", out_corr - out_clean, G) * valid
+
+
+def ig_left_sum(out_clean, out_corr, grads_at, valid, steps):  # k = 0..steps-1: the corrupted end, not the clean
+    G = sum(grads_at(k / steps) for k in range(steps)) / steps
+    return torch.einsum("wbpd,rbpd->wr", out_corr - out_clean, G) * valid
+
+
+def ig_both_ends(out_clean, out_corr, grads_at, valid, steps):  # k = 0..steps: steps + 1 points
+    G = sum(grads_at(k / steps) for k in range(steps + 1)) / (steps + 1)
+    return torch.einsum("wbpd,rbpd->wr", out_corr - out_clean, G) * valid
+
+
+def ig_clean_only(out_clean, out_corr, grads_at, valid, steps):  # = EAP
+    return torch.einsum("wbpd,rbpd->wr", out_corr - out_clean, grads_at(1.0)) * valid
+
+
+def ig_sign_flipped(out_clean, out_corr, grads_at, valid, steps):  # clean - corrupted
+    return -ig_right(out_clean, out_corr, grads_at, valid, steps)
+
+
+def masked_right(named, masks, opt):
+    for n, p in named:
+        p.grad.mul_(masks[n])
+    saved = [p.detach().clone() for _, p in named]
+    opt.step()
+    with torch.no_grad():
+        for (n, p), old in zip(named, saved):
+            p.copy_(torch.where(masks[n], p, old))
+            for v in opt.state[p].values():
+                if torch.is_tensor(v) and v.shape == p.shape:
+                    v.masked_fill_(~masks[n], 0)
+
+
+def masked_gradient_only(named, masks, opt):  # weight decay still moves the frozen entries
+    for n, p in named:
+        p.grad.mul_(masks[n])
+    opt.step()
+
+
+def masked_no_state_reset(named, masks, opt):  # restored, but an entry joining later has stale moments
+    for n, p in named:
+        p.grad.mul_(masks[n])
+    saved = [p.detach().clone() for _, p in named]
+    opt.step()
+    with torch.no_grad():
+        for (n, p), old in zip(named, saved):
+            p.copy_(torch.where(masks[n], p, old))
+
+
+def masked_recomputed(named, masks, opt):  # "undoes" the decay by division: not bit-exact
+    for n, p in named:
+        p.grad.mul_(masks[n])
+    opt.step()
+    with torch.no_grad():
+        for n, p in named:
+            lr, wd = opt.param_groups[0]["lr"], opt.param_groups[0]["weight_decay"]
+            p.copy_(torch.where(masks[n], p, p / (1 - lr * wd)))
+
+
 SOLUTIONS = {
     "check_logit_diff": (logit_diff_right, logit_diff_first_position),
     "check_eap_edge_score": (eap_right, eap_batch_mean),
     "check_faithfulness": (faithfulness_right, faithfulness_patches_circuit),
     "check_parameter_mask": (parameter_mask_right, parameter_mask_whole_matrices),
+    "check_eap_ig_scores": (ig_right, ig_left_sum),
+    "check_masked_step": (masked_right, masked_gradient_only),
 }
+
+MORE_MISTAKES = {
+    "check_eap_ig_scores": [(ig_both_ends, "expected"), (ig_clean_only, "expected"), (ig_sign_flipped, "expected")],
+    "check_masked_step": [(masked_no_state_reset, "zero optimiser state"), (masked_recomputed, "bit for bit")],
+}
+
+
+@pytest.mark.parametrize("name", sorted(MORE_MISTAKES))
+def test_build_the_method_checks_catch_each_mistake(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    check = getattr(exercises.circuits, name)
+    for wrong, says in MORE_MISTAKES[name]:
+        bad = check(wrong)
+        out = capsys.readouterr().out
+        assert not bad.passed, (wrong.__name__, out)
+        assert out.startswith("✘ Exercise") and "got" in out and says in out, (wrong.__name__, out)
+
+
+def test_eap_ig_toy_closed_form_and_one_step_is_eap() -> None:
+    """The toy's expected value is the right Riemann sum written out; steps = 1 on tiny-lm is EAP."""
+    (oc, ocr, grads_at, valid, steps), expected = ex_circuits._toy_ig()
+    G = sum(grads_at(k / steps) for k in range(1, steps + 1)) / steps
+    assert torch.allclose(expected, torch.einsum("wbpd,rbpd->wr", ocr - oc, G) * valid, atol=1e-6)
+    t, s = ex_circuits._ig_setup(), ex_circuits._tiny_lm_setup()
+    one = ex_circuits.solution_eap_ig_scores(t["out_clean"], t["out_corr"], t["grads_at"], t["valid"], 1)
+    assert torch.allclose(one, s["scores"], atol=1e-5, rtol=1e-4)
+
+
+def test_build_the_method_checks_reject_the_package(capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    from mechnb.circuits import attribute
+    from mechnb.circuits.tuning.strategies import CircuitTuning
+
+    s = ex_circuits._tiny_lm_setup()
+
+    def via_attribute(out_clean, out_corr, grads_at, valid, steps):
+        return attribute(s["model"], s["graph"], s["pairs"], method="eap-ig", ig_steps=steps).scores
+
+    def via_tuning(named, masks, opt):
+        st = SimpleNamespace(_named=named, masks=masks, _saved=[])
+        CircuitTuning.after_backward(st)
+        opt.step()
+        CircuitTuning.after_step(st, opt)
+
+    for check, fn, name in ((exercises.circuits.check_eap_ig_scores, via_attribute, "circuits.attribute"),
+                            (exercises.circuits.check_masked_step, via_tuning, "CircuitTuning.after_backward")):
+        res = check(fn)
+        out = capsys.readouterr().out
+        assert not res.passed and "WriteItYourself" in out and name in out, out
+
+
+def test_masked_step_frozen_entries_are_bit_exact_in_the_package_trace() -> None:
+    """Circuit-tuning's own step keeps every entry outside the circuit bit for bit, and moves the others."""
+    trace = ex_circuits._masked_trace(None)
+    moved = 0
+    for st in trace["steps"]:
+        for n, p in st["params"].items():
+            m = st["masks"][n]
+            assert torch.equal(p[~m], st["before"][n][~m]), n
+            moved += int((p[m] != st["before"][n][m]).sum())
+    assert moved > 0
 
 
 def test_every_circuits_check_is_covered() -> None:

@@ -506,10 +506,9 @@ def _compare_masked(expected: dict[str, Any], got: Any) -> str | None:
                         "zeroing their gradient is not enough - weight decay and momentum still move them")
             e = exp["params"][n]
             if not torch.allclose(p, e, rtol=1e-10, atol=1e-12):
-                return (f"step {k}: {n}: the circuit's entries differ from the package's step by up to "
-                        f"{float((p - e).abs().max()):.3g} (expected AdamW's update on them; an entry that joins the "
-                        "circuit starts from zero optimiser state: reset momentum, second moment and step count "
-                        "outside the circuit)")
+                return (f"step {k}: {n}: expected circuit-tuning's AdamW update on the circuit's entries, got entries "
+                        f"off by up to {float((p - e).abs().max()):.3g} (an entry that joins the circuit starts from "
+                        "zero optimiser state: reset momentum, second moment and step count outside the circuit)")
     return None
 
 
@@ -535,4 +534,7 @@ def check_masked_step(fn: Callable[..., Any]) -> CheckResult:
 
     functools.update_wrapper(run, fn)
     return run_cases(run, [Case((None,), _masked_trace(None), label="6 AdamW steps (weight decay 0.1), the circuit "
-                                "changes after step 3", compare=_compare_masked)])
+                                "changes after step 3", compare=_compare_masked,
+                                hint="save the parameters before optimizer.step(), put the outside entries back "
+                                     "after it, and zero their optimiser state (every state tensor of the "
+                                     "parameter's shape)")])
