@@ -13,6 +13,8 @@
 #   TORCH_INDEX    if set, passed as --index-url for the torch install only, e.g. the
 #                  PyTorch CPU wheel index on a CPU-only machine (see README.md)
 #   PYTEST_ARGS    extra arguments for every pytest run of `make test` (e.g. -x, -k tms)
+#   TEST_WORKERS   pytest-xdist workers of `make test`, one thread each (default: the number of cores;
+#                  0: a single pytest process)
 #   TEST_MATRIX    0: `make test` runs only the whole suite under the machine's best kernels (default: 1)
 #   NUMERICS_PATHS test files/node ids `make test` reruns in full under each other configuration
 #   BROWSER_DEPS   1: `make test` apt-installs chromium for tests/browser/ when missing and root
@@ -96,6 +98,11 @@ lab-exercises: exercises
 # spin-waiting worker threads can slow a step tenfold as soon as anything else is busy
 # (e.g. the browser test's kernel). Override with `make test TEST_THREADS=2`.
 TEST_THREADS ?= 1
+# ... and run TEST_WORKERS such single-threaded pytest processes side by side (pytest-xdist; one per
+# core by default; each notebook and each test module stays on one worker, see conftest.py).
+# TEST_WORKERS=0 runs everything in this one process.
+TEST_WORKERS ?= $(shell getconf _NPROCESSORS_ONLN 2> /dev/null || echo 2)
+XDIST = -n $(TEST_WORKERS) --dist loadgroup
 
 # `make test` runs the suite under several numeric configurations, so that a result which
 # depends on the CPU (a kernel family's rounding, a reduction order) fails here first rather
@@ -122,11 +129,11 @@ NUMERICS_MARK_QUICK ?= numerics and not slow
 NUMERICS_PATHS  ?=
 TEST_MATRIX     ?= 1
 
-PYTEST_UNIT      = MECHNB_FAST=1 $(PY) -m pytest tests/ $(PYTEST_ARGS)
-PYTEST_NOTEBOOKS = MECHNB_STRICT_CHECKS=1 MECHNB_FAST=1 $(PY) -m pytest --nbval-lax --nbval-current-env notebooks/ \
-                   $(PYTEST_ARGS)
-PYTEST_NUMERICS  = MECHNB_FAST=1 $(PY) -m pytest -m "$$mark" tests/ $(PYTEST_ARGS)
-PYTEST_NUMERICS_PATHS = MECHNB_FAST=1 $(PY) -m pytest $(NUMERICS_PATHS) $(PYTEST_ARGS)
+PYTEST_UNIT      = MECHNB_FAST=1 $(PY) -m pytest $(XDIST) tests/ $(PYTEST_ARGS)
+PYTEST_NOTEBOOKS = MECHNB_STRICT_CHECKS=1 MECHNB_FAST=1 $(PY) -m pytest $(XDIST) --nbval-lax --nbval-current-env \
+                   notebooks/ $(PYTEST_ARGS)
+PYTEST_NUMERICS  = MECHNB_FAST=1 $(PY) -m pytest $$xdist -m "$$mark" tests/ $(PYTEST_ARGS)
+PYTEST_NUMERICS_PATHS = MECHNB_FAST=1 $(PY) -m pytest $$xdist $(NUMERICS_PATHS) $(PYTEST_ARGS)
 # pytest's exit code 5 (nothing collected) is a failure of the configuration, unless
 # PYTEST_ARGS (e.g. -k) narrowed the run: then that configuration simply had nothing to run.
 NARROWED := $(if $(strip $(PYTEST_ARGS)),1,0)
@@ -160,18 +167,19 @@ test: setup browser-deps
 		else echo "notebooks/: no notebooks yet, nothing to execute"; fi; \
 	}; \
 	numerics() { \
-		local mark=$$1; shift; run "$$@" $(PYTEST_NUMERICS); \
+		local mark=$$1 xdist=$$2; shift 2; \
+		run "$$@" $(PYTEST_NUMERICS); \
 		if [ -n "$(strip $(NUMERICS_PATHS))" ]; then run "$$@" $(PYTEST_NUMERICS_PATHS); fi; \
 	}; \
 	begin "unit tests (tests/) under $$here, $(TEST_THREADS) thread(s)"; run $(PYTEST_UNIT); end; \
 	begin "notebooks under $$here, $(TEST_THREADS) thread(s)"; notebooks; end; \
 	if [ "$(TEST_MATRIX)" != 0 ]; then \
-		begin "numerics subset under $(KERNELS_DEFAULT)"; numerics "$(NUMERICS_MARK)" $(KERNELS_DEFAULT); end; \
+		begin "numerics subset under $(KERNELS_DEFAULT)"; numerics "$(NUMERICS_MARK)" "$(XDIST)" $(KERNELS_DEFAULT); end; \
 		begin "notebooks under $(KERNELS_DEFAULT)"; notebooks $(KERNELS_DEFAULT); end; \
 		begin "quick numerics subset with 2 threads ($(THREADS_2))"; \
-		numerics "$(NUMERICS_MARK_QUICK)" $(THREADS_2); end; \
+		numerics "$(NUMERICS_MARK_QUICK)" "-n 0" $(THREADS_2); end; \
 		if [ $$avx2 = 1 ]; then \
-			begin "quick numerics subset under $(KERNELS_AVX2)"; numerics "$(NUMERICS_MARK_QUICK)" $(KERNELS_AVX2); end; \
+			begin "quick numerics subset under $(KERNELS_AVX2)"; numerics "$(NUMERICS_MARK_QUICK)" "$(XDIST)" $(KERNELS_AVX2); end; \
 		else echo; echo "==> the AVX2 configuration is skipped: the best kernel family here is $$best, not AVX512"; fi; \
 	fi; \
 	echo; echo "==> make test: $$total step(s), $$SECONDS s in all (set-up not counted)"; printf '    %s\n' "$${summary[@]}"; \

@@ -139,9 +139,10 @@ def test_makefile_setup_installs_torch_first_and_honours_torch_index(tmp_path):
 
 def test_make_test_and_make_lab_run_the_documented_commands():
     test = _make_dry_run("test")
-    assert re.search(r"MECHNB_FAST=1 \S*python -m pytest tests/", test)
-    assert re.search(r"MECHNB_FAST=1 \S*python -m pytest --nbval-lax --nbval-current-env notebooks/", test)
-    assert re.search(r'MECHNB_FAST=1 \S*python -m pytest -m "\$mark" tests/', test)
+    xdist = r"-n \d+ --dist loadgroup "  # TEST_WORKERS single-threaded pytest-xdist workers
+    assert re.search(rf"MECHNB_FAST=1 \S*python -m pytest {xdist}tests/", test)
+    assert re.search(rf"MECHNB_FAST=1 \S*python -m pytest {xdist}--nbval-lax --nbval-current-env \\?\s*notebooks/", test)
+    assert re.search(r'MECHNB_FAST=1 \S*python -m pytest \$xdist -m "\$mark" tests/', test)
     assert 'numerics "numerics" ' in test and 'numerics "numerics and not slow" ' in test
     assert "compgen -G \"notebooks/*.ipynb\"" in test  # an empty notebooks/ must not fail make test
     for config in ("ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2",
@@ -176,7 +177,7 @@ def _fake_make_test(tmp_path: Path, best: str = "AVX512", fail: str = "", rc: in
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
     env.update(FAKE_BEST=best, FAKE_FAIL=fail, FAKE_RC=str(rc), FAKE_LOG=str(log))
     proc = subprocess.run(["make", "--no-print-directory", "test", f"PY={fake}", f"STAMP={stamp}", "BROWSER_DEPS=0",
-                           *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+                           "TEST_WORKERS=2", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     runs = [line.replace(str(fake), "PY") for line in log.read_text().splitlines()]
     return proc.returncode, proc.stdout + proc.stderr, runs
 
@@ -185,12 +186,13 @@ def test_make_test_runs_the_suite_under_every_numeric_configuration(tmp_path):
     rc, out, runs = _fake_make_test(tmp_path)
     assert rc == 0, out
     assert runs == [
-        "ATEN= MKL= OMP=1 FAST=1 | -m pytest tests/",
-        "ATEN= MKL= OMP=1 FAST=1 | -m pytest --nbval-lax --nbval-current-env notebooks/",
-        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -m numerics tests/",
-        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest --nbval-lax --nbval-current-env notebooks/",
-        "ATEN= MKL= OMP=2/PASSIVE FAST=1 | -m pytest -m numerics and not slow tests/",
-        "ATEN=avx2 MKL=AVX2 OMP=1 FAST=1 | -m pytest -m numerics and not slow tests/",
+        "ATEN= MKL= OMP=1 FAST=1 | -m pytest -n 2 --dist loadgroup tests/",
+        "ATEN= MKL= OMP=1 FAST=1 | -m pytest -n 2 --dist loadgroup --nbval-lax --nbval-current-env notebooks/",
+        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadgroup -m numerics tests/",
+        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadgroup --nbval-lax --nbval-current-env "
+        "notebooks/",
+        "ATEN= MKL= OMP=2/PASSIVE FAST=1 | -m pytest -n 0 -m numerics and not slow tests/",  # one 2-thread process
+        "ATEN=avx2 MKL=AVX2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadgroup -m numerics and not slow tests/",
     ], out
     headers = re.findall(r"^==> \[(\d)/(\d)\] (.*)$", out, flags=re.M)
     assert [(n, total) for n, total, _ in headers] == [(str(i), "6") for i in range(1, 7)]
@@ -200,7 +202,10 @@ def test_make_test_runs_the_suite_under_every_numeric_configuration(tmp_path):
 
     # NUMERICS_PATHS are rerun in full in each other configuration; TEST_MATRIX=0 runs only the first
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, "NUMERICS_PATHS=tests/test_gw.py")
-    assert rc == 0 and sum(r.endswith("| -m pytest tests/test_gw.py") for r in runs) == 3, out
+    assert rc == 0 and sum(r.endswith("tests/test_gw.py") and "-m pytest" in r for r in runs) == 3, out
+    # TEST_WORKERS=0: every pytest run in one process
+    rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, "TEST_WORKERS=0")
+    assert rc == 0 and all("-n 0" in r for r in runs), runs
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, "TEST_MATRIX=0")
     assert rc == 0 and len(runs) == 2 and "[2/2]" in out, out
 
@@ -213,7 +218,7 @@ def test_make_test_skips_the_avx2_configuration_unless_the_cpu_has_avx512(tmp_pa
 
 
 def test_make_test_fails_when_any_configuration_fails_and_still_runs_the_others(tmp_path):
-    rc, out, runs = _fake_make_test(tmp_path, "AVX512", "2 -m pytest -m numerics")  # only the 2-thread run fails
+    rc, out, runs = _fake_make_test(tmp_path, "AVX512", "2 -m pytest -n 0 -m numerics")  # only the 2-thread run fails
     assert rc != 0 and len(runs) == 6, out
     assert re.search(r"^    \[5/6\] quick numerics subset with 2 threads .*: FAILED \(pytest exit 1\)", out,
                      flags=re.M), out
@@ -410,6 +415,45 @@ def test_root_conftest_lengthens_nbval_output_timeout():
     other = type("OtherItem", (), {"output_timeout": 5})()
     root_conftest.pytest_collection_modifyitems(None, [item, other])
     assert item.output_timeout == root_conftest.NBVAL_OUTPUT_TIMEOUT >= 30 and other.output_timeout == 5
+
+
+def test_xdist_groups_keep_a_notebook_and_a_module_on_one_worker_and_deal_out_long_tests():
+    """``make test`` runs ``pytest -n N --dist loadgroup``: a notebook's cells share a kernel, a module its fixtures."""
+    import importlib.util
+
+    nbval_plugin = pytest.importorskip("nbval.plugin")
+    spec = importlib.util.spec_from_file_location("root_conftest", ROOT / "conftest.py")
+    root_conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(root_conftest)
+
+    class Unit:
+        def __init__(self, path: str, name: str, *marks: str) -> None:
+            self.fspath, self.nodeid, self.marks = ROOT / path, f"{path}::{name}", set(marks)
+            self.added: list = []
+
+        def get_closest_marker(self, name: str):
+            return name if name in self.marks else None
+
+        def add_marker(self, mark) -> None:
+            self.added.append(mark)
+
+    cells = []
+    for n in range(2):
+        cell = nbval_plugin.IPyNbCell.__new__(nbval_plugin.IPyNbCell)
+        cell.fspath, cell.output_timeout = ROOT / "notebooks/02_x.ipynb", 5
+        cells.append(cell)
+    group = root_conftest.xdist_group
+    assert group(cells[0]) == group(cells[1]) == (ROOT / "notebooks/02_x.ipynb").as_posix()
+    a, b = Unit("tests/test_a.py", "test_1"), Unit("tests/test_a.py", "test_2")
+    slow1, slow2 = Unit("tests/test_a.py", "test_3", "slow"), Unit("tests/test_a.py", "test_4", "browser")
+    assert group(a) == group(b) != group(slow1) != group(slow2) != group(a)
+    assert group(Unit("tests/test_b.py", "test_1")) != group(a)
+    # the marks are added only under --dist loadgroup
+    on = type("Config", (), {"option": type("Options", (), {"dist": "loadgroup"})()})()
+    off = type("Config", (), {"option": type("Options", (), {"dist": "no"})()})()
+    root_conftest.pytest_collection_modifyitems(off, [a])
+    root_conftest.pytest_collection_modifyitems(on, [b])
+    assert a.added == [] and [m.name for m in b.added] == ["xdist_group"] and b.added[0].args == (group(b),)
 
 
 def test_every_checked_notebook_cell_has_a_current_reference():
