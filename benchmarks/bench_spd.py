@@ -19,6 +19,10 @@ Measures, each in a fresh subprocess (so peak memory is per measurement):
 6. ``--switches``: the recipe switches of the authors' later code (delta component, leaky-backward
    sigmoid, vector / shared CI functions) on ``tms-5-2``, each with ``spd.evaluate``'s stochastic,
    rounded and adversarial reconstruction and L0. Writes ``benchmarks/results/spd_switches.json``.
+7. ``--lm [--lm-recipe fast|full]``: SPD on the zoo's ``tiny-lm`` MLP weights (recipe ``tiny-lm-mlp``,
+   :func:`mechnb.experiments.spd.tiny_lm_mlp`): wall time of the decomposition, peak RSS and peak
+   Python-heap memory (tracemalloc) of the process, per-token KL (stochastic, rounded, adversarial,
+   all-ablated baseline) and L0 per token. Writes ``benchmarks/results/spd_lm.json``.
 
 The authors' own figures quoted by the issue (their code on this kind of CPU): ~330 s for
 ``tms-5-2`` (10k steps at batch 4096, ~29 ms/step, ~750 MB peak) to MMCS 1.000 / ML2R 0.996.
@@ -303,8 +307,30 @@ def worker_switch(label: str, seed: int) -> dict[str, Any]:
             "final_losses": {k: v for k, v in res.final_losses().items() if k not in ("lr", "p")}}
 
 
+def worker_lm(recipe: str, threads: int | None) -> dict[str, Any]:
+    """Section 7: the tiny-lm-mlp recipe, timed, with its memory peaks and its evaluation."""
+    import tracemalloc
+
+    torch, _ = _setup(threads)
+    from mechnb.experiments.spd import tiny_lm_mlp
+
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    lm = tiny_lm_mlp(recipe=recipe)
+    wall = time.perf_counter() - t0
+    _, heap_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    res, ev = lm.result, lm.evaluation
+    return {"recipe": recipe, "threads": torch.get_num_threads(), "steps": res.steps_run, "C": res.C,
+            "targets": list(res.modules), "decompose_s": res.seconds, "total_s": wall,
+            "ms_per_step": 1e3 * res.seconds / max(1, res.steps_run), "peak_rss_mb": _rss_mb(),
+            "tracemalloc_peak_mb": heap_peak / 2**20, "kl": lm.kl, "l0_per_token": ev.l0,
+            "l0_per_text_token": lm.l0_text, "alive": res.n_alive(), "n_tokens": ev.n_tokens,
+            "n_one_class": len(lm.corresponding())}
+
+
 WORKERS = {"time_to_bar": worker_time_to_bar, "step_time": worker_step_time, "profile": worker_profile,
-           "quality": worker_quality, "seed_quality": worker_seed_quality, "switch": worker_switch}
+           "quality": worker_quality, "seed_quality": worker_seed_quality, "switch": worker_switch, "lm": worker_lm}
 
 
 # --------------------------------------------------------------------------------------
@@ -332,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernels", nargs="+", default=list(KERNELS), help="kernel families of --seeds")
     ap.add_argument("--resume", action="store_true", help="--seeds: keep the runs already in spd_seeds.json")
     ap.add_argument("--switches", action="store_true", help="only section 6: the recipe switches on tms-5-2")
+    ap.add_argument("--lm", action="store_true", help="only section 7: SPD on tiny-lm's MLP weights")
+    ap.add_argument("--lm-recipe", default="fast", choices=["fast", "full"], help="recipe of --lm")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--kwargs", default="{}", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -343,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_seeds(args)
     if args.switches:
         return run_switches(args)
+    if args.lm:
+        return run_lm(args)
     q = args.quick
     th = args.threads
     t_all = time.perf_counter()
@@ -476,6 +506,23 @@ def run_switches(args: argparse.Namespace) -> int:
               f"{r['rounded_recon']:.2e} adversarial {r['adversarial_recon']:.2e}, L0 {r['l0_total']:.3f}, "
               f"{r['wall_s']:.1f} s ({r['ms_per_step']:.2f} ms/step)", flush=True)
     path = RESULTS.with_name("spd_switches.json")
+    path.write_text(json.dumps(out, indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
+def run_lm(args: argparse.Namespace) -> int:
+    """Section 7: tiny-lm-mlp on one thread; spd_lm.json (one entry per recipe, others kept)."""
+    r = _spawn("lm", {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}, recipe=args.lm_recipe, threads=1)
+    kl = r["kl"]
+    print(f"tiny-lm-mlp ({r['recipe']}): {r['steps']} steps in {r['decompose_s']:.1f} s ({r['ms_per_step']:.0f} ms/step), "
+          f"{r['total_s']:.1f} s with the evaluation; peak RSS {r['peak_rss_mb']:.0f} MB, tracemalloc peak "
+          f"{r['tracemalloc_peak_mb']:.1f} MB; KL per token stochastic {kl['stochastic']:.3g}, rounded "
+          f"{kl['rounded']:.3g}, adversarial {kl['adversarial']:.3g}, all ablated {kl['zero']:.3g}; L0 per token "
+          f"{ {k: round(v, 2) for k, v in r['l0_per_token'].items()} }", flush=True)
+    path = RESULTS.with_name("spd_lm.json")
+    out = json.loads(path.read_text()) if path.exists() else {}
+    out[r["recipe"]] = {"machine": _machine(), **r}
     path.write_text(json.dumps(out, indent=1))
     print(f"wrote {path}")
     return 0
