@@ -71,7 +71,9 @@ def test_llc_trajectory_one_finite_value_per_checkpoint(run):
     # the LLC's own record of L_n(w_k) is the train loss of the checkpoints
     np.testing.assert_allclose(run.llc.init_loss, run.train_loss, rtol=1e-4, atol=1e-7)
     assert sorted(run.layer_llc) == ["layers.0", "layers.1"]
-    np.testing.assert_array_equal(run.layer_steps, run.steps[[0, 3, 6, 9, 12, 15]])
+    # every third checkpoint, the last, and the two landmarks
+    expected = sorted({*run.steps[::3].tolist(), int(run.steps[-1]), run.memorised_step, run.transition_step})
+    np.testing.assert_array_equal(run.layer_steps, expected)
     for t in run.layer_llc.values():
         np.testing.assert_array_equal(t.steps, run.layer_steps)
         assert np.all(np.isfinite(t.mean))
@@ -126,3 +128,17 @@ def test_layer_llc_plot():
         plots.llc.layer_llc_over_training([0, 1], {"a": [1.0, 2.0, 3.0]})
     with pytest.raises(ValueError, match="layer_llc"):
         plots.llc.layer_llc_over_training([0, 1], {})
+
+
+def test_summary_matches_the_arrays(run):
+    s = run.summary()
+    m = run.llc.mean
+    assert s["llc_peak"] == pytest.approx(m.max()) and s["llc_end"] == pytest.approx(m[-1])
+    assert s["llc_peak_step"] == run.steps[int(np.argmax(m))]
+    assert s["llc_at_transition"] == pytest.approx(m[run.steps == run.transition_step][0])
+    assert s["end_over_peak"] == pytest.approx(m[-1] / m.max())
+    keep = run.steps >= run.memorised_step
+    assert s["corr_llc_test_loss"] == pytest.approx(np.corrcoef(m[keep], run.test_loss[keep])[0, 1])
+    assert set(s["layer_end"]) == {"layers.0", "layers.1"}
+    with pytest.raises(ValueError, match="llc"):
+        grokking_run(steps=20, checkpoint_every=10, llc=None).summary()

@@ -183,7 +183,8 @@ class GrokkingRun:
             pairs (``None`` when not estimated).
         layer_llc: ``{"layers.i": LLCTrajectory}``, the weight-restricted LLC of each layer
             (its weight and bias sampled, the rest held) at ``layer_steps``.
-        layer_steps: ``(K',)`` the checkpoints of ``layer_llc`` (every ``layer_every``-th one).
+        layer_steps: ``(K',)`` the checkpoints of ``layer_llc`` (every ``layer_every``-th one, the
+            last, and those of ``memorised_step`` and ``transition_step``).
     """
 
     model: MLP
@@ -208,6 +209,31 @@ class GrokkingRun:
         least one checkpoint between ``memorised_step`` and ``transition_step``)."""
         return (self.memorised_step is not None and self.transition_step is not None
                 and self.transition_step > self.memorised_step)
+
+    def summary(self) -> dict[str, Any]:
+        """The run's landmarks as plain numbers (needs :attr:`llc`).
+
+        ``llc_start`` / ``llc_peak`` (at ``llc_peak_step``) / ``llc_at_transition`` / ``llc_end``:
+        the LLC at step 0, its maximum, at ``transition_step`` (``nan`` without one) and at the
+        last checkpoint; ``end_over_peak``; ``corr_llc_test_loss``: Pearson's correlation of the
+        LLC with the test loss over the checkpoints from ``memorised_step`` on (devinterp's
+        grokking example remarks that the two track each other); ``layer_peak`` / ``layer_end``:
+        ``{layer: value}`` of the restricted LLCs; final accuracies.
+        """
+        if self.llc is None:
+            raise ValueError("llc: this run has no LLC estimates (grokking_run(..., llc=None)); run it with llc settings")
+        m = self.llc.mean
+        i_peak = int(np.argmax(m))
+        after = self.steps >= (self.memorised_step if self.memorised_step is not None else 0)
+        corr = float(np.corrcoef(m[after], self.test_loss[after])[0, 1]) if after.sum() > 2 else float("nan")
+        at = np.flatnonzero(self.steps == self.transition_step)
+        return dict(memorised_step=self.memorised_step, transition_step=self.transition_step,
+                    llc_start=float(m[0]), llc_peak=float(m[i_peak]), llc_peak_step=int(self.steps[i_peak]),
+                    llc_at_transition=float(m[at[0]]) if at.size else float("nan"), llc_end=float(m[-1]),
+                    end_over_peak=float(m[-1] / m[i_peak]), corr_llc_test_loss=corr,
+                    layer_peak={k: float(t.mean.max()) for k, t in self.layer_llc.items()},
+                    layer_end={k: float(t.mean[-1]) for k, t in self.layer_llc.items()},
+                    final_train_acc=float(self.train_acc[-1]), final_test_acc=float(self.test_acc[-1]))
 
     def __repr__(self) -> str:
         return (f"GrokkingRun(P={self.task.P}, checkpoints={len(self.steps)}, memorised_step={self.memorised_step}, "
@@ -264,7 +290,8 @@ def grokking_run(P: int = 23, hidden: Sequence[int] = (128,), *, train_frac: flo
     :data:`GROKKING_LLC`; ``None`` skips the estimates); the loss is the mean cross-entropy on the
     training pairs, as in training. With ``per_layer`` every layer ``layers.i`` gets its
     weight-restricted trajectory (weight and bias sampled, Wang et al. 2024, arXiv 2410.02984) at
-    every ``layer_every``-th checkpoint.
+    every ``layer_every``-th checkpoint, the last one, and the memorisation and transition
+    checkpoints.
 
     Returns:
         A :class:`GrokkingRun`.
@@ -304,7 +331,8 @@ def grokking_run(P: int = 23, hidden: Sequence[int] = (128,), *, train_frac: flo
     run.llc = llc_trajectory(res, cross_entropy_loss, (tr.x, tr.y), model=model, **kw)
     if per_layer:
         every = check_positive_int("layer_every", layer_every)
-        idx = sorted(set(range(0, len(st), every)) | {len(st) - 1})
+        landmarks = {int(np.flatnonzero(st == v)[0]) for v in (mem, trans) if v is not None}
+        idx = sorted(set(range(0, len(st), every)) | {len(st) - 1} | landmarks)
         ckpts = [res.checkpoints[i] for i in idx]
         run.layer_steps = st[idx]
         for i in range(len(model.layers)):

@@ -55,6 +55,7 @@ def llc_over_training(steps: Any, llc: Any, *, llc_std: Any = None, train_loss: 
 
 def layer_llc_over_training(steps: Any, layer_llc: Mapping[str, Any], *, full: Any = None, full_steps: Any = None,
                             marks: Sequence[float] = (), mark_label: str = "transition", logy: bool = False,
+                            ylabel: str = "restricted LLC",
                             title: str = "Weight-restricted LLC per layer over training") -> Figure:
     """Each layer's weight-restricted LLC ``layer_llc[name] (K,)`` at ``steps (K,)``.
 
@@ -62,7 +63,7 @@ def layer_llc_over_training(steps: Any, layer_llc: Mapping[str, Any], *, full: A
     comparison; ``marks``: vertical lines (e.g. a transition); ``logy``: a log-scale LLC axis
     (non-positive values are not drawn). Without ``logy`` the axis
     starts at ``min(0, 20th percentile of full)``, so a very negative early estimate does not
-    squash the rest.
+    squash the rest. Any ``{label: (K,) values}`` works (e.g. the LLC of two runs, with ``ylabel``).
     """
     st = np.asarray(steps, float)
     if not isinstance(layer_llc, Mapping) or not layer_llc:
@@ -83,7 +84,7 @@ def layer_llc_over_training(steps: Any, layer_llc: Mapping[str, Any], *, full: A
     elif full is not None:
         ax.set_ylim(bottom=min(0.0, float(np.percentile(np.asarray(full, float), 20))))
     ax.set_xlabel("training step")
-    ax.set_ylabel("restricted LLC")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     ax.set_title(title)
     return fig
