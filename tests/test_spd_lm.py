@@ -317,3 +317,20 @@ def test_tiny_lm_mlp_experiment_and_browser():
         assert f"subcomponent {second.c}" in browser.text.value
     with pytest.raises(TypeError, match="lm"):
         TokenBrowser(lm.result)
+
+
+def test_importance_minimality_is_a_mean_over_tokens():
+    from mechnb.spd.hooks import token_weights
+    from mechnb.spd.losses import importance_minimality_loss
+
+    w = torch.tensor([0.5, 0.25, 0.25])
+    tw = token_weights(w, 3 * 4)  # 3 sequences of 4 tokens
+    assert tw.shape == (12,) and float(tw.sum()) == pytest.approx(1.0)
+    torch.testing.assert_close(tw[:4], torch.full((4,), 0.125))
+    g = torch.rand(12, 2, 5, generator=torch.Generator().manual_seed(0))
+    per_token = g.sum(dim=(1, 2))
+    expected = (per_token.reshape(3, 4).mean(dim=1) * w).sum()
+    torch.testing.assert_close(importance_minimality_loss(g, 1.0, tw), expected)
+    assert token_weights(w, 3) is w
+    with pytest.raises(ValueError, match="n_rows"):
+        token_weights(w, 7)
