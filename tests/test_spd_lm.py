@@ -310,7 +310,9 @@ def test_tiny_lm_mlp_experiment_and_browser():
     layer = browser.layer.value
     first = lm.subcomponents[layer][0]
     assert f"subcomponent {first.c}" in browser.text.value
-    assert first.top[0].token in browser.text.value
+    import html
+
+    assert html.escape(first.top[0].token) in browser.text.value
     if len(lm.subcomponents[layer]) > 1:
         second = lm.subcomponents[layer][1]
         browser.subcomponent.value = second.c

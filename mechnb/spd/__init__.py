@@ -13,6 +13,15 @@ Public API::
     mmcs_ml2r(res, "linear1", model.linear1.weight)       # the paper's TMS metrics
     evaluate(res, x)                                      # stochastic / rounded / adversarial recon, L0
 
+Language models: the MLP weight matrices of a :class:`mechnb.models.TinyTransformer` (or any
+:func:`mechnb.interop.from_hf` model) are targets by parameter name, e.g.
+``decompose(model, ["blocks.0.mlp.W_in", "blocks.0.mlp.W_out"], sample_tokens, cfg)``
+(:class:`~mechnb.spd.hooks.MLPWeight`; SPD's ``W`` is the transpose of the stored ``[d_in, d_out]``
+parameter, so ``U (d_out, C)``, ``V (d_in, C)`` and ``W_in ~= V U^T``), with causal importances per
+token (``res.causal_importances(tokens)[layer]`` is ``(batch, pos, C)``) and, with
+``SPDConfig(output_loss="kl")``, reconstruction by the per-token KL of the next-token distributions.
+``SPDConfig.for_model("tiny-lm-mlp", recipe="fast" | "full")`` is the zoo's ``tiny-lm`` recipe.
+
 Recipe switches from the authors' later code (:class:`SPDConfig`): ``delta_component`` (the
 residual ``W - U V^T`` as a subcomponent of importance 0, replacing faithfulness),
 ``lower_sigmoid="leaky_backward"`` and ``ci_fn="vector"`` / ``"shared"``.
@@ -56,6 +65,7 @@ from mechnb.spd.decompose import (
     stochastic_masks,
 )
 from mechnb.spd.evaluation import SPDEvaluation, adversarial_masks, evaluate
+from mechnb.spd.hooks import MLPWeight, decomposable_names
 
 __all__ = [
     "SPDConfig",
@@ -85,4 +95,6 @@ __all__ = [
     "evaluate",
     "SPDEvaluation",
     "adversarial_masks",
+    "MLPWeight",
+    "decomposable_names",
 ]
