@@ -190,6 +190,18 @@ def test_build_the_method_checks_catch_each_mistake(name: str, capsys: pytest.Ca
         assert out.startswith("✘ Exercise") and "got" in out and says in out, (wrong.__name__, out)
 
 
+def test_logit_diff_check_rejects_the_package_function(capsys: pytest.CaptureFixture[str]) -> None:
+    from mechnb.circuits import logit_diff
+    from mechnb.tasks import PromptPairs
+
+    def via_package(logits, answers):
+        return logit_diff(logits, PromptPairs(answers, answers, answers, "x"))
+
+    res = exercises.circuits.check_logit_diff(via_package)
+    out = capsys.readouterr().out
+    assert not res.passed and "WriteItYourself" in out and "circuits.logit_diff" in out, out
+
+
 def test_eap_ig_toy_closed_form_and_one_step_is_eap() -> None:
     """The toy's expected value is the right Riemann sum written out; steps = 1 on tiny-lm is EAP."""
     (oc, ocr, grads_at, valid, steps), expected = ex_circuits._toy_ig()

@@ -119,12 +119,35 @@ def test_check_accepts_a_solution_and_catches_mistakes(name: str, capsys: pytest
 
 def test_mechnb_own_functions_pass_their_checks(capsys: pytest.CaptureFixture[str]) -> None:
     """mechnb's implementations agree with the checks' known answers."""
-    assert ex_spd.check_lower_leaky_hard_sigmoid(spd.lower_leaky_hard_sigmoid)
-    assert ex_spd.check_upper_leaky_hard_sigmoid(spd.upper_leaky_hard_sigmoid)
+    assert run_cases(spd.lower_leaky_hard_sigmoid, _hard_sigmoid_cases(spd.lower_leaky_hard_sigmoid), exercise="2.1")
+    assert run_cases(spd.upper_leaky_hard_sigmoid, _hard_sigmoid_cases(spd.upper_leaky_hard_sigmoid), exercise="2.2")
     assert run_cases(spd.stochastic_masks, ex_spd._stochastic_mask_cases(), exercise="2.3", atol=1e-6, rtol=1e-5)
     assert ex_spd.check_masked_layer_forward(_component_forward)
-    assert ex_spd.check_importance_minimality(spd.importance_minimality_loss)
+    cases = [c for c, _ in ex_spd._importance_minimality_cases()]
+    for c, (_, v) in zip(cases, ex_spd._importance_minimality_cases()):
+        c.expected = v
+    assert run_cases(spd.importance_minimality_loss, cases, exercise="2.5")
     capsys.readouterr()
+
+
+def _hard_sigmoid_cases(ref):
+    """The cases of 2.1 / 2.2 with ``ref``'s values (as the check builds them)."""
+    from mechnb.exercises._core import Case
+
+    cases = [Case((x,), ref(x), label=label) for x, label in ex_spd._inputs()]
+    x = torch.linspace(-3.0, 3.0, 7)
+    return cases + [Case((x,), ref(x, alpha=0.1), kwargs={"alpha": 0.1})]
+
+
+def test_checks_reject_the_package_function_they_rebuild(capsys: pytest.CaptureFixture[str]) -> None:
+    """2.1, 2.2 and 2.5 fail with 'write it yourself' for the package's own function, even through a lambda."""
+    for check, fn, name in ((ex_spd.check_lower_leaky_hard_sigmoid, spd.lower_leaky_hard_sigmoid, "2.1"),
+                            (ex_spd.check_upper_leaky_hard_sigmoid, lambda x, alpha=0.01: spd.upper_leaky_hard_sigmoid(x, alpha), "2.2"),
+                            (ex_spd.check_importance_minimality, lambda ci, p: spd.importance_minimality_loss(ci, p), "2.5")):
+        res = check(fn)
+        out = capsys.readouterr().out
+        assert not res.passed and res.n_failed == res.n_cases, (name, out)
+        assert "WriteItYourself" in out and f"Exercise {name}" in out, out
 
 
 def _component_forward(a, U, V, mask, bias=None):
