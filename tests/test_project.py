@@ -46,6 +46,7 @@ CONDA_NAME = {
     "networkx": "networkx",
     "safetensors": "safetensors",
     "pytest": "pytest",
+    "pytest-xdist": "pytest-xdist",
     "nbval": "nbval",
     "playwright": "playwright",
     "hypothesis": "hypothesis",
