@@ -309,3 +309,53 @@ def test_load_cached_never_downloads_and_ioi_texts(tmp_path, monkeypatch) -> Non
     for c, k, a, w in zip(texts["clean"], texts["corrupted"], texts["answer"], texts["wrong"]):
         assert c.startswith(f"When {a.strip()} and {w.strip()}") or c.startswith(f"When {w.strip()} and {a.strip()}")
         assert c.endswith(f"{w.strip()} gave a " + c.split(" gave a ")[1]) and k.split(", ")[1].startswith(a.strip())
+
+
+def _plant_in_hf_cache(home, repo: str, model: nn.Module, tokenizer) -> None:
+    """Write ``model`` and ``tokenizer`` where the hub cache keeps ``repo`` (``$HF_HOME/hub/models--…``)."""
+    commit = "0" * 40
+    root = home / "hub" / ("models--" + repo.replace("/", "--"))
+    snapshot = root / "snapshots" / commit
+    model.save_pretrained(snapshot)
+    tokenizer.save_pretrained(snapshot)
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+
+
+@pytest.mark.parametrize("repo", ["gpt2", "EleutherAI/pythia-70m"])
+def test_full_mode_ioi_path_runs_on_a_model_found_in_the_local_cache(tmp_path, monkeypatch, repo) -> None:
+    """Notebook 05's full-mode section on a random model planted in a temporary cache under the
+    pretrained name (no pretrained weights are ever downloaded, so CI cannot run the real one)."""
+    from mechnb.interop import ioi_texts, load_cached
+
+    texts = ioi_texts(8, seed=0)
+    words = sorted({w for key in texts for t in texts[key] for w in t.replace(",", " ,").split()})
+    vocab = ["<pad>", "<bos>", *words]
+    tok = word_level_tokenizer(vocab)
+    # word-level ids: every IOI name is one token, clean and corrupted prompts have equal lengths
+    cfg = dict(vocab_size=len(vocab), bos_token_id=1, eos_token_id=1, pad_token_id=0)
+    if repo == "gpt2":
+        hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=32,
+                                                                  **cfg))
+    else:
+        hf = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
+            num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=32, rotary_pct=0.25, **cfg))
+    _randomise(hf, seed=3)
+    _plant_in_hf_cache(tmp_path, repo, hf, tok)
+    assert load_cached(repo, cache_dir=tmp_path / "empty") is None
+    with pytest.raises(TypeError, match="cache_dir: expected a path or None"):
+        load_cached(repo, cache_dir=3)
+    found = load_cached(repo, cache_dir=tmp_path / "hub")
+    assert found is not None, f"{repo} planted in {tmp_path} was not found"
+    pretrained, pretrained_tok = found
+    big = from_hf(pretrained)
+    with torch.no_grad():
+        ids = torch.tensor([pretrained_tok.encode(texts["clean"][0])])
+        assert torch.allclose(big(ids), pretrained(ids).logits, atol=1e-4)
+    ioi = PromptPairs.from_texts(pretrained_tok, task="ioi", **texts)
+    scores = attribute(big, Graph.from_model(big), ioi, method="eap")
+    exact = attribute(big, Graph.from_model(big), ioi, method="exact")
+    assert torch.isfinite(scores.scores).all() and scores.top_n(10).edges  # the notebook prints these
+    # the metric of the clean run is the logit difference of the answer over the wrong name
+    assert abs(scores.metric_clean - exact.metric_clean) < 1e-5

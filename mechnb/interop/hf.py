@@ -18,6 +18,8 @@ inside the square root).
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Sequence
 from typing import Any
 
@@ -188,25 +190,27 @@ def word_level_tokenizer(vocab: Sequence[str], unk_token: str = "<pad>", pad_tok
     return PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
 
 
-def load_cached(name: str) -> tuple[nn.Module, Any] | None:
+def load_cached(name: str, cache_dir: str | os.PathLike | None = None) -> tuple[nn.Module, Any] | None:
     """``(model, tokenizer)`` of a pretrained Hugging Face model *already in the local cache*, or ``None``.
 
     Never downloads: the hub is switched off (``HF_HUB_OFFLINE=1``) and every load passes
     ``local_files_only=True``; a model that is not cached (or cannot be read) gives ``None``. The
-    model is in eval mode, float32.
+    model is in eval mode, float32. ``cache_dir``: the hub cache to look in (default: the one
+    ``huggingface_hub`` uses, ``$HF_HOME/hub``, fixed when ``transformers`` is first imported).
     """
-    import os
-
     if not isinstance(name, str) or not name:
         raise TypeError(f"name: expected a model name such as 'gpt2', got {name!r}")
+    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+        raise TypeError(f"cache_dir: expected a path or None, got {type(cache_dir).__name__}")
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     import transformers
 
     try:
-        tok = transformers.AutoTokenizer.from_pretrained(name, local_files_only=True)
+        where = {} if cache_dir is None else {"cache_dir": os.fspath(cache_dir)}
+        tok = transformers.AutoTokenizer.from_pretrained(name, local_files_only=True, **where)
         model = transformers.AutoModelForCausalLM.from_pretrained(name, local_files_only=True,
-                                                                  dtype=torch.float32)
+                                                                  dtype=torch.float32, **where)
     except (OSError, ValueError, KeyError):
         return None
     return model.eval(), tok
