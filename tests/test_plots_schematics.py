@@ -57,7 +57,29 @@ def test_edge_patching_shows_both_runs_and_one_patched_edge() -> None:
     plt.close(fig)
 
 
-@pytest.mark.parametrize("name", ["spd_pipeline", "edge_patching"])
+def test_interaction_basis_follows_the_steps_of_degeneracy_interaction() -> None:
+    fig = plots.schematics.interaction_basis()
+    labels = plots.schematics.box_labels(fig)
+    assert len(labels) == 9 and len(set(labels)) == 9
+    text = " | ".join(labels)
+    for piece in ("activations f_l = [f, 1]", "Gram G", "drop null directions", "whiten", "next layer's basis",
+                  "Jacobian", "M′ = (1/n) Σ Jᵀ J", "V Λ Vᵀ", "C_l = U D^(-1/2) V Λ^(1/2)", "C_lᵀ G C_l = Λ",
+                  "interaction basis"):
+        assert piece in text, piece
+    # the data side comes before the Jacobian side, and both before C and the basis
+    order = [next(i for i, lab in enumerate(labels) if lab.startswith(k)) for k in ("Gram", "PCA", "Jacobian", "M =", "C_l",
+                                                                                     "interaction basis")]
+    assert order == sorted(order)
+    arrows = [p for ax in fig.axes for p in ax.patches if isinstance(p, FancyArrowPatch)]
+    assert len(arrows) == 11
+    # the arrows into C come from M (V, Λ) and from the whitening (U D^-1/2); C feeds the basis
+    texts = [t.get_text().strip() for ax in fig.axes for t in ax.texts]
+    assert {"V, Λ", "U D^(-1/2)", "feeds layer l − 1"} <= set(texts)
+    assert _inside(fig)
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("name", ["spd_pipeline", "edge_patching", "interaction_basis"])
 def test_schematics_take_a_title(name: str) -> None:
     fig = getattr(plots.schematics, name)(title="T")
     titles = [ax.get_title() for ax in fig.axes] + [fig._suptitle.get_text() if fig._suptitle else ""]

@@ -6,6 +6,11 @@
   enter importance minimality; faithfulness compares ``U V^T`` with ``W``.
 * :func:`edge_patching` - patching one edge ``u -> v`` of the computational graph (notebook 04):
   reader ``v`` receives writer ``u``'s corrupted output while every other edge carries the clean one.
+* :func:`interaction_basis` - the Interaction Basis of one layer (notebook 01; Bushnaq et al. 2024,
+  arXiv:2405.10927 Sec. 6, as :func:`mechnb.degeneracy.interaction_basis` computes it): the Gram
+  matrix of the extended activations and its PCA (null directions dropped), the Jacobian Gram ``M'``
+  of the next layer's interaction-basis activations, the whitened ``M = V Λ Vᵀ`` and
+  ``C = U D^{-1/2} V Λ^{1/2}`` with ``Cᵀ G C = Λ``; the layers are done from the output backwards.
 
 Every box is a :class:`matplotlib.patches.FancyBboxPatch` whose ``gid`` is its label, so a test (or a
 reader) can list what a schematic shows with :func:`box_labels`.
@@ -17,10 +22,10 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-__all__ = ["spd_pipeline", "edge_patching", "box_labels"]
+__all__ = ["spd_pipeline", "edge_patching", "interaction_basis", "box_labels"]
 
 _COLORS = {"model": "#dbe9f6", "param": "#fde2c8", "ci": "#e6dcf2", "mask": "#fff3b0", "loss": "#d8f0d2",
-           "clean": "#dbe9f6", "corrupted": "#f8d0d0", "node": "#eeeeee"}
+           "clean": "#dbe9f6", "corrupted": "#f8d0d0", "node": "#eeeeee", "basis": "#d8f0d2"}
 
 
 def _box(ax, x: float, y: float, label: str, kind: str, w: float = 1.9, h: float = 0.7) -> tuple[float, float]:
@@ -112,4 +117,62 @@ def edge_patching(title: str = "Patching one edge u → v") -> Figure:
     fig.suptitle(title + ": effect = m(patched) − m(clean); EAP: ≈ (out_u^corr − out_u^clean) · ∂m/∂in_v",
                  fontsize=9.5)
     fig.tight_layout()
+    return fig
+
+
+def interaction_basis(title: str = "The Interaction Basis of layer l (Bushnaq et al. 2024, 2405.10927 Sec. 6)") -> Figure:
+    """The Interaction Basis of one layer as a block diagram, the steps of :func:`mechnb.degeneracy.interaction_basis`.
+
+    Top row, from the data: the extended activations ``f_l = [f, 1]`` (n samples), their uncentred Gram
+    matrix ``G = (1/n) Σ f fᵀ = U D Uᵀ``, PCA with the null directions (``D_i <= rtol · D_max``) dropped,
+    whitening ``D^{-1/2} Uᵀ``. Bottom row, from what comes next: the next layer's interaction basis
+    ``f̂_{l+1}`` (computed first, the recursion runs from the output backwards), its Jacobian Gram
+    ``M' = (1/n) Σ Jᵀ J`` with ``J = ∂f̂_{l+1}/∂f_l``, whitened ``M = D^{1/2} Uᵀ M' U D^{1/2} = V Λ Vᵀ``
+    (``Λ ≈ 0`` dropped). Both meet in ``C_l = U D^{-1/2} V Λ^{1/2}`` with ``C_lᵀ G C_l = Λ``, and the
+    basis ``f̂_l = C_lᵀ f_l``, which in turn feeds layer ``l - 1``.
+    """
+    fig, ax = plt.subplots(figsize=(13.5, 4.6))
+    box = {}
+
+    def add(key: str, x: float, y: float, label: str, kind: str, w: float) -> None:
+        _box(ax, x, y, label, kind, w=w, h=0.9)
+        box[key] = ax.patches[-1]
+
+    def link(a: str, b: str | tuple[float, float], label: str = "", color: str = "0.35", ls: str = "-",
+             rad: float = 0.0, dy: float = 0.12) -> None:
+        pa = box[a]
+        pb = box[b] if isinstance(b, str) else None
+        xa, ya = pa.get_x() + pa.get_width() / 2, pa.get_y() + pa.get_height() / 2
+        xb, yb = (pb.get_x() + pb.get_width() / 2, pb.get_y() + pb.get_height() / 2) if pb is not None else b
+        ax.add_patch(FancyArrowPatch((xa, ya), (xb, yb), patchA=pa, patchB=pb, arrowstyle="-|>", mutation_scale=11,
+                                     color=color, lw=1.1, ls=ls, shrinkA=3, shrinkB=3,
+                                     connectionstyle=f"arc3,rad={rad}", zorder=1))
+        if label:
+            ax.text((xa + xb) / 2, (ya + yb) / 2 + dy, label, ha="center" if dy else "left", va="bottom", fontsize=7.5,
+                    color=color, zorder=3)
+
+    add("f", 0.0, 3.4, "activations f_l = [f, 1]\n(n samples)", "model", 2.3)
+    add("g", 3.5, 3.4, "Gram G = (1/n) Σ f fᵀ\n= U D Uᵀ", "param", 2.3)
+    add("pca", 7.0, 3.4, "PCA: keep D > rtol·D_max\n(drop null directions)", "param", 2.6)
+    add("wh", 10.5, 3.4, "whiten\nz = D^(-1/2) Uᵀ f", "param", 2.1)
+    add("next", 0.0, 0.9, "next layer's basis f̂_l+1\n(done first: output → input)", "node", 2.7)
+    add("jac", 3.5, 0.9, "Jacobian J = ∂f̂_l+1 / ∂f_l\nM′ = (1/n) Σ Jᵀ J", "ci", 2.5)
+    add("m", 7.0, 0.9, "M = D^(1/2) Uᵀ M′ U D^(1/2)\n= V Λ Vᵀ  (drop Λ ≈ 0)", "ci", 2.8)
+    add("c", 10.5, 0.9, "C_l = U D^(-1/2) V Λ^(1/2)\nC_lᵀ G C_l = Λ", "mask", 2.6)
+    add("ib", 13.6, 2.15, "interaction basis\nf̂_l = C_lᵀ f_l", "basis", 2.0)
+    link("f", "g")
+    link("g", "pca", "U, D")
+    link("pca", "wh")
+    link("next", "jac")
+    link("f", "jac", "  at the same inputs x", color="#1f77b4", ls="--", dy=0.0)
+    link("jac", "m", "M′")
+    link("pca", "m", "  U, D", color="0.45", dy=0.0)
+    link("m", "c", "V, Λ")
+    link("wh", "c", "  U D^(-1/2)", color="0.45", dy=0.0)
+    link("c", "ib")
+    link("ib", (13.6, 4.5), "  feeds layer l − 1", color="#2ca02c", ls="--", dy=0.0)
+    ax.set_xlim(-1.5, 14.8)
+    ax.set_ylim(0.2, 4.7)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=10)
     return fig
