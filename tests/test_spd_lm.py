@@ -236,16 +236,23 @@ def test_bad_masks_for_a_sequence_model_are_rejected():
 # ---------------------------------------------------------------------------------------------
 # (d) a converted Hugging Face GPT-2
 # ---------------------------------------------------------------------------------------------
-def test_random_gpt2_from_hf_decomposes():
+@pytest.mark.parametrize("family", ["gpt2", "neox"])
+def test_random_hf_model_from_hf_decomposes(family):
+    """GPT-2 (sequential blocks) and GPT-NeoX / Pythia (parallel attention and MLP, rotary)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     transformers = pytest.importorskip("transformers")
     from mechnb.interop import from_hf
 
     torch.manual_seed(0)
-    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        n_layer=2, n_embd=16, n_head=2, vocab_size=LANG.vocab_size, n_positions=LANG.n_ctx, bos_token_id=1,
-        eos_token_id=1, pad_token_id=0)).eval()
+    ids = dict(vocab_size=LANG.vocab_size, bos_token_id=1, eos_token_id=1, pad_token_id=0)
+    if family == "gpt2":
+        hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+            n_layer=2, n_embd=16, n_head=2, n_positions=LANG.n_ctx, **ids)).eval()
+    else:
+        hf = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
+            num_hidden_layers=2, hidden_size=16, num_attention_heads=2, intermediate_size=64,
+            max_position_embeddings=LANG.n_ctx, rotary_pct=0.5, use_parallel_residual=True, **ids)).eval()
     model = from_hf(hf)
     names = ["blocks.0.mlp.W_in", "blocks.1.mlp.W_out"]
     before = {k: v.clone() for k, v in model.state_dict().items()}
