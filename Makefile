@@ -102,7 +102,7 @@ TEST_THREADS ?= 1
 # core by default; each notebook and each test module stays on one worker, see conftest.py).
 # TEST_WORKERS=0 runs everything in this one process.
 TEST_WORKERS ?= $(shell getconf _NPROCESSORS_ONLN 2> /dev/null || echo 2)
-XDIST = -n $(TEST_WORKERS) --dist loadgroup
+XDIST = -n $(TEST_WORKERS) --dist loadfile
 
 # `make test` runs the suite under several numeric configurations, so that a result which
 # depends on the CPU (a kernel family's rounding, a reduction order) fails here first rather

@@ -18,9 +18,10 @@
    window, and nbval then fails the cell with "Timeout of 5 seconds exceeded waiting for
    output" although it ran fine. We give every notebook cell a longer output window; the
    cell-execution timeout is unchanged.
-3. **Parallel runs.** Under ``pytest -n N --dist loadgroup`` (pytest-xdist, as ``make test`` runs)
-   each notebook, and each test module, is kept on one worker; long tests run one by one
-   (:func:`xdist_group`).
+3. **Parallel runs.** ``make test`` runs ``pytest -n N --dist loadfile`` (pytest-xdist): each
+   notebook (its cells share one kernel) and each test module stays on one worker. (``loadgroup``
+   with per-test groups would balance better, but pytest-xdist 3.8 cannot rename node ids under
+   pytest 9.2, so its groups are silently ignored.)
 4. **Numeric configuration.** ``make test`` reruns the ``numerics`` tests (marker registered
    here and in ``pyproject.toml``) under other kernel families and thread counts; the report
    header names torch's kernel family and thread count, and an explicit ``OMP_NUM_THREADS``
@@ -68,32 +69,7 @@ def _tolerant(item: Any, tol: notebook_reference.Tolerance) -> Callable[..., boo
     return compare_outputs
 
 
-#: Markers of tests long enough (a minute or more) to be scheduled one by one under ``pytest -n``.
-SOLO_MARKERS = ("slow", "browser", "learner")
-
-
-def xdist_group(item: pytest.Item) -> str:
-    """The ``pytest -n N --dist loadgroup`` group of ``item`` (see ``make test``).
-
-    Cells of one notebook share a kernel and must run in order on one worker: the notebook is
-    one group. A unit-test module is one group (its module-scoped fixtures, e.g. a trained
-    model, are then built once), except its tests marked ``slow``, ``browser`` or ``learner``:
-    each is a group of its own, so that two long tests of one module can run side by side.
-    """
-    path = Path(str(item.fspath)).as_posix()
-    if type(item).__name__ == "IPyNbCell":
-        return path
-    if any(item.get_closest_marker(m) for m in SOLO_MARKERS):
-        return item.nodeid
-    return path
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker reads the marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if getattr(getattr(config, "option", None), "dist", "no") == "loadgroup":
-        for item in items:
-            if item.get_closest_marker("xdist_group") is None:
-                item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
     references = None
     for item in items:
         if type(item).__name__ != "IPyNbCell" or not hasattr(item, "output_timeout"):  # nbval.plugin.IPyNbCell

@@ -140,7 +140,7 @@ def test_makefile_setup_installs_torch_first_and_honours_torch_index(tmp_path):
 
 def test_make_test_and_make_lab_run_the_documented_commands():
     test = _make_dry_run("test")
-    xdist = r"-n \d+ --dist loadgroup "  # TEST_WORKERS single-threaded pytest-xdist workers
+    xdist = r"-n \d+ --dist loadfile "  # TEST_WORKERS single-threaded pytest-xdist workers
     assert re.search(rf"MECHNB_FAST=1 \S*python -m pytest {xdist}tests/", test)
     assert re.search(rf"MECHNB_FAST=1 \S*python -m pytest {xdist}--nbval-lax --nbval-current-env \\?\s*notebooks/", test)
     assert re.search(r'MECHNB_FAST=1 \S*python -m pytest \$xdist -m "\$mark" tests/', test)
@@ -187,13 +187,13 @@ def test_make_test_runs_the_suite_under_every_numeric_configuration(tmp_path):
     rc, out, runs = _fake_make_test(tmp_path)
     assert rc == 0, out
     assert runs == [
-        "ATEN= MKL= OMP=1 FAST=1 | -m pytest -n 2 --dist loadgroup tests/",
-        "ATEN= MKL= OMP=1 FAST=1 | -m pytest -n 2 --dist loadgroup --nbval-lax --nbval-current-env notebooks/",
-        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadgroup -m numerics tests/",
-        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadgroup --nbval-lax --nbval-current-env "
+        "ATEN= MKL= OMP=1 FAST=1 | -m pytest -n 2 --dist loadfile tests/",
+        "ATEN= MKL= OMP=1 FAST=1 | -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env notebooks/",
+        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadfile -m numerics tests/",
+        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env "
         "notebooks/",
         "ATEN= MKL= OMP=2/PASSIVE FAST=1 | -m pytest -n 0 -m numerics and not slow tests/",  # one 2-thread process
-        "ATEN=avx2 MKL=AVX2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadgroup -m numerics and not slow tests/",
+        "ATEN=avx2 MKL=AVX2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadfile -m numerics and not slow tests/",
     ], out
     headers = re.findall(r"^==> \[(\d)/(\d)\] (.*)$", out, flags=re.M)
     assert [(n, total) for n, total, _ in headers] == [(str(i), "6") for i in range(1, 7)]
@@ -418,43 +418,25 @@ def test_root_conftest_lengthens_nbval_output_timeout():
     assert item.output_timeout == root_conftest.NBVAL_OUTPUT_TIMEOUT >= 30 and other.output_timeout == 5
 
 
-def test_xdist_groups_keep_a_notebook_and_a_module_on_one_worker_and_deal_out_long_tests():
-    """``make test`` runs ``pytest -n N --dist loadgroup``: a notebook's cells share a kernel, a module its fixtures."""
-    import importlib.util
-
-    nbval_plugin = pytest.importorskip("nbval.plugin")
-    spec = importlib.util.spec_from_file_location("root_conftest", ROOT / "conftest.py")
-    root_conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(root_conftest)
-
-    class Unit:
-        def __init__(self, path: str, name: str, *marks: str) -> None:
-            self.fspath, self.nodeid, self.marks = ROOT / path, f"{path}::{name}", set(marks)
-            self.added: list = []
-
-        def get_closest_marker(self, name: str):
-            return name if name in self.marks else None
-
-        def add_marker(self, mark) -> None:
-            self.added.append(mark)
-
-    cells = []
-    for n in range(2):
-        cell = nbval_plugin.IPyNbCell.__new__(nbval_plugin.IPyNbCell)
-        cell.fspath, cell.output_timeout = ROOT / "notebooks/02_x.ipynb", 5
-        cells.append(cell)
-    group = root_conftest.xdist_group
-    assert group(cells[0]) == group(cells[1]) == (ROOT / "notebooks/02_x.ipynb").as_posix()
-    a, b = Unit("tests/test_a.py", "test_1"), Unit("tests/test_a.py", "test_2")
-    slow1, slow2 = Unit("tests/test_a.py", "test_3", "slow"), Unit("tests/test_a.py", "test_4", "browser")
-    assert group(a) == group(b) != group(slow1) != group(slow2) != group(a)
-    assert group(Unit("tests/test_b.py", "test_1")) != group(a)
-    # the marks are added only under --dist loadgroup
-    on = type("Config", (), {"option": type("Options", (), {"dist": "loadgroup"})()})()
-    off = type("Config", (), {"option": type("Options", (), {"dist": "no"})()})()
-    root_conftest.pytest_collection_modifyitems(off, [a])
-    root_conftest.pytest_collection_modifyitems(on, [b])
-    assert a.added == [] and [m.name for m in b.added] == ["xdist_group"] and b.added[0].args == (group(b),)
+def test_a_notebook_stays_on_one_xdist_worker(tmp_path):
+    """End to end: ``pytest -n 2 --dist loadfile --nbval-lax`` on a notebook whose cells depend on each other."""
+    nbformat = pytest.importorskip("nbformat")
+    pytest.importorskip("xdist")
+    folder = ROOT / "tests" / "artifacts" / f"xdist-{os.getpid()}-{tmp_path.name}"  # under the root conftest
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        cells = [nbformat.v4.new_code_cell("x = 0")]
+        cells += [nbformat.v4.new_code_cell(f"assert x == {i}\nx += 1") for i in range(12)]
+        nb = nbformat.v4.new_notebook(cells=cells)
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        for name in ("a.ipynb", "b.ipynb"):
+            nbformat.write(nb, folder / name)
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadfile", "--nbval-lax",
+                               "--nbval-current-env", "-p", "no:cacheprovider", "-q", str(folder)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and "26 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_every_checked_notebook_cell_has_a_current_reference():
