@@ -118,13 +118,17 @@ XDIST = -n $(TEST_WORKERS) --dist loadfile
 # torch's ATEN_CPU_CAPABILITY does not reach MKL's BLAS/LAPACK (matmul, eigh, svd), which
 # dispatch on their own; MKL_ENABLE_INSTRUCTIONS does (it is ignored where torch has no MKL).
 # The numerics subset: the tests marked @pytest.mark.numerics, plus NUMERICS_PATHS run in full;
-# the quick subset leaves out those also marked slow (the SPD quality bars, minutes each).
+# the quick subset leaves out those also marked slow (the SPD quality bars, minutes each). By
+# default configuration 2 runs the quick subset too: on 2 cores the SPD bars took 575 s there
+# (one module, one worker), and their seeds x kernel families are measured by
+# `benchmarks/bench_spd.py --seeds` (benchmarks/results/spd_seeds.json: 20/20 runs each).
+# `make test NUMERICS_MARK=numerics` reruns them under the portable kernels as well.
 # A configuration that fails fails `make test`; every configuration runs, a summary with the
 # time of each comes last. TEST_MATRIX=0 runs configuration 1 only.
 KERNELS_DEFAULT ?= ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2
 KERNELS_AVX2    ?= ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2
 THREADS_2       ?= OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE
-NUMERICS_MARK       ?= numerics
+NUMERICS_MARK       ?= numerics and not slow
 NUMERICS_MARK_QUICK ?= numerics and not slow
 NUMERICS_PATHS  ?=
 TEST_MATRIX     ?= 1
