@@ -180,7 +180,7 @@ def bench_trajectory(device: str, quick: bool = False, n_checkpoints: int = 20) 
     from mechnb.degeneracy import llc_trajectory
     import os
 
-    from mechnb.experiments.llc import STAGEWISE_LLC, stagewise_dln
+    from mechnb.experiments.llc import STAGEWISE_LLC, plateaus, stagewise_dln
 
     load0 = os.getloadavg()[0]
     run = stagewise_dln(checkpoint_every=125)  # 2500 steps: 21 checkpoints, the first 20 used
@@ -212,6 +212,19 @@ def bench_trajectory(device: str, quick: bool = False, n_checkpoints: int = 20) 
     t_theirs = time.perf_counter() - t0
     learned = truth > 0  # rank-0 checkpoints (near w = 0, a saddle with loss >> 0) have no finite-sample meaning
     err = lambda est: float(np.mean(np.abs(np.asarray(est)[learned] - truth[learned]) / truth[learned]))  # noqa: E731
+    # The plateaus: runs of at least 3 checkpoints at one learned rank, their first and last dropped
+    # (a checkpoint half-way through a direction's rise is not at a critical point and its estimate
+    # is meaningless, e.g. strongly negative while the loss still falls under the chains). At this
+    # spacing (125 steps) the rank-1 stage spans two checkpoints, the second already rising to
+    # rank 2, so it is not a plateau here (notebook 06 samples every 50 steps and has one).
+    ranks = np.asarray([run.ranks[i] for i in idx])
+    on_plateaus = [(r, pl) for r, pl in plateaus(ranks, min_length=3) if r > 0]
+
+    def per_plateau(est) -> list[dict[str, Any]]:
+        e = np.asarray(est, dtype=float)
+        return [dict(rank=int(r), checkpoints=[int(i) for i in pl], aoyagi=float(truth[pl[0]]),
+                     median=float(np.median(e[pl])), rel_error=float(np.median(e[pl]) / truth[pl[0]] - 1.0))
+                for r, pl in on_plateaus]
     # restricted vs full cost, on the last checkpoint
     full_model = models[-1]
     kw = dict(s, seed=0, device=device, progress=False)
@@ -222,8 +235,14 @@ def bench_trajectory(device: str, quick: bool = False, n_checkpoints: int = 20) 
     estimate_llc(full_model, sum_mse, (run.x, run.y), restrict=["layers.0.weight"], **kw)
     t_restricted = time.perf_counter() - t0
     out = dict(checkpoints=len(ckpts), settings=settings, steps=[int(c["step"]) for c in ckpts], aoyagi=truth.tolist(),
-               mechnb=dict(estimates=tr.mean.tolist(), seconds=t_ours, mean_abs_rel_error_learned=err(tr.mean)),
-               devinterp=dict(estimates=theirs, seconds=t_theirs, mean_abs_rel_error_learned=err(theirs)),
+               ranks=ranks.tolist(),
+               mechnb=dict(estimates=tr.mean.tolist(), seconds=t_ours, mean_abs_rel_error_learned=err(tr.mean),
+                           plateaus=per_plateau(tr.mean)),
+               devinterp=dict(estimates=theirs, seconds=t_theirs, mean_abs_rel_error_learned=err(theirs),
+                              plateaus=per_plateau(theirs)),
+               max_abs_difference_on_plateaus=float(max(
+                   (np.abs(np.asarray(tr.mean)[pl] - np.asarray(theirs)[pl]).max() for _, pl in on_plateaus),
+                   default=float("nan"))),
                speedup=t_theirs / t_ours, goal_speedup_10x=t_theirs / t_ours >= 10,
                restricted_over_full_time=t_restricted / t_full, quick=quick,
                load_average_1min_at_start=load0)
@@ -231,6 +250,11 @@ def bench_trajectory(device: str, quick: bool = False, n_checkpoints: int = 20) 
           f"({out['speedup']:.1f}x); error vs Aoyagi (learned checkpoints): mechnb "
           f"{out['mechnb']['mean_abs_rel_error_learned']:.1%}, devinterp {out['devinterp']['mean_abs_rel_error_learned']:.1%}; "
           f"restricted/full time {out['restricted_over_full_time']:.2f}")
+    for a, b in zip(out["mechnb"]["plateaus"], out["devinterp"]["plateaus"]):
+        print(f"  plateau rank {a['rank']} (checkpoints {a['checkpoints']}): Aoyagi {a['aoyagi']:.1f}, median "
+              f"estimate mechnb {a['median']:.2f} ({a['rel_error']:+.1%}), devinterp {b['median']:.2f} "
+              f"({b['rel_error']:+.1%})")
+    print(f"  largest |mechnb - devinterp| on a plateau checkpoint: {out['max_abs_difference_on_plateaus']:.2f}")
     path = RESULTS.with_name("llc_trajectory.json")
     path.write_text(json.dumps(out, indent=1))
     print(f"wrote {path}")
