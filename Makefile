@@ -19,6 +19,10 @@
 #   NUMERICS_PATHS test files/node ids `make test` reruns in full under each other configuration
 #   BROWSER_DEPS   1: `make test` apt-installs chromium for tests/browser/ when missing and root
 #                  (default: 1; 0 skips the install, and the browser test is then skipped)
+#   NBVAL_BEST     auto: `make test` runs nbval on notebooks/ under the best kernels only when the
+#                  browser test cannot (no chromium at CHROMIUM, or no playwright): the browser test
+#                  runs every notebook there and compares its checked cells; 1: always; 0: never
+#   CHROMIUM       the chromium the browser test drives (default: $MECHNB_CHROMIUM or /usr/bin/chromium)
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -29,6 +33,8 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?=
 PYTEST_ARGS   ?=
 BROWSER_DEPS  ?= 1
+NBVAL_BEST    ?= auto
+CHROMIUM      ?= $(or $(MECHNB_CHROMIUM),/usr/bin/chromium)
 
 PY  := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
@@ -108,7 +114,10 @@ XDIST = -n $(TEST_WORKERS) --dist loadfile
 # depends on the CPU (a kernel family's rounding, a reduction order) fails here first rather
 # than on a reader's laptop:
 #   1. the whole suite, tests/ and notebooks/, under the machine's best kernels (torch's
-#      ATEN_CPU_CAPABILITY unset, MKL's own choice), TEST_THREADS threads;
+#      ATEN_CPU_CAPABILITY unset, MKL's own choice), TEST_THREADS threads. The notebooks are run
+#      there by the browser test (tests/browser/: every notebook in JupyterLab, every checked
+#      cell compared with its reference within its tolerance, as nbval does), so nbval runs
+#      notebooks/ under the best kernels only when the browser test cannot (NBVAL_BEST);
 #   2. notebooks/ and the numerics subset (NUMERICS_MARK) under KERNELS_DEFAULT (torch's portable
 #      kernels, MKL's SSE4.2 code path: what a machine without AVX computes);
 #   3. the quick numerics subset (NUMERICS_MARK_QUICK) with 2 threads (other reduction orders;
@@ -151,8 +160,13 @@ test: setup browser-deps
 	here="$${ATEN_CPU_CAPABILITY:+ATEN_CPU_CAPABILITY=$$ATEN_CPU_CAPABILITY }"; \
 	here="$$here$${MKL_ENABLE_INSTRUCTIONS:+MKL_ENABLE_INSTRUCTIONS=$$MKL_ENABLE_INSTRUCTIONS }"; \
 	here="$${here:+$${here}(as exported)}"; here="$${here:-the best kernels of this machine ($$best)}"; \
-	total=2; avx2=0; \
-	if [ "$(TEST_MATRIX)" != 0 ]; then total=5; if [ "$$best" = AVX512 ]; then total=6; avx2=1; fi; fi; \
+	nbbest=1; \
+	if [ "$(NBVAL_BEST)" = 0 ]; then nbbest=0; \
+	elif [ "$(NBVAL_BEST)" = auto ] && [ -x "$(CHROMIUM)" ] && $(PY) -c "import playwright" > /dev/null 2>&1; then \
+		nbbest=0; fi; \
+	total=$$((1 + nbbest)); avx2=0; \
+	if [ "$(TEST_MATRIX)" != 0 ]; then total=$$((total + 3)); \
+		if [ "$$best" = AVX512 ]; then total=$$((total + 1)); avx2=1; fi; fi; \
 	n=0; failed=0; summary=(); \
 	begin() { n=$$((n + 1)); title="[$$n/$$total] $$1"; echo; echo "==> $$title"; t0=$$SECONDS; step_rc=0; note=""; }; \
 	run() { \
@@ -176,7 +190,8 @@ test: setup browser-deps
 		if [ -n "$(strip $(NUMERICS_PATHS))" ]; then run "$$@" $(PYTEST_NUMERICS_PATHS); fi; \
 	}; \
 	begin "unit tests (tests/) under $$here, $(TEST_THREADS) thread(s)"; run $(PYTEST_UNIT); end; \
-	begin "notebooks under $$here, $(TEST_THREADS) thread(s)"; notebooks; end; \
+	if [ $$nbbest = 1 ]; then begin "notebooks under $$here, $(TEST_THREADS) thread(s)"; notebooks; end; \
+	else echo; echo "==> notebooks under $$here: run and checked by the browser test of step 1 (NBVAL_BEST=1: by nbval too)"; fi; \
 	if [ "$(TEST_MATRIX)" != 0 ]; then \
 		begin "numerics subset under $(KERNELS_DEFAULT)"; numerics "$(NUMERICS_MARK)" "$(XDIST)" $(KERNELS_DEFAULT); end; \
 		begin "notebooks under $(KERNELS_DEFAULT)"; notebooks $(KERNELS_DEFAULT); end; \

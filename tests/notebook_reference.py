@@ -245,6 +245,98 @@ def reconcile_outputs(test: list[Any], ref: list[Any], tol: Tolerance,
     return problems
 
 
+_CR_OVERWRITE = re.compile(r"[^\n]*\r(?!\n)")
+_BACKSPACE = re.compile(r"[^\n]\x08")
+
+
+def comparable_outputs(outputs: Iterable[Any]) -> list[tuple[str, str]]:
+    """``[(key, text), ...]``: what nbval's lax mode compares of a cell's ``outputs``, in order.
+
+    Streams of one name are joined into the first of them (nbval's ``coalesce_streams``, with its
+    handling of ``\r`` and ``\b``); a display or result contributes its ``text/plain``; errors and
+    everything else (figures, HTML, widget models, metadata) are left out. Accepts nbformat nodes
+    or the plain dicts a notebook's JSON (or JupyterLab's output model) holds.
+    """
+    items: list[list[str]] = []
+    streams: dict[str, list[str]] = {}
+    for out in outputs:
+        kind = out.get("output_type")
+        if kind == "stream":
+            text = out.get("text", "")
+            text = "".join(text) if isinstance(text, list) else text
+            name = out.get("name", "stdout")
+            if name in streams:
+                streams[name][1] += text
+            else:
+                streams[name] = [f"stream {name}", text]
+                items.append(streams[name])
+        elif kind in ("execute_result", "display_data"):
+            value = (out.get("data") or {}).get("text/plain")
+            if value is not None:
+                items.append(["text/plain", "".join(value) if isinstance(value, list) else value])
+    for item in streams.values():
+        text = item[1]
+        while True:
+            shorter = _BACKSPACE.sub("", text)
+            if len(shorter) == len(text):
+                break
+            text = shorter
+        item[1] = _CR_OVERWRITE.sub("", text)
+    return [(k, v) for k, v in items]
+
+
+def compare_cell_outputs(got: Iterable[Any], expected: Iterable[Any], tol: Tolerance) -> list[str]:
+    """Why the outputs ``got`` of a checked cell differ from its reference ``expected`` (``[]``: they agree).
+
+    The outside-nbval twin of the comparison ``conftest.py`` gives nbval (for a notebook executed
+    elsewhere, e.g. in JupyterLab by the browser test): the :func:`comparable_outputs` of both
+    sides must have the same kinds in the same order, and each text must agree with its
+    reference under :func:`compare_text` within ``tol``.
+    """
+    g, e = comparable_outputs(got), comparable_outputs(expected)
+    if [k for k, _ in g] != [k for k, _ in e]:
+        return [f"output kinds differ: got {[k for k, _ in g]}, expected {[k for k, _ in e]}"]
+    problems = []
+    for n, ((key, text), (_, ref)) in enumerate(zip(g, e)):
+        why = compare_text(ref, text, tol)
+        if why:
+            problems.append(f"{key} (output {n + 1}):\n  " + "\n  ".join(why))
+    return problems
+
+
+def check_executed_cells(name: str, cells: list[dict[str, Any]],
+                         references: dict[str, dict[str, dict[str, Any]]] | None = None) -> tuple[int, list[str]]:
+    """``(n_compared, problems)``: the checked cells of notebook ``name`` against their references.
+
+    ``cells``: ``[{"id", "source", "outputs"}, ...]`` of the executed notebook (e.g. read from
+    JupyterLab by ``tests/browser/lab_driver.py``); ``references``: :func:`load`'s mapping (default:
+    ``tests/notebook_outputs.json``).
+    Only checked cells whose reference was recorded from their current source are compared
+    (``tests/test_project.py`` reports the others).
+    """
+    refs = (load() if references is None else references).get(name, {})
+    compared, problems = 0, []
+    for cell in cells:
+        tol = cell_tolerance(cell["source"])
+        entry = refs.get(cell["id"])
+        if tol is None or not entry or entry["source_sha"] != source_hash(cell["source"]):
+            continue
+        compared += 1
+        why = compare_cell_outputs(cell["outputs"], entry["outputs"], tol)
+        if why:
+            problems.append(f"cell {cell['id']} ({tol}):\n    " + "\n    ".join(why))
+    return compared, problems
+
+
+def n_current_references(path: Path, references: dict[str, dict[str, dict[str, Any]]] | None = None) -> int:
+    """How many checked cells of the notebook at ``path`` have a reference recorded from their current source."""
+    import nbformat
+
+    refs = (load() if references is None else references).get(path.name, {})
+    return sum(1 for c in checked_cells(nbformat.read(path, as_version=4))
+               if c.get("id") in refs and refs[c.get("id")]["source_sha"] == source_hash(c.source))
+
+
 def checked_cells(nb: Any) -> list[Any]:
     """The code cells of ``nb`` marked ``# NBVAL_CHECK_OUTPUT``."""
     return [c for c in nb.cells if c.cell_type == "code" and MARKER.search(c.source)]

@@ -299,3 +299,52 @@ def test_record_keeps_the_cells_whose_marker_has_options(tmp_path, monkeypatch):
     assert set(recorded) == {"c0", "c2"}
     assert recorded["c0"] == {"source_sha": ref.source_hash(sources["c0"]), "outputs": [_stream("0.5\n")]}
     assert recorded["c2"]["outputs"] == [_stream("2\n")]
+
+
+# --------------------------------------------------------------------------------------
+# a notebook executed elsewhere (JupyterLab, for the browser test)
+# --------------------------------------------------------------------------------------
+def _stream(text, name="stdout"):
+    return {"output_type": "stream", "name": name, "text": text}
+
+
+def test_comparable_outputs_join_streams_and_keep_text_plain_only():
+    outs = [_stream("a = 1\n"), {"output_type": "display_data", "data": {"image/png": "...", "text/plain": "<Figure>"}},
+            _stream("b = 2\n"), _stream("warn\n", "stderr"), {"output_type": "error", "ename": "E", "evalue": ""},
+            {"output_type": "display_data", "data": {"image/png": "..."}}]
+    assert ref.comparable_outputs(outs) == [("stream stdout", "a = 1\nb = 2\n"), ("text/plain", "<Figure>"),
+                                            ("stream stderr", "warn\n")]
+    # carriage returns overwrite a line, backspaces delete a character (as nbval)
+    assert ref.comparable_outputs([_stream(["10%\r", "100%\n"]), _stream("ab\bc\n")]) == [("stream stdout", "100%\nac\n")]
+
+
+def test_compare_cell_outputs_within_and_beyond_the_tolerance():
+    expected = [_stream("GW = 0.9684, n = 12\n")]
+    assert ref.compare_cell_outputs([_stream("GW = 0.96845, "), _stream("n = 12\n")], expected, LOOSE) == []
+    why = ref.compare_cell_outputs([_stream("GW = 0.9784, n = 12\n")], expected, LOOSE)
+    assert len(why) == 1 and "0.9784" in why[0] and "0.9684" in why[0]
+    assert ref.compare_cell_outputs([_stream("GW = 0.9684, n = 13\n")], expected, LOOSE)  # integers exact
+    assert "kinds differ" in ref.compare_cell_outputs([], expected, LOOSE)[0]
+    assert ref.compare_cell_outputs(expected + [{"output_type": "execute_result", "data": {"text/plain": "3"}}],
+                                    expected, LOOSE)
+
+
+def test_check_executed_cells_compares_only_current_references():
+    checked = "# NBVAL_CHECK_OUTPUT rtol=1e-3\nprint(x)"
+    refs = {"nb.ipynb": {"c1": {"source_sha": ref.source_hash(checked), "outputs": [_stream("x = 1.000\n")]},
+                         "c2": {"source_sha": "stale", "outputs": [_stream("anything\n")]}}}
+    cells = [{"id": "c1", "source": checked, "outputs": [_stream("x = 1.0004\n")]},
+             {"id": "c2", "source": checked, "outputs": [_stream("other\n")]},   # stale: not compared here
+             {"id": "c3", "source": "print(1)", "outputs": [_stream("1\n")]}]    # not a checked cell
+    assert ref.check_executed_cells("nb.ipynb", cells, refs) == (1, [])
+    cells[0]["outputs"] = [_stream("x = 1.1\n")]
+    n, problems = ref.check_executed_cells("nb.ipynb", cells, refs)
+    assert n == 1 and len(problems) == 1 and problems[0].startswith("cell c1")
+    assert ref.check_executed_cells("other.ipynb", cells, refs) == (0, [])
+
+
+def test_every_notebook_has_its_checked_cells_counted():
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        import nbformat
+
+        assert ref.n_current_references(path) == len(ref.checked_cells(nbformat.read(path, as_version=4))), path.name

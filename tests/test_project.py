@@ -177,8 +177,10 @@ def _fake_make_test(tmp_path: Path, best: str = "AVX512", fail: str = "", rc: in
     # a clean environment: no kernel choice, and no make variables of an outer `make test PYTEST_ARGS=...`
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
     env.update(FAKE_BEST=best, FAKE_FAIL=fail, FAKE_RC=str(rc), FAKE_LOG=str(log))
+    # no chromium by default: nbval then runs notebooks/ under the best kernels too (NBVAL_BEST=auto)
     proc = subprocess.run(["make", "--no-print-directory", "test", f"PY={fake}", f"STAMP={stamp}", "BROWSER_DEPS=0",
-                           "TEST_WORKERS=2", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+                           "TEST_WORKERS=2", f"CHROMIUM={tmp_path / 'no-chromium'}", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
     runs = [line.replace(str(fake), "PY") for line in log.read_text().splitlines()]
     return proc.returncode, proc.stdout + proc.stderr, runs
 
@@ -209,6 +211,30 @@ def test_make_test_runs_the_suite_under_every_numeric_configuration(tmp_path):
     assert rc == 0 and all("-n 0" in r for r in runs), runs
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, "TEST_MATRIX=0")
     assert rc == 0 and len(runs) == 2 and "[2/2]" in out, out
+
+
+def test_with_a_browser_the_browser_test_checks_the_notebooks_under_the_best_kernels(tmp_path):
+    chromium = tmp_path / "chromium"
+    chromium.write_text("#!/bin/sh\n")
+    chromium.chmod(0o755)
+    rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, f"CHROMIUM={chromium}")  # the fake imports playwright
+    assert rc == 0, out
+    assert runs == [
+        "ATEN= MKL= OMP=1 FAST=1 | -m pytest -n 2 --dist loadfile tests/",
+        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadfile -m numerics and not slow tests/",
+        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env "
+        "notebooks/",
+        "ATEN= MKL= OMP=2/PASSIVE FAST=1 | -m pytest -n 0 -m numerics and not slow tests/",
+        "ATEN=avx2 MKL=AVX2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadfile -m numerics and not slow tests/",
+    ], out
+    assert "run and checked by the browser test of step 1" in out
+    assert [t for _, t in re.findall(r"^==> \[(\d)/(\d)\]", out, flags=re.M)] == ["5"] * 5
+    # NBVAL_BEST=1 runs nbval there as well; NBVAL_BEST=0 never (even without a browser)
+    rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, f"CHROMIUM={chromium}", "NBVAL_BEST=1")
+    assert rc == 0 and len(runs) == 6 and runs[1].startswith("ATEN= MKL= OMP=1 FAST=1 | -m pytest -n 2 --dist "
+                                                             "loadfile --nbval-lax"), runs
+    rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, "NBVAL_BEST=0")
+    assert rc == 0 and len(runs) == 5 and "[5/5]" in out, out
 
 
 @pytest.mark.parametrize("best", ["AVX2", "DEFAULT", "SVE256"])
