@@ -105,10 +105,11 @@ lab-exercises: exercises
 # (e.g. the browser test's kernel). Override with `make test TEST_THREADS=2`.
 TEST_THREADS ?= 1
 # ... and run TEST_WORKERS such single-threaded pytest processes side by side (pytest-xdist; one per
-# core by default; each notebook and each test module stays on one worker, see conftest.py).
+# core by default; `--dist loadscope`: each notebook, each test module and each test class stays on
+# one worker, so a long module is split into classes to share it; see conftest.py).
 # TEST_WORKERS=0 runs everything in this one process.
 TEST_WORKERS ?= $(shell getconf _NPROCESSORS_ONLN 2> /dev/null || echo 2)
-XDIST = -n $(TEST_WORKERS) --dist loadfile
+XDIST = -n $(TEST_WORKERS) --dist loadscope
 
 # `make test` runs the suite under several numeric configurations, so that a result which
 # depends on the CPU (a kernel family's rounding, a reduction order) fails here first rather
@@ -122,8 +123,9 @@ XDIST = -n $(TEST_WORKERS) --dist loadfile
 #      kernels, MKL's SSE4.2 code path: what a machine without AVX computes);
 #   3. the quick numerics subset (NUMERICS_MARK_QUICK) with 2 threads (other reduction orders;
 #      waiting threads sleep instead of spinning: a spinning pair made this step 8x slower on a
-#      busy 2-core machine, and the wait policy does not change what is computed);
-#   4. the quick numerics subset under KERNELS_AVX2 (an AVX2 machine), when the best family is AVX-512.
+#      busy 2-core machine, and the wait policy does not change what is computed), and, when the
+#      best family is AVX-512, under KERNELS_AVX2 (what an AVX2 machine computes) at the same
+#      time: a third kernel family and a second thread count in one configuration.
 # torch's ATEN_CPU_CAPABILITY does not reach MKL's BLAS/LAPACK (matmul, eigh, svd), which
 # dispatch on their own; MKL_ENABLE_INSTRUCTIONS does (it is ignored where torch has no MKL).
 # The numerics subset: the tests marked @pytest.mark.numerics, plus NUMERICS_PATHS run in full;
@@ -165,8 +167,7 @@ test: setup browser-deps
 	elif [ "$(NBVAL_BEST)" = auto ] && [ -x "$(CHROMIUM)" ] && $(PY) -c "import playwright" > /dev/null 2>&1; then \
 		nbbest=0; fi; \
 	total=$$((1 + nbbest)); avx2=0; \
-	if [ "$(TEST_MATRIX)" != 0 ]; then total=$$((total + 3)); \
-		if [ "$$best" = AVX512 ]; then total=$$((total + 1)); avx2=1; fi; fi; \
+	if [ "$(TEST_MATRIX)" != 0 ]; then total=$$((total + 3)); if [ "$$best" = AVX512 ]; then avx2=1; fi; fi; \
 	n=0; failed=0; summary=(); \
 	begin() { n=$$((n + 1)); title="[$$n/$$total] $$1"; echo; echo "==> $$title"; t0=$$SECONDS; step_rc=0; note=""; }; \
 	run() { \
@@ -195,11 +196,14 @@ test: setup browser-deps
 	if [ "$(TEST_MATRIX)" != 0 ]; then \
 		begin "numerics subset under $(KERNELS_DEFAULT)"; numerics "$(NUMERICS_MARK)" "$(XDIST)" $(KERNELS_DEFAULT); end; \
 		begin "notebooks under $(KERNELS_DEFAULT)"; notebooks $(KERNELS_DEFAULT); end; \
-		begin "quick numerics subset with 2 threads ($(THREADS_2))"; \
-		numerics "$(NUMERICS_MARK_QUICK)" "-n 0" $(THREADS_2); end; \
 		if [ $$avx2 = 1 ]; then \
-			begin "quick numerics subset under $(KERNELS_AVX2)"; numerics "$(NUMERICS_MARK_QUICK)" "$(XDIST)" $(KERNELS_AVX2); end; \
-		else echo; echo "==> the AVX2 configuration is skipped: the best kernel family here is $$best, not AVX512"; fi; \
+			begin "quick numerics subset with 2 threads ($(THREADS_2)) under $(KERNELS_AVX2)"; \
+			numerics "$(NUMERICS_MARK_QUICK)" "-n 0" $(THREADS_2) $(KERNELS_AVX2); end; \
+		else \
+			echo; echo "==> no AVX2 kernels in the 2-thread configuration: the best kernel family here is $$best, not AVX512"; \
+			begin "quick numerics subset with 2 threads ($(THREADS_2))"; \
+			numerics "$(NUMERICS_MARK_QUICK)" "-n 0" $(THREADS_2); end; \
+		fi; \
 	fi; \
 	echo; echo "==> make test: $$total step(s), $$SECONDS s in all (set-up not counted)"; printf '    %s\n' "$${summary[@]}"; \
 	if [ $$failed != 0 ]; then echo "!! make test FAILED (see the FAILED step(s) above)"; exit 1; fi; \

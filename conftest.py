@@ -18,10 +18,12 @@
    window, and nbval then fails the cell with "Timeout of 5 seconds exceeded waiting for
    output" although it ran fine. We give every notebook cell a longer output window; the
    cell-execution timeout is unchanged.
-3. **Parallel runs.** ``make test`` runs ``pytest -n N --dist loadfile`` (pytest-xdist): each
-   notebook (its cells share one kernel) and each test module stays on one worker. (``loadgroup``
-   with per-test groups would balance better, but pytest-xdist 3.8 cannot rename node ids under
-   pytest 9.2, so its groups are silently ignored.)
+3. **Parallel runs.** ``make test`` runs ``pytest -n N --dist loadscope`` (pytest-xdist): each
+   notebook (its cells share one kernel), each test module and each test class stays on one
+   worker; the long modules (the browser test, the learner notebooks, the SPD quality bars) are
+   split into two modules or classes so that both workers share them. (``loadgroup`` with
+   per-test groups would be finer, but pytest-xdist 3.8 cannot rename node ids under pytest 9.2,
+   so its groups are silently ignored.)
 4. **Numeric configuration.** ``make test`` reruns the ``numerics`` tests (marker registered
    here and in ``pyproject.toml``) under other kernel families and thread counts; the report
    header names torch's kernel family and thread count, and an explicit ``OMP_NUM_THREADS``

@@ -56,9 +56,33 @@ def test_there_are_learner_notebooks(tmp_path: Path) -> None:
     assert sum(r.n_stubs for r in reports) >= 17, "the notebooks' exercises"
 
 
-@pytest.mark.parametrize("name", [p.name for p in SOURCES], ids=[p.name[:2] for p in SOURCES])
-def test_learner_notebook_runs_to_the_end_with_every_exercise_skipped(
-        name: str, learner_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+#: The notebooks are run by two test classes, so that ``make test``'s two pytest-xdist workers
+#: (``--dist loadscope``: one class per worker) share them; these by the first, the others (new
+#: notebooks included) by the second.
+PART_1 = frozenset({"00", "02", "04"})
+_PARTS = [[p.name for p in SOURCES if (p.name[:2] in PART_1) == (k == 1)] for k in (1, 2)]
+
+
+def test_the_two_parts_run_every_notebook_once():
+    assert sorted(_PARTS[0] + _PARTS[1]) == sorted(p.name for p in SOURCES) and all(_PARTS)
+
+
+class TestLearnerNotebooksPart1:
+    @pytest.mark.parametrize("name", _PARTS[0], ids=[n[:2] for n in _PARTS[0]])
+    def test_runs_to_the_end_with_every_exercise_skipped(self, name: str, learner_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+        run_learner_notebook(name, learner_dir, monkeypatch)
+
+
+class TestLearnerNotebooksPart2:
+    @pytest.mark.parametrize("name", _PARTS[1], ids=[n[:2] for n in _PARTS[1]])
+    def test_runs_to_the_end_with_every_exercise_skipped(self, name: str, learner_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+        run_learner_notebook(name, learner_dir, monkeypatch)
+
+
+def run_learner_notebook(name: str, learner_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Write the learner version of ``name``, execute it, and assert what the module docstring lists."""
     nbclient = pytest.importorskip("nbclient")
     out = learner_dir
     report = make_learner_notebook(NOTEBOOKS / name, out / name, force=True)  # what `make exercises` writes

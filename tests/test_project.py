@@ -140,7 +140,7 @@ def test_makefile_setup_installs_torch_first_and_honours_torch_index(tmp_path):
 
 def test_make_test_and_make_lab_run_the_documented_commands():
     test = _make_dry_run("test")
-    xdist = r"-n \d+ --dist loadfile "  # TEST_WORKERS single-threaded pytest-xdist workers
+    xdist = r"-n \d+ --dist loadscope "  # TEST_WORKERS single-threaded pytest-xdist workers
     assert re.search(rf"MECHNB_FAST=1 \S*python -m pytest {xdist}tests/", test)
     assert re.search(rf"MECHNB_FAST=1 \S*python -m pytest {xdist}--nbval-lax --nbval-current-env \\?\s*notebooks/", test)
     assert re.search(r'MECHNB_FAST=1 \S*python -m pytest \$xdist -m "\$mark" tests/', test)
@@ -189,23 +189,23 @@ def test_make_test_runs_the_suite_under_every_numeric_configuration(tmp_path):
     rc, out, runs = _fake_make_test(tmp_path)
     assert rc == 0, out
     assert runs == [
-        "ATEN= MKL= OMP=1 FAST=1 | -m pytest -n 2 --dist loadfile tests/",
-        "ATEN= MKL= OMP=1 FAST=1 | -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env notebooks/",
-        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadfile -m numerics and not slow tests/",
-        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env "
+        "ATEN= MKL= OMP=1 FAST=1 | -m pytest -n 2 --dist loadscope tests/",
+        "ATEN= MKL= OMP=1 FAST=1 | -m pytest -n 2 --dist loadscope --nbval-lax --nbval-current-env notebooks/",
+        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadscope -m numerics and not slow tests/",
+        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadscope --nbval-lax --nbval-current-env "
         "notebooks/",
-        "ATEN= MKL= OMP=2/PASSIVE FAST=1 | -m pytest -n 0 -m numerics and not slow tests/",  # one 2-thread process
-        "ATEN=avx2 MKL=AVX2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadfile -m numerics and not slow tests/",
+        # one process, 2 threads, AVX2 kernels
+        "ATEN=avx2 MKL=AVX2 OMP=2/PASSIVE FAST=1 | -m pytest -n 0 -m numerics and not slow tests/",
     ], out
     headers = re.findall(r"^==> \[(\d)/(\d)\] (.*)$", out, flags=re.M)
-    assert [(n, total) for n, total, _ in headers] == [(str(i), "6") for i in range(1, 7)]
+    assert [(n, total) for n, total, _ in headers] == [(str(i), "5") for i in range(1, 6)]
     assert headers[3][2] == "notebooks under ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2"
     assert "(AVX512)" in headers[0][2] and "==> make test passed" in out
-    assert len(re.findall(r"^    \[\d/6\] .*: passed, \d+ s$", out, flags=re.M)) == 6  # the summary with times
+    assert len(re.findall(r"^    \[\d/5\] .*: passed, \d+ s$", out, flags=re.M)) == 5  # the summary with times
 
     # NUMERICS_PATHS are rerun in full in each other configuration; TEST_MATRIX=0 runs only the first
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, "NUMERICS_PATHS=tests/test_gw.py")
-    assert rc == 0 and sum(r.endswith("tests/test_gw.py") and "-m pytest" in r for r in runs) == 3, out
+    assert rc == 0 and sum(r.endswith("tests/test_gw.py") and "-m pytest" in r for r in runs) == 2, out
     # TEST_WORKERS=0: every pytest run in one process
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, "TEST_WORKERS=0")
     assert rc == 0 and all("-n 0" in r for r in runs), runs
@@ -220,34 +220,34 @@ def test_with_a_browser_the_browser_test_checks_the_notebooks_under_the_best_ker
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, f"CHROMIUM={chromium}")  # the fake imports playwright
     assert rc == 0, out
     assert runs == [
-        "ATEN= MKL= OMP=1 FAST=1 | -m pytest -n 2 --dist loadfile tests/",
-        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadfile -m numerics and not slow tests/",
-        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env "
+        "ATEN= MKL= OMP=1 FAST=1 | -m pytest -n 2 --dist loadscope tests/",
+        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadscope -m numerics and not slow tests/",
+        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadscope --nbval-lax --nbval-current-env "
         "notebooks/",
-        "ATEN= MKL= OMP=2/PASSIVE FAST=1 | -m pytest -n 0 -m numerics and not slow tests/",
-        "ATEN=avx2 MKL=AVX2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadfile -m numerics and not slow tests/",
+        "ATEN=avx2 MKL=AVX2 OMP=2/PASSIVE FAST=1 | -m pytest -n 0 -m numerics and not slow tests/",
     ], out
     assert "run and checked by the browser test of step 1" in out
-    assert [t for _, t in re.findall(r"^==> \[(\d)/(\d)\]", out, flags=re.M)] == ["5"] * 5
+    assert [t for _, t in re.findall(r"^==> \[(\d)/(\d)\]", out, flags=re.M)] == ["4"] * 4
     # NBVAL_BEST=1 runs nbval there as well; NBVAL_BEST=0 never (even without a browser)
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, f"CHROMIUM={chromium}", "NBVAL_BEST=1")
-    assert rc == 0 and len(runs) == 6 and runs[1].startswith("ATEN= MKL= OMP=1 FAST=1 | -m pytest -n 2 --dist "
-                                                             "loadfile --nbval-lax"), runs
+    assert rc == 0 and len(runs) == 5 and runs[1].startswith("ATEN= MKL= OMP=1 FAST=1 | -m pytest -n 2 --dist "
+                                                             "loadscope --nbval-lax"), runs
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, "NBVAL_BEST=0")
-    assert rc == 0 and len(runs) == 5 and "[5/5]" in out, out
+    assert rc == 0 and len(runs) == 4 and "[4/4]" in out, out
 
 
 @pytest.mark.parametrize("best", ["AVX2", "DEFAULT", "SVE256"])
-def test_make_test_skips_the_avx2_configuration_unless_the_cpu_has_avx512(tmp_path, best):
+def test_make_test_uses_the_avx2_kernels_only_when_the_cpu_has_avx512(tmp_path, best):
     rc, out, runs = _fake_make_test(tmp_path, best)
     assert rc == 0 and len(runs) == 5 and not any("ATEN=avx2" in r for r in runs), out
-    assert f"the AVX2 configuration is skipped: the best kernel family here is {best}" in out
+    assert runs[-1] == "ATEN= MKL= OMP=2/PASSIVE FAST=1 | -m pytest -n 0 -m numerics and not slow tests/", runs
+    assert f"no AVX2 kernels in the 2-thread configuration: the best kernel family here is {best}" in out
 
 
 def test_make_test_fails_when_any_configuration_fails_and_still_runs_the_others(tmp_path):
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "2 -m pytest -n 0 -m numerics")  # only the 2-thread run fails
-    assert rc != 0 and len(runs) == 6, out
-    assert re.search(r"^    \[5/6\] quick numerics subset with 2 threads .*: FAILED \(pytest exit 1\)", out,
+    assert rc != 0 and len(runs) == 5, out
+    assert re.search(r"^    \[5/5\] quick numerics subset with 2 threads .*: FAILED \(pytest exit 1\)", out,
                      flags=re.M), out
     assert "!! make test FAILED" in out and "==> make test passed" not in out
 
@@ -255,10 +255,10 @@ def test_make_test_fails_when_any_configuration_fails_and_still_runs_the_others(
 def test_make_test_treats_an_empty_selection_as_a_failure_unless_pytest_args_narrowed_it(tmp_path):
     rc, out, _ = _fake_make_test(tmp_path, "AVX512", "-m numerics", 5)
     assert rc != 0 and "no test collected: this configuration's selection is empty" in out, out
-    assert re.search(r"\[3/6\] numerics subset .*: FAILED \(pytest exit 5\)", out), out
+    assert re.search(r"\[3/5\] numerics subset .*: FAILED \(pytest exit 5\)", out), out
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "-m numerics", 5, "PYTEST_ARGS=-k gw_symmetric")
     assert rc == 0, out
-    assert re.search(r"\[3/6\] numerics subset .*: passed, nothing selected by PYTEST_ARGS", out), out
+    assert re.search(r"\[3/5\] numerics subset .*: passed, nothing selected by PYTEST_ARGS", out), out
     assert all(r.endswith("-k gw_symmetric") for r in runs), runs
 
 
@@ -445,7 +445,7 @@ def test_root_conftest_lengthens_nbval_output_timeout():
 
 
 def test_a_notebook_stays_on_one_xdist_worker(tmp_path):
-    """End to end: ``pytest -n 2 --dist loadfile --nbval-lax`` on a notebook whose cells depend on each other."""
+    """End to end: ``pytest -n 2 --dist loadscope --nbval-lax`` on a notebook whose cells depend on each other."""
     nbformat = pytest.importorskip("nbformat")
     pytest.importorskip("xdist")
     folder = ROOT / "tests" / "artifacts" / f"xdist-{os.getpid()}-{tmp_path.name}"  # under the root conftest
@@ -457,7 +457,7 @@ def test_a_notebook_stays_on_one_xdist_worker(tmp_path):
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         for name in ("a.ipynb", "b.ipynb"):
             nbformat.write(nb, folder / name)
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadfile", "--nbval-lax",
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadscope", "--nbval-lax",
                                "--nbval-current-env", "-p", "no:cacheprovider", "-q", str(folder)],
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0 and "26 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
