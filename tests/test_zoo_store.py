@@ -173,9 +173,22 @@ def test_cli_build_stopped_with_sigint_keeps_the_old_entry(tmp_path, old_and_new
             break
         buf += ch
     time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
-    rest = proc.communicate(timeout=60)[1]
-    assert proc.returncode == 130, buf + rest
+    # Ctrl-C, repeated like a user would: CPython runs the SIGINT handler in whatever Python code
+    # is executing, and a KeyboardInterrupt raised inside a finaliser or weakref callback is
+    # printed as "Exception ignored" and lost (seen once in a fresh-clone make test: the build
+    # kept training for 60 s), so one signal is not guaranteed to reach the build loop.
+    rest = ""
+    for _ in range(6):
+        proc.send_signal(signal.SIGINT)
+        try:
+            rest = proc.communicate(timeout=10)[1]
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    else:
+        proc.kill()
+        rest = proc.communicate(timeout=30)[1]
+    assert proc.returncode == 130, buf + rest[-3000:]
     assert "interrupted" in rest
     assert _outcome(d, old_and_new, monkeypatch) == "old"
 
