@@ -275,6 +275,20 @@ def _change_control(page, spec: NotebookSpec):
     raise ValueError(f"control: expected 'dropdown' or 'slider', got {spec.control!r}")
 
 
+def notebook_test(part: int):
+    """The parametrised browser test of the notebooks of ``part`` (bound to a ``test_*`` name by each test module)."""
+    specs = notebooks_of_part(part)
+
+    @pytest.mark.parametrize("spec", specs, ids=[s.name.split("_")[0] for s in specs])
+    def test_notebook_runs_and_widgets_respond(spec: NotebookSpec, lab: Lab, browser) -> None:
+        try:
+            drive(spec, lab, browser)
+        finally:
+            shutdown_kernels(lab)
+
+    return test_notebook_runs_and_widgets_respond
+
+
 def drive(spec: NotebookSpec, lab: Lab, browser) -> None:
     """Open ``spec``'s notebook in JupyterLab, run all, check its cells, checked outputs and widgets."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

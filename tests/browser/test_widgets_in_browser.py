@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import pytest
 
-from lab_driver import NotebookSpec, drive, notebooks_of_part, shutdown_kernels
+from lab_driver import CONTROLS, NOTEBOOKS, notebook_test, notebooks_of_part
 
 pytestmark = pytest.mark.browser
 
-SPECS = notebooks_of_part(1)
+test_notebook_runs_and_widgets_respond = notebook_test(1)
 
 
 def test_every_numbered_notebook_is_driven() -> None:
     import os
-
-    from lab_driver import CONTROLS, NOTEBOOKS
 
     if os.environ.get("MECHNB_BROWSER_NOTEBOOKS"):
         pytest.skip("MECHNB_BROWSER_NOTEBOOKS narrows the notebooks")
@@ -34,11 +32,3 @@ def test_every_numbered_notebook_is_driven() -> None:
     both = sorted(s.name for part in (1, 2) for s in notebooks_of_part(part))
     assert both == sorted(s.name for s in NOTEBOOKS)
     assert notebooks_of_part(1) and notebooks_of_part(2)
-
-
-@pytest.mark.parametrize("spec", SPECS, ids=[s.name.split("_")[0] for s in SPECS])
-def test_notebook_runs_and_widgets_respond(spec: NotebookSpec, lab, browser) -> None:
-    try:
-        drive(spec, lab, browser)
-    finally:
-        shutdown_kernels(lab)

@@ -1,28 +1,14 @@
-"""The notebooks' widgets, proven in a real browser: JupyterLab + headless chromium (Playwright), part 2.
+"""The browser test, part 2: the notebooks ``test_widgets_in_browser.py`` does not drive (see its docstring).
 
-For every numbered notebook ``notebooks/NN_*.ipynb`` the browser test opens it in JupyterLab
-(served from a temporary copy of ``notebooks/``, so nothing the browser does touches the committed
-files), runs all cells with ``MECHNB_FAST=1`` and asserts what ``lab_driver.py``'s docstring lists:
-every cell ran without an error, every ``# NBVAL_CHECK_OUTPUT`` cell printed its reference output
-(``tests/notebook_outputs.json``, within the cell's tolerance), the widgets rendered, and changing
-a control redraws the figure. The notebooks are split over this module and ``test_widgets_in_browser.py`` (see
-``lab_driver.PART_1``), so that two pytest-xdist workers share them.
+A module of its own so that ``make test``'s two pytest-xdist workers (one module each) share the notebooks.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from lab_driver import NotebookSpec, drive, notebooks_of_part, shutdown_kernels
+from lab_driver import notebook_test
 
 pytestmark = pytest.mark.browser
 
-SPECS = notebooks_of_part(2)
-
-
-@pytest.mark.parametrize("spec", SPECS, ids=[s.name.split("_")[0] for s in SPECS])
-def test_notebook_runs_and_widgets_respond(spec: NotebookSpec, lab, browser) -> None:
-    try:
-        drive(spec, lab, browser)
-    finally:
-        shutdown_kernels(lab)
+test_notebook_runs_and_widgets_respond = notebook_test(2)
