@@ -109,23 +109,29 @@ TEST_THREADS ?= 1
 # one worker, so a long module is split into classes to share it; see conftest.py).
 # TEST_WORKERS=0 runs everything in this one process.
 TEST_WORKERS ?= $(shell getconf _NPROCESSORS_ONLN 2> /dev/null || echo 2)
-XDIST = -n $(TEST_WORKERS) --dist loadscope
+XDIST = -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # `make test` runs the suite under several numeric configurations, so that a result which
 # depends on the CPU (a kernel family's rounding, a reduction order) fails here first rather
 # than on a reader's laptop:
 #   1. the whole suite, tests/ and notebooks/, under the machine's best kernels (torch's
-#      ATEN_CPU_CAPABILITY unset, MKL's own choice), TEST_THREADS threads. The notebooks are run
-#      there by the browser test (tests/browser/: every notebook in JupyterLab, every checked
-#      cell compared with its reference within its tolerance, as nbval does), so nbval runs
-#      notebooks/ under the best kernels only when the browser test cannot (NBVAL_BEST);
-#   2. notebooks/ and the numerics subset (NUMERICS_MARK) under KERNELS_DEFAULT (torch's portable
-#      kernels, MKL's SSE4.2 code path: what a machine without AVX computes);
+#      ATEN_CPU_CAPABILITY unset, MKL's own choice), TEST_THREADS threads, except the learner
+#      notebooks (step 2 runs them). The notebooks are run there by the browser test
+#      (tests/browser/: every notebook in JupyterLab, every checked cell compared with its
+#      reference within its tolerance, as nbval does), so nbval runs notebooks/ under the best
+#      kernels only when the browser test cannot (NBVAL_BEST);
+#   2. the numerics subset (NUMERICS_MARK) and the learner notebooks (tests/test_learner_notebooks.py:
+#      every notebook with its exercises left as stubs, every checked cell the learner version keeps
+#      compared with its reference) under KERNELS_DEFAULT (torch's portable kernels, MKL's SSE4.2
+#      code path: what a machine without AVX computes), in one pytest run;
 #   3. the quick numerics subset (NUMERICS_MARK_QUICK) with 2 threads (other reduction orders;
 #      waiting threads sleep instead of spinning: a spinning pair made this step 8x slower on a
 #      busy 2-core machine, and the wait policy does not change what is computed), and, when the
 #      best family is AVX-512, under KERNELS_AVX2 (what an AVX2 machine computes) at the same
 #      time: a third kernel family and a second thread count in one configuration.
+# Every notebook thus runs twice: the facilitator version under the best kernels, the learner
+# version under the portable ones (its exercise cells, stubs there, are checked under the best
+# kernels only); `make test NOTEBOOKS_PORTABLE=1` adds nbval on notebooks/ under the portable kernels.
 # torch's ATEN_CPU_CAPABILITY does not reach MKL's BLAS/LAPACK (matmul, eigh, svd), which
 # dispatch on their own; MKL_ENABLE_INSTRUCTIONS does (it is ignored where torch has no MKL).
 # The numerics subset: the tests marked @pytest.mark.numerics, plus NUMERICS_PATHS run in full;
@@ -135,16 +141,17 @@ XDIST = -n $(TEST_WORKERS) --dist loadscope
 # `benchmarks/bench_spd.py --seeds` (benchmarks/results/spd_seeds.json: 20/20 runs each).
 # `make test NUMERICS_MARK=numerics` reruns them under the portable kernels as well.
 # A configuration that fails fails `make test`; every configuration runs, a summary with the
-# time of each comes last. TEST_MATRIX=0 runs configuration 1 only.
+# time of each comes last. TEST_MATRIX=0 runs configuration 1 only (the learner notebooks included).
 KERNELS_DEFAULT ?= ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2
 KERNELS_AVX2    ?= ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2
 THREADS_2       ?= OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE
 NUMERICS_MARK       ?= numerics and not slow
 NUMERICS_MARK_QUICK ?= numerics and not slow
 NUMERICS_PATHS  ?=
+NOTEBOOKS_PORTABLE ?= 0
 TEST_MATRIX     ?= 1
 
-PYTEST_UNIT      = MECHNB_FAST=1 $(PY) -m pytest $(XDIST) tests/ $(PYTEST_ARGS)
+PYTEST_UNIT      = MECHNB_FAST=1 $(PY) -m pytest $(XDIST) "$${unit_mark[@]}" tests/ $(PYTEST_ARGS)
 PYTEST_NOTEBOOKS = MECHNB_STRICT_CHECKS=1 MECHNB_FAST=1 $(PY) -m pytest $(XDIST) --nbval-lax --nbval-current-env \
                    notebooks/ $(PYTEST_ARGS)
 PYTEST_NUMERICS  = MECHNB_FAST=1 $(PY) -m pytest $$xdist -m "$$mark" tests/ $(PYTEST_ARGS)
@@ -155,6 +162,9 @@ NARROWED := $(if $(strip $(PYTEST_ARGS)),1,0)
 
 test: export OMP_NUM_THREADS = $(TEST_THREADS)
 test: export MKL_NUM_THREADS = $(TEST_THREADS)
+# Python may cache the compiled (and pytest's assertion-rewritten) test modules in __pycache__
+# (git-ignored): every pytest process of every configuration would otherwise compile them again.
+test: export PYTHONDONTWRITEBYTECODE =
 test: setup browser-deps
 	@set -u; trap 'echo; echo "!! make test interrupted"; exit 130' INT; \
 	best=$$(env -u ATEN_CPU_CAPABILITY -u MKL_ENABLE_INSTRUCTIONS $(PY) -c \
@@ -166,8 +176,12 @@ test: setup browser-deps
 	if [ "$(NBVAL_BEST)" = 0 ]; then nbbest=0; \
 	elif [ "$(NBVAL_BEST)" = auto ] && [ -x "$(CHROMIUM)" ] && $(PY) -c "import playwright" > /dev/null 2>&1; then \
 		nbbest=0; fi; \
-	total=$$((1 + nbbest)); avx2=0; \
-	if [ "$(TEST_MATRIX)" != 0 ]; then total=$$((total + 3)); if [ "$$best" = AVX512 ]; then avx2=1; fi; fi; \
+	total=$$((1 + nbbest)); avx2=0; unit_mark=(); nbport=0; \
+	if [ "$(TEST_MATRIX)" != 0 ]; then \
+		total=$$((total + 2)); unit_mark=(-m 'not learner'); \
+		if [ "$$best" = AVX512 ]; then avx2=1; fi; \
+		if [ "$(NOTEBOOKS_PORTABLE)" = 1 ]; then nbport=1; total=$$((total + 1)); fi; \
+	fi; \
 	n=0; failed=0; summary=(); \
 	begin() { n=$$((n + 1)); title="[$$n/$$total] $$1"; echo; echo "==> $$title"; t0=$$SECONDS; step_rc=0; note=""; }; \
 	run() { \
@@ -190,12 +204,14 @@ test: setup browser-deps
 		run "$$@" $(PYTEST_NUMERICS); \
 		if [ -n "$(strip $(NUMERICS_PATHS))" ]; then run "$$@" $(PYTEST_NUMERICS_PATHS); fi; \
 	}; \
-	begin "unit tests (tests/) under $$here, $(TEST_THREADS) thread(s)"; run $(PYTEST_UNIT); end; \
+	what="unit tests (tests/)"; [ $${#unit_mark[@]} = 0 ] || what="unit tests (tests/, the learner notebooks in step 2)"; \
+	begin "$$what under $$here, $(TEST_THREADS) thread(s)"; run $(PYTEST_UNIT); end; \
 	if [ $$nbbest = 1 ]; then begin "notebooks under $$here, $(TEST_THREADS) thread(s)"; notebooks; end; \
 	else echo; echo "==> notebooks under $$here: run and checked by the browser test of step 1 (NBVAL_BEST=1: by nbval too)"; fi; \
 	if [ "$(TEST_MATRIX)" != 0 ]; then \
-		begin "numerics subset under $(KERNELS_DEFAULT)"; numerics "$(NUMERICS_MARK)" "$(XDIST)" $(KERNELS_DEFAULT); end; \
-		begin "notebooks under $(KERNELS_DEFAULT)"; notebooks $(KERNELS_DEFAULT); end; \
+		begin "numerics subset and learner notebooks under $(KERNELS_DEFAULT)"; \
+		numerics "($(NUMERICS_MARK)) or learner" "$(XDIST)" $(KERNELS_DEFAULT); end; \
+		if [ $$nbport = 1 ]; then begin "notebooks under $(KERNELS_DEFAULT)"; notebooks $(KERNELS_DEFAULT); end; fi; \
 		if [ $$avx2 = 1 ]; then \
 			begin "quick numerics subset with 2 threads ($(THREADS_2)) under $(KERNELS_AVX2)"; \
 			numerics "$(NUMERICS_MARK_QUICK)" "-n 0" $(THREADS_2) $(KERNELS_AVX2); end; \

@@ -21,9 +21,13 @@
 3. **Parallel runs.** ``make test`` runs ``pytest -n N --dist loadscope`` (pytest-xdist): each
    notebook (its cells share one kernel), each test module and each test class stays on one
    worker; the long modules (the browser test, the learner notebooks, the SPD quality bars) are
-   split into two modules or classes so that both workers share them. (``loadgroup`` with
-   per-test groups would be finer, but pytest-xdist 3.8 cannot rename node ids under pytest 9.2,
-   so its groups are silently ignored.)
+   split into two modules or classes so that both workers share them. The modules holding them
+   (any test marked ``browser``, ``learner`` or ``slow``, ranked in that order) are moved to the
+   front of the collection, and ``make test`` passes ``--no-loadscope-reorder``, so the workers
+   take the long scopes up first and share the many short ones at the end; pytest-xdist's own
+   reordering (by number of tests) had put the browser modules, with four tests each, last,
+   leaving one worker idle for minutes. (``loadgroup`` with per-test groups would be finer, but
+   pytest-xdist 3.8 cannot rename node ids under pytest 9.2, so its groups are silently ignored.)
 4. **Numeric configuration.** ``make test`` reruns the ``numerics`` tests (marker registered
    here and in ``pyproject.toml``) under other kernel families and thread counts; the report
    header names torch's kernel family and thread count, and an explicit ``OMP_NUM_THREADS``
@@ -71,7 +75,27 @@ def _tolerant(item: Any, tol: notebook_reference.Tolerance) -> Callable[..., boo
     return compare_outputs
 
 
+#: Markers of long tests: a module holding one is collected before the others, in this order.
+LONG_FIRST = ("browser", "learner", "slow")
+
+
+def front_load_long_modules(items: list[pytest.Item]) -> None:
+    """Sort ``items`` in place so that the modules with long tests (:data:`LONG_FIRST`) come first.
+
+    Stable, and by module (a module's items stay together and in their order, so module-scoped
+    fixtures are set up once); the same on every pytest-xdist worker, which must collect alike.
+    """
+    n = len(LONG_FIRST)
+    rank: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        marks = [i for i, name in enumerate(LONG_FIRST) if item.get_closest_marker(name) is not None]
+        rank[module] = min(rank.get(module, n), *marks, n)
+    items.sort(key=lambda item: rank[item.nodeid.split("::", 1)[0]])
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    front_load_long_modules(items)
     references = None
     for item in items:
         if type(item).__name__ != "IPyNbCell" or not hasattr(item, "output_timeout"):  # nbval.plugin.IPyNbCell

@@ -10,10 +10,17 @@ raise). Asserted for each notebook:
 * every exercise's check printed "not implemented yet" and that later cells use the reference;
 * every stub that later cells use printed its fallback note
   (``↪ using the reference solution for Exercise N.M (...): your `f` is still the stub``) exactly
-  once.
+  once;
+* every checked cell (``# NBVAL_CHECK_OUTPUT``) of the facilitator notebook that the learner
+  version keeps as it is (all but the exercise cells, whose solutions became stubs) prints what
+  its reference in ``tests/notebook_outputs.json`` holds, within the cell's tolerance, as under
+  nbval (the fallback notes aside). Later cells use the reference solutions, so they must see
+  the same numbers as in the facilitator notebook.
 
 Marked ``learner`` (registered in pyproject.toml): it executes every notebook once more, so it
-belongs to one ``make test`` configuration only, not to the ones that repeat the numerics.
+belongs to one ``make test`` configuration only: the one under the portable kernels
+(``ATEN_CPU_CAPABILITY=default``), where it is also the notebooks' run under a second kernel
+family (the browser test runs the facilitator notebooks under the best kernels).
 The time of each notebook is printed (``-s``), and the executed learner notebook is saved as
 ``tests/artifacts/learner_NN_*.ipynb`` (git-ignored) to look at.
 """
@@ -28,7 +35,9 @@ import pytest
 
 from mechnb.exercises import exercise_by_id
 from mechnb.exercises._stubs import fallback_note
-from mechnb.exercises.make import find_notebooks, make_exercises, make_learner_notebook
+from mechnb.exercises.make import find_notebooks, make_exercises, make_learner_notebook, strip_nbval_markers
+
+import notebook_reference as reference  # tests/notebook_reference.py (tests/ is on sys.path)
 
 pytestmark = pytest.mark.learner
 
@@ -121,3 +130,39 @@ def run_learner_notebook(name: str, learner_dir: Path, monkeypatch: pytest.Monke
                                         f"{st.used_in}, but its fallback note appeared {notes.count(note)} times")
     expected = {fallback_note(exercise_by_id(st.exercise), st.name) for st in report.fallbacks}
     assert set(notes) == expected, f"{name}: unexpected notes {sorted(set(notes) - expected)}"
+
+    cells, n_exercise_cells = kept_checked_cells(nbformat.read(NOTEBOOKS / name, as_version=4), nb, expected)
+    n_compared, problems = reference.check_executed_cells(name, cells)
+    print(f"{name}: {n_compared} checked cells compared with their references "
+          f"({n_exercise_cells} exercise cells are stubs here)")
+    assert not problems, (f"{name} (learner version): checked cells differ from their references:\n"
+                          + "\n".join(problems))
+    assert n_compared == len(cells), f"{name}: {len(cells) - n_compared} kept checked cells have no current reference"
+
+
+def kept_checked_cells(facilitator: nbformat.NotebookNode, learner: nbformat.NotebookNode,
+                       notes: set[str]) -> tuple[list[dict], int]:
+    """``(cells, n_changed)``: the facilitator's checked cells that the learner version keeps unchanged.
+
+    Each as ``{"id", "source", "outputs"}`` for :func:`notebook_reference.check_executed_cells`: the
+    facilitator's source (its marker carries the tolerance, its hash keys the reference) with the
+    outputs the executed learner cell printed, the fallback-note lines (``notes``) removed.
+    ``n_changed``: checked cells the learner version changed (exercise cells) or dropped.
+    """
+    by_id = {c.get("id"): c for c in learner.cells if c.cell_type == "code"}
+    cells, n_changed = [], 0
+    for cell in reference.checked_cells(facilitator):
+        twin = by_id.get(cell.get("id"))
+        if twin is None or twin.source != strip_nbval_markers(cell.source):
+            n_changed += 1
+            continue
+        outputs = []
+        for out in twin.outputs:
+            if out.output_type == "stream":
+                kept = "".join(line for line in _text(out).splitlines(keepends=True) if line.rstrip("\n") not in notes)
+                if not kept:
+                    continue
+                out = nbformat.from_dict({**out, "text": kept})
+            outputs.append(out)
+        cells.append({"id": cell.get("id"), "source": cell.source, "outputs": outputs})
+    return cells, n_changed

@@ -140,11 +140,13 @@ def test_makefile_setup_installs_torch_first_and_honours_torch_index(tmp_path):
 
 def test_make_test_and_make_lab_run_the_documented_commands():
     test = _make_dry_run("test")
-    xdist = r"-n \d+ --dist loadscope "  # TEST_WORKERS single-threaded pytest-xdist workers
-    assert re.search(rf"MECHNB_FAST=1 \S*python -m pytest {xdist}tests/", test)
+    # TEST_WORKERS single-threaded pytest-xdist workers, taking the long modules first (conftest.py)
+    xdist = r"-n \d+ --dist loadscope --no-loadscope-reorder "
+    assert re.search(rf'MECHNB_FAST=1 \S*python -m pytest {xdist}"\$\{{unit_mark\[@\]\}}" tests/', test)
     assert re.search(rf"MECHNB_FAST=1 \S*python -m pytest {xdist}--nbval-lax --nbval-current-env \\?\s*notebooks/", test)
     assert re.search(r'MECHNB_FAST=1 \S*python -m pytest \$xdist -m "\$mark" tests/', test)
-    assert test.count('numerics "numerics and not slow" ') == 3  # portable kernels, 2 threads, avx2
+    assert test.count('numerics "(numerics and not slow) or learner" ') == 1  # portable kernels
+    assert test.count('numerics "numerics and not slow" ') == 2  # 2 threads, with and without avx2
     assert "compgen -G \"notebooks/*.ipynb\"" in test  # an empty notebooks/ must not fail make test
     for config in ("ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2",
                    "OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE",
@@ -164,6 +166,10 @@ FAST=$MECHNB_FAST | $*" \\
 if [ -n "${FAKE_FAIL:-}" ] && [[ "$OMP_NUM_THREADS $*" == *"$FAKE_FAIL"* ]]; then exit "$FAKE_RC"; fi
 exit 0
 """
+
+
+#: pytest-xdist as `make test` runs it with TEST_WORKERS=2
+XDIST = "-n 2 --dist loadscope --no-loadscope-reorder"
 
 
 def _fake_make_test(tmp_path: Path, best: str = "AVX512", fail: str = "", rc: int = 1, *args: str):
@@ -189,21 +195,23 @@ def test_make_test_runs_the_suite_under_every_numeric_configuration(tmp_path):
     rc, out, runs = _fake_make_test(tmp_path)
     assert rc == 0, out
     assert runs == [
-        "ATEN= MKL= OMP=1 FAST=1 | -m pytest -n 2 --dist loadscope tests/",
-        "ATEN= MKL= OMP=1 FAST=1 | -m pytest -n 2 --dist loadscope --nbval-lax --nbval-current-env notebooks/",
-        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadscope -m numerics and not slow tests/",
-        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadscope --nbval-lax --nbval-current-env "
-        "notebooks/",
+        f"ATEN= MKL= OMP=1 FAST=1 | -m pytest {XDIST} -m not learner tests/",
+        f"ATEN= MKL= OMP=1 FAST=1 | -m pytest {XDIST} --nbval-lax --nbval-current-env notebooks/",
+        # the learner notebooks run (and their kept checked cells are compared) under the portable kernels
+        f"ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest {XDIST} -m (numerics and not slow) or learner tests/",
         # one process, 2 threads, AVX2 kernels
         "ATEN=avx2 MKL=AVX2 OMP=2/PASSIVE FAST=1 | -m pytest -n 0 -m numerics and not slow tests/",
     ], out
     headers = re.findall(r"^==> \[(\d)/(\d)\] (.*)$", out, flags=re.M)
-    assert [(n, total) for n, total, _ in headers] == [(str(i), "5") for i in range(1, 6)]
-    assert headers[3][2] == "notebooks under ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2"
+    assert [(n, total) for n, total, _ in headers] == [(str(i), "4") for i in range(1, 5)]
+    assert headers[0][2].startswith("unit tests (tests/, the learner notebooks in step 2)")
+    assert headers[2][2] == ("numerics subset and learner notebooks under ATEN_CPU_CAPABILITY=default "
+                             "MKL_ENABLE_INSTRUCTIONS=SSE4_2")
     assert "(AVX512)" in headers[0][2] and "==> make test passed" in out
-    assert len(re.findall(r"^    \[\d/5\] .*: passed, \d+ s$", out, flags=re.M)) == 5  # the summary with times
+    assert len(re.findall(r"^    \[\d/4\] .*: passed, \d+ s$", out, flags=re.M)) == 4  # the summary with times
 
     # NUMERICS_PATHS are rerun in full in each other configuration; TEST_MATRIX=0 runs only the first
+    # (the learner notebooks included)
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, "NUMERICS_PATHS=tests/test_gw.py")
     assert rc == 0 and sum(r.endswith("tests/test_gw.py") and "-m pytest" in r for r in runs) == 2, out
     # TEST_WORKERS=0: every pytest run in one process
@@ -211,6 +219,12 @@ def test_make_test_runs_the_suite_under_every_numeric_configuration(tmp_path):
     assert rc == 0 and all("-n 0" in r for r in runs), runs
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, "TEST_MATRIX=0")
     assert rc == 0 and len(runs) == 2 and "[2/2]" in out, out
+    assert runs[0] == f"ATEN= MKL= OMP=1 FAST=1 | -m pytest {XDIST} tests/", runs
+    # NOTEBOOKS_PORTABLE=1: nbval on notebooks/ under the portable kernels as well
+    rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, "NOTEBOOKS_PORTABLE=1")
+    assert rc == 0 and len(runs) == 5 and "[5/5]" in out, out
+    assert runs[3] == (f"ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest {XDIST} --nbval-lax "
+                       "--nbval-current-env notebooks/"), runs
 
 
 def test_with_a_browser_the_browser_test_checks_the_notebooks_under_the_best_kernels(tmp_path):
@@ -220,45 +234,43 @@ def test_with_a_browser_the_browser_test_checks_the_notebooks_under_the_best_ker
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, f"CHROMIUM={chromium}")  # the fake imports playwright
     assert rc == 0, out
     assert runs == [
-        "ATEN= MKL= OMP=1 FAST=1 | -m pytest -n 2 --dist loadscope tests/",
-        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadscope -m numerics and not slow tests/",
-        "ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest -n 2 --dist loadscope --nbval-lax --nbval-current-env "
-        "notebooks/",
+        f"ATEN= MKL= OMP=1 FAST=1 | -m pytest {XDIST} -m not learner tests/",
+        f"ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest {XDIST} -m (numerics and not slow) or learner tests/",
         "ATEN=avx2 MKL=AVX2 OMP=2/PASSIVE FAST=1 | -m pytest -n 0 -m numerics and not slow tests/",
     ], out
     assert "run and checked by the browser test of step 1" in out
-    assert [t for _, t in re.findall(r"^==> \[(\d)/(\d)\]", out, flags=re.M)] == ["4"] * 4
+    assert [t for _, t in re.findall(r"^==> \[(\d)/(\d)\]", out, flags=re.M)] == ["3"] * 3
     # NBVAL_BEST=1 runs nbval there as well; NBVAL_BEST=0 never (even without a browser)
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, f"CHROMIUM={chromium}", "NBVAL_BEST=1")
-    assert rc == 0 and len(runs) == 5 and runs[1].startswith("ATEN= MKL= OMP=1 FAST=1 | -m pytest -n 2 --dist "
-                                                             "loadscope --nbval-lax"), runs
+    assert rc == 0 and len(runs) == 4 and runs[1] == (f"ATEN= MKL= OMP=1 FAST=1 | -m pytest {XDIST} "
+                                                      "--nbval-lax --nbval-current-env notebooks/"), runs
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, "NBVAL_BEST=0")
-    assert rc == 0 and len(runs) == 4 and "[4/4]" in out, out
+    assert rc == 0 and len(runs) == 3 and "[3/3]" in out, out
 
 
 @pytest.mark.parametrize("best", ["AVX2", "DEFAULT", "SVE256"])
 def test_make_test_uses_the_avx2_kernels_only_when_the_cpu_has_avx512(tmp_path, best):
     rc, out, runs = _fake_make_test(tmp_path, best)
-    assert rc == 0 and len(runs) == 5 and not any("ATEN=avx2" in r for r in runs), out
+    assert rc == 0 and len(runs) == 4 and not any("ATEN=avx2" in r for r in runs), out
     assert runs[-1] == "ATEN= MKL= OMP=2/PASSIVE FAST=1 | -m pytest -n 0 -m numerics and not slow tests/", runs
     assert f"no AVX2 kernels in the 2-thread configuration: the best kernel family here is {best}" in out
 
 
 def test_make_test_fails_when_any_configuration_fails_and_still_runs_the_others(tmp_path):
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "2 -m pytest -n 0 -m numerics")  # only the 2-thread run fails
-    assert rc != 0 and len(runs) == 5, out
-    assert re.search(r"^    \[5/5\] quick numerics subset with 2 threads .*: FAILED \(pytest exit 1\)", out,
+    assert rc != 0 and len(runs) == 4, out
+    assert re.search(r"^    \[4/4\] quick numerics subset with 2 threads .*: FAILED \(pytest exit 1\)", out,
                      flags=re.M), out
     assert "!! make test FAILED" in out and "==> make test passed" not in out
 
 
 def test_make_test_treats_an_empty_selection_as_a_failure_unless_pytest_args_narrowed_it(tmp_path):
-    rc, out, _ = _fake_make_test(tmp_path, "AVX512", "-m numerics", 5)
+    rc, out, _ = _fake_make_test(tmp_path, "AVX512", "or learner", 5)  # step 3 collects nothing
     assert rc != 0 and "no test collected: this configuration's selection is empty" in out, out
-    assert re.search(r"\[3/5\] numerics subset .*: FAILED \(pytest exit 5\)", out), out
-    rc, out, runs = _fake_make_test(tmp_path, "AVX512", "-m numerics", 5, "PYTEST_ARGS=-k gw_symmetric")
+    assert re.search(r"\[3/4\] numerics subset .*: FAILED \(pytest exit 5\)", out), out
+    rc, out, runs = _fake_make_test(tmp_path, "AVX512", "or learner", 5, "PYTEST_ARGS=-k gw_symmetric")
     assert rc == 0, out
-    assert re.search(r"\[3/5\] numerics subset .*: passed, nothing selected by PYTEST_ARGS", out), out
+    assert re.search(r"\[3/4\] numerics subset .*: passed, nothing selected by PYTEST_ARGS", out), out
     assert all(r.endswith("-k gw_symmetric") for r in runs), runs
 
 
@@ -429,19 +441,41 @@ def test_make_lab_brings_jupyterlab_up(tmp_path):
         log.close()
 
 
-def test_root_conftest_lengthens_nbval_output_timeout():
-    """nbval's fixed 5 s wait for a finished cell's output messages fails long progress-bar cells on a busy machine."""
+def _root_conftest():
     import importlib.util
 
-    nbval_plugin = pytest.importorskip("nbval.plugin")
     spec = importlib.util.spec_from_file_location("root_conftest", ROOT / "conftest.py")
     root_conftest = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(root_conftest)
+    return root_conftest
+
+
+def test_root_conftest_lengthens_nbval_output_timeout(monkeypatch):
+    """nbval's fixed 5 s wait for a finished cell's output messages fails long progress-bar cells on a busy machine."""
+    nbval_plugin = pytest.importorskip("nbval.plugin")
+    root_conftest = _root_conftest()
+    monkeypatch.setattr(root_conftest, "front_load_long_modules", lambda items: None)  # bare items have no node id
     item = nbval_plugin.IPyNbCell.__new__(nbval_plugin.IPyNbCell)
     item.output_timeout = 5
     other = type("OtherItem", (), {"output_timeout": 5})()
     root_conftest.pytest_collection_modifyitems(None, [item, other])
     assert item.output_timeout == root_conftest.NBVAL_OUTPUT_TIMEOUT >= 30 and other.output_timeout == 5
+
+
+def test_the_modules_with_long_tests_are_collected_first():
+    """``make test``'s workers take the long scopes up first: by module, ranked browser, learner, slow; stable."""
+    class Item:
+        def __init__(self, nodeid, *marks):
+            self.nodeid, self.marks = nodeid, marks
+
+        def get_closest_marker(self, name):
+            return name if name in self.marks else None
+
+    items = [Item("a.py::t1"), Item("b.py::t1"), Item("b.py::T::t2", "slow"), Item("c.py::t1", "learner"),
+             Item("d.py::t1"), Item("e.py::t1", "browser"), Item("e.py::t2"), Item("f.py::t1", "slow")]
+    _root_conftest().front_load_long_modules(items)
+    assert [i.nodeid for i in items] == ["e.py::t1", "e.py::t2", "c.py::t1", "b.py::t1", "b.py::T::t2", "f.py::t1",
+                                         "a.py::t1", "d.py::t1"]
 
 
 def test_a_notebook_stays_on_one_xdist_worker(tmp_path):

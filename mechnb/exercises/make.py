@@ -78,6 +78,7 @@ __all__ = [
     "make_learner_notebook",
     "make_exercises",
     "replace_solutions",
+    "strip_nbval_markers",
     "stub_line",
     "main",
 ]
@@ -132,6 +133,17 @@ def _relative(path: Path) -> Path:
 
 
 _NBVAL_LINE = re.compile(r"^[ \t]*#[ \t]*NBVAL_\w+.*(?:\n|$)", re.MULTILINE)
+
+
+def strip_nbval_markers(source: str) -> str:
+    """``source`` without nbval's ``# NBVAL_...`` marker lines, as the learner version shows a cell.
+
+    A facilitator cell that holds no exercise reaches the learner notebook as exactly this, so its
+    outputs can be checked against the facilitator notebook's references (``tests/test_learner_notebooks.py``).
+    """
+    if not isinstance(source, str):
+        raise TypeError(f"source: expected a cell's source as a str, got {type(source).__name__}")
+    return _NBVAL_LINE.sub("", source)
 
 
 def _strip(cell: nbformat.NotebookNode) -> None:
@@ -211,7 +223,7 @@ def _learner_version(source: Path, target: Path) -> tuple[nbformat.NotebookNode,
         report.exercises += [i for i in dict.fromkeys(ids) if i not in report.exercises]
     for cell in nb.cells:  # after stubbing, so that messages give the facilitator notebook's line numbers
         if cell.cell_type == "code":
-            cell.source = _NBVAL_LINE.sub("", cell.source)  # nbval's markers mean nothing to a learner
+            cell.source = strip_nbval_markers(cell.source)  # nbval's markers mean nothing to a learner
     note = nbformat.v4.new_markdown_cell(LEARNER_NOTE.format(source=source.name))
     if (nb.nbformat, nb.nbformat_minor) >= (4, 5):
         note.id = "mechnb-learner-note"  # fixed, so regenerating gives the same file
