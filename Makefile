@@ -13,10 +13,13 @@
 #   TORCH_INDEX    if set, passed as --index-url for the torch install only, e.g. the
 #                  PyTorch CPU wheel index on a CPU-only machine (see README.md)
 #   PYTEST_ARGS    extra arguments for every pytest run of `make test` (e.g. -x, -k tms)
+#   TEST_DURATIONS each pytest run of `make test` lists its slowest tests (default: 15; 0: all)
 #   TEST_WORKERS   pytest-xdist workers of `make test`, one thread each (default: the number of cores;
 #                  0: a single pytest process)
 #   TEST_MATRIX    0: `make test` runs only the whole suite under the machine's best kernels (default: 1)
 #   NUMERICS_PATHS test files/node ids `make test` reruns in full under each other configuration
+#   NOTEBOOKS_PORTABLE 1: `make test` also runs nbval on notebooks/ under the portable kernels (default: 0;
+#                  the learner notebooks are the notebooks' run there)
 #   BROWSER_DEPS   1: `make test` apt-installs chromium for tests/browser/ when missing and root
 #                  (default: 1; 0 skips the install, and the browser test is then skipped)
 #   NBVAL_BEST     auto: `make test` runs nbval on notebooks/ under the best kernels only when the
@@ -110,6 +113,9 @@ TEST_THREADS ?= 1
 # TEST_WORKERS=0 runs everything in this one process.
 TEST_WORKERS ?= $(shell getconf _NPROCESSORS_ONLN 2> /dev/null || echo 2)
 XDIST = -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
+# Each pytest run of `make test` ends with its slowest tests (where the time goes; 0: all of them).
+TEST_DURATIONS ?= 15
+DURATIONS = --durations=$(TEST_DURATIONS)
 
 # `make test` runs the suite under several numeric configurations, so that a result which
 # depends on the CPU (a kernel family's rounding, a reduction order) fails here first rather
@@ -151,11 +157,11 @@ NUMERICS_PATHS  ?=
 NOTEBOOKS_PORTABLE ?= 0
 TEST_MATRIX     ?= 1
 
-PYTEST_UNIT      = MECHNB_FAST=1 $(PY) -m pytest $(XDIST) "$${unit_mark[@]}" tests/ $(PYTEST_ARGS)
-PYTEST_NOTEBOOKS = MECHNB_STRICT_CHECKS=1 MECHNB_FAST=1 $(PY) -m pytest $(XDIST) --nbval-lax --nbval-current-env \
+PYTEST_UNIT      = MECHNB_FAST=1 $(PY) -m pytest $(DURATIONS) $(XDIST) "$${unit_mark[@]}" tests/ $(PYTEST_ARGS)
+PYTEST_NOTEBOOKS = MECHNB_STRICT_CHECKS=1 MECHNB_FAST=1 $(PY) -m pytest $(DURATIONS) $(XDIST) --nbval-lax --nbval-current-env \
                    notebooks/ $(PYTEST_ARGS)
-PYTEST_NUMERICS  = MECHNB_FAST=1 $(PY) -m pytest $$xdist -m "$$mark" tests/ $(PYTEST_ARGS)
-PYTEST_NUMERICS_PATHS = MECHNB_FAST=1 $(PY) -m pytest $$xdist $(NUMERICS_PATHS) $(PYTEST_ARGS)
+PYTEST_NUMERICS  = MECHNB_FAST=1 $(PY) -m pytest $(DURATIONS) $$xdist -m "$$mark" tests/ $(PYTEST_ARGS)
+PYTEST_NUMERICS_PATHS = MECHNB_FAST=1 $(PY) -m pytest $(DURATIONS) $$xdist $(NUMERICS_PATHS) $(PYTEST_ARGS)
 # pytest's exit code 5 (nothing collected) is a failure of the configuration, unless
 # PYTEST_ARGS (e.g. -k) narrowed the run: then that configuration simply had nothing to run.
 NARROWED := $(if $(strip $(PYTEST_ARGS)),1,0)

@@ -10,6 +10,7 @@ TransformerLens is a test-only dependency (the ``tl`` extra, installed by ``make
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
@@ -18,8 +19,10 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 pytest.importorskip("transformers", reason="the hf extra (pip install mechnb[hf]) is not installed")
-bridge_mod = pytest.importorskip("transformer_lens.model_bridge",
-                                 reason="TransformerLens 4.x (the tl extra: pip install mechnb[tl]) is not installed")
+# imported by the test itself: TransformerLens takes ~3 s to import, paid at collection by every
+# pytest process of every `make test` configuration otherwise
+if importlib.util.find_spec("transformer_lens") is None:
+    pytest.skip("TransformerLens 4.x (the tl extra: pip install mechnb[tl]) is not installed", allow_module_level=True)
 
 from mechnb.interop import from_hf, word_level_tokenizer  # noqa: E402
 from test_interop import LANG, gpt2, neox  # noqa: E402
@@ -32,6 +35,7 @@ def test_cached_activations_equal_transformer_lens(family: str, tmp_path) -> Non
     hf = {"gpt2": gpt2, "neox": neox}[family](seed=5)
     hf.save_pretrained(tmp_path)
     word_level_tokenizer(LANG.tokenizer.vocab).save_pretrained(tmp_path)
+    bridge_mod = pytest.importorskip("transformer_lens.model_bridge", reason="TransformerLens 4.x is not the one installed")
     bridge = bridge_mod.TransformerBridge.boot_transformers(str(tmp_path), device="cpu", dtype=torch.float32)
     model = from_hf(hf)
     toks = LANG.sample_batch(4, seed=9)

@@ -141,10 +141,10 @@ def test_makefile_setup_installs_torch_first_and_honours_torch_index(tmp_path):
 def test_make_test_and_make_lab_run_the_documented_commands():
     test = _make_dry_run("test")
     # TEST_WORKERS single-threaded pytest-xdist workers, taking the long modules first (conftest.py)
-    xdist = r"-n \d+ --dist loadscope --no-loadscope-reorder "
+    xdist = r"--durations=\d+ -n \d+ --dist loadscope --no-loadscope-reorder "
     assert re.search(rf'MECHNB_FAST=1 \S*python -m pytest {xdist}"\$\{{unit_mark\[@\]\}}" tests/', test)
     assert re.search(rf"MECHNB_FAST=1 \S*python -m pytest {xdist}--nbval-lax --nbval-current-env \\?\s*notebooks/", test)
-    assert re.search(r'MECHNB_FAST=1 \S*python -m pytest \$xdist -m "\$mark" tests/', test)
+    assert re.search(r'MECHNB_FAST=1 \S*python -m pytest --durations=\d+ \$xdist -m "\$mark" tests/', test)
     assert test.count('numerics "(numerics and not slow) or learner" ') == 1  # portable kernels
     assert test.count('numerics "numerics and not slow" ') == 2  # 2 threads, with and without avx2
     assert "compgen -G \"notebooks/*.ipynb\"" in test  # an empty notebooks/ must not fail make test
@@ -195,12 +195,12 @@ def test_make_test_runs_the_suite_under_every_numeric_configuration(tmp_path):
     rc, out, runs = _fake_make_test(tmp_path)
     assert rc == 0, out
     assert runs == [
-        f"ATEN= MKL= OMP=1 FAST=1 | -m pytest {XDIST} -m not learner tests/",
-        f"ATEN= MKL= OMP=1 FAST=1 | -m pytest {XDIST} --nbval-lax --nbval-current-env notebooks/",
+        f"ATEN= MKL= OMP=1 FAST=1 | -m pytest --durations=15 {XDIST} -m not learner tests/",
+        f"ATEN= MKL= OMP=1 FAST=1 | -m pytest --durations=15 {XDIST} --nbval-lax --nbval-current-env notebooks/",
         # the learner notebooks run (and their kept checked cells are compared) under the portable kernels
-        f"ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest {XDIST} -m (numerics and not slow) or learner tests/",
+        f"ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest --durations=15 {XDIST} -m (numerics and not slow) or learner tests/",
         # one process, 2 threads, AVX2 kernels
-        "ATEN=avx2 MKL=AVX2 OMP=2/PASSIVE FAST=1 | -m pytest -n 0 -m numerics and not slow tests/",
+        "ATEN=avx2 MKL=AVX2 OMP=2/PASSIVE FAST=1 | -m pytest --durations=15 -n 0 -m numerics and not slow tests/",
     ], out
     headers = re.findall(r"^==> \[(\d)/(\d)\] (.*)$", out, flags=re.M)
     assert [(n, total) for n, total, _ in headers] == [(str(i), "4") for i in range(1, 5)]
@@ -219,11 +219,11 @@ def test_make_test_runs_the_suite_under_every_numeric_configuration(tmp_path):
     assert rc == 0 and all("-n 0" in r for r in runs), runs
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, "TEST_MATRIX=0")
     assert rc == 0 and len(runs) == 2 and "[2/2]" in out, out
-    assert runs[0] == f"ATEN= MKL= OMP=1 FAST=1 | -m pytest {XDIST} tests/", runs
+    assert runs[0] == f"ATEN= MKL= OMP=1 FAST=1 | -m pytest --durations=15 {XDIST} tests/", runs
     # NOTEBOOKS_PORTABLE=1: nbval on notebooks/ under the portable kernels as well
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, "NOTEBOOKS_PORTABLE=1")
     assert rc == 0 and len(runs) == 5 and "[5/5]" in out, out
-    assert runs[3] == (f"ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest {XDIST} --nbval-lax "
+    assert runs[3] == (f"ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest --durations=15 {XDIST} --nbval-lax "
                        "--nbval-current-env notebooks/"), runs
 
 
@@ -234,15 +234,15 @@ def test_with_a_browser_the_browser_test_checks_the_notebooks_under_the_best_ker
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, f"CHROMIUM={chromium}")  # the fake imports playwright
     assert rc == 0, out
     assert runs == [
-        f"ATEN= MKL= OMP=1 FAST=1 | -m pytest {XDIST} -m not learner tests/",
-        f"ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest {XDIST} -m (numerics and not slow) or learner tests/",
-        "ATEN=avx2 MKL=AVX2 OMP=2/PASSIVE FAST=1 | -m pytest -n 0 -m numerics and not slow tests/",
+        f"ATEN= MKL= OMP=1 FAST=1 | -m pytest --durations=15 {XDIST} -m not learner tests/",
+        f"ATEN=default MKL=SSE4_2 OMP=1 FAST=1 | -m pytest --durations=15 {XDIST} -m (numerics and not slow) or learner tests/",
+        "ATEN=avx2 MKL=AVX2 OMP=2/PASSIVE FAST=1 | -m pytest --durations=15 -n 0 -m numerics and not slow tests/",
     ], out
     assert "run and checked by the browser test of step 1" in out
     assert [t for _, t in re.findall(r"^==> \[(\d)/(\d)\]", out, flags=re.M)] == ["3"] * 3
     # NBVAL_BEST=1 runs nbval there as well; NBVAL_BEST=0 never (even without a browser)
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, f"CHROMIUM={chromium}", "NBVAL_BEST=1")
-    assert rc == 0 and len(runs) == 4 and runs[1] == (f"ATEN= MKL= OMP=1 FAST=1 | -m pytest {XDIST} "
+    assert rc == 0 and len(runs) == 4 and runs[1] == (f"ATEN= MKL= OMP=1 FAST=1 | -m pytest --durations=15 {XDIST} "
                                                       "--nbval-lax --nbval-current-env notebooks/"), runs
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, "NBVAL_BEST=0")
     assert rc == 0 and len(runs) == 3 and "[3/3]" in out, out
@@ -252,12 +252,12 @@ def test_with_a_browser_the_browser_test_checks_the_notebooks_under_the_best_ker
 def test_make_test_uses_the_avx2_kernels_only_when_the_cpu_has_avx512(tmp_path, best):
     rc, out, runs = _fake_make_test(tmp_path, best)
     assert rc == 0 and len(runs) == 4 and not any("ATEN=avx2" in r for r in runs), out
-    assert runs[-1] == "ATEN= MKL= OMP=2/PASSIVE FAST=1 | -m pytest -n 0 -m numerics and not slow tests/", runs
+    assert runs[-1] == "ATEN= MKL= OMP=2/PASSIVE FAST=1 | -m pytest --durations=15 -n 0 -m numerics and not slow tests/", runs
     assert f"no AVX2 kernels in the 2-thread configuration: the best kernel family here is {best}" in out
 
 
 def test_make_test_fails_when_any_configuration_fails_and_still_runs_the_others(tmp_path):
-    rc, out, runs = _fake_make_test(tmp_path, "AVX512", "2 -m pytest -n 0 -m numerics")  # only the 2-thread run fails
+    rc, out, runs = _fake_make_test(tmp_path, "AVX512", "2 -m pytest --durations=15 -n 0 -m numerics")  # only the 2-thread run fails
     assert rc != 0 and len(runs) == 4, out
     assert re.search(r"^    \[4/4\] quick numerics subset with 2 threads .*: FAILED \(pytest exit 1\)", out,
                      flags=re.M), out
