@@ -48,7 +48,10 @@ _PAPER: dict[str, dict[str, Any]] = {
 # The warm-up fixes seeds 0 and 1 but NOT the recipe: on seeds 2-4 (spd_seeds.json, 11 runs over
 # three kernel families) seed 2 ends with a dead subcomponent at CI max 0.05-0.06 (no margin) and
 # seeds 3 and 4 merge two features (39 alive), the same on every kernel family - the outcome
-# depends on the seed, not on the CPU. Not a tested bar (≈ 6 CPU-minutes a decomposition). The residual MLP's step is dominated by the model itself (the 1000-d embedding
+# depends on the seed, not on the CPU. A 25 % warm-up meets the bar on seeds 0, 3 and 4 but
+# merges two features on seed 1, and batch 2048 leaves seed 3 undecided (spd_seeds.json,
+# "variant_runs"): which seeds merge moves with the schedule, and no schedule tried holds on 5 of 5.
+# Not a tested bar (≈ 6 CPU-minutes a decomposition). The residual MLP's step is dominated by the model itself (the 1000-d embedding
 # and unembedding run in each of the four forward passes), so its recipe uses batch 512 and
 # 4000 steps: 100 alive in mlp_in with a near-identity one-hot CI pattern, far short of the
 # paper's 30k steps at batch 2048. Measured in ``benchmarks/bench_spd.py`` and ``tests/test_spd.py``.
