@@ -147,13 +147,18 @@ def kept_checked_cells(facilitator: nbformat.NotebookNode, learner: nbformat.Not
     Each as ``{"id", "source", "outputs"}`` for :func:`notebook_reference.check_executed_cells`: the
     facilitator's source (its marker carries the tolerance, its hash keys the reference) with the
     outputs the executed learner cell printed, the fallback-note lines (``notes``) removed.
-    ``n_changed``: checked cells the learner version changed (exercise cells) or dropped.
+    ``n_changed``: checked exercise cells (their solutions are stubs in the learner version); a checked
+    cell without an exercise that the learner version changed or dropped fails the test.
     """
     by_id = {c.get("id"): c for c in learner.cells if c.cell_type == "code"}
     cells, n_changed = [], 0
     for cell in reference.checked_cells(facilitator):
         twin = by_id.get(cell.get("id"))
         if twin is None or twin.source != strip_nbval_markers(cell.source):
+            # only an exercise cell (one with a solution block) may differ: any other checked cell must be compared
+            assert twin is not None and "SOLUTION" in cell.source, (
+                f"checked cell {cell.get('id')} holds no exercise, but the learner version "
+                f"{'dropped' if twin is None else 'changed'} it")
             n_changed += 1
             continue
         outputs = []
