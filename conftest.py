@@ -85,13 +85,15 @@ def front_load_long_modules(items: list[pytest.Item]) -> None:
     Stable, and by module (a module's items stay together and in their order, so module-scoped
     fixtures are set up once); the same on every pytest-xdist worker, which must collect alike.
     """
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
     n = len(LONG_FIRST)
     rank: dict[str, int] = {}
     for item in items:
-        module = item.nodeid.split("::", 1)[0]
         marks = [i for i, name in enumerate(LONG_FIRST) if item.get_closest_marker(name) is not None]
-        rank[module] = min(rank.get(module, n), *marks, n)
-    items.sort(key=lambda item: rank[item.nodeid.split("::", 1)[0]])
+        rank[module(item)] = min(rank.get(module(item), n), *marks, n)
+    items.sort(key=lambda item: rank[module(item)])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -10,7 +10,6 @@ TransformerLens is a test-only dependency (the ``tl`` extra, installed by ``make
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import pytest
@@ -19,10 +18,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 pytest.importorskip("transformers", reason="the hf extra (pip install mechnb[hf]) is not installed")
-# imported by the test itself: TransformerLens takes ~3 s to import, paid at collection by every
-# pytest process of every `make test` configuration otherwise
-if importlib.util.find_spec("transformer_lens") is None:
-    pytest.skip("TransformerLens 4.x (the tl extra: pip install mechnb[tl]) is not installed", allow_module_level=True)
+# TransformerLens is imported by the test itself: it takes ~3 s to import, paid at collection by
+# every pytest process of every `make test` configuration otherwise
 
 from mechnb.interop import from_hf, word_level_tokenizer  # noqa: E402
 from test_interop import LANG, gpt2, neox  # noqa: E402
@@ -35,7 +32,8 @@ def test_cached_activations_equal_transformer_lens(family: str, tmp_path) -> Non
     hf = {"gpt2": gpt2, "neox": neox}[family](seed=5)
     hf.save_pretrained(tmp_path)
     word_level_tokenizer(LANG.tokenizer.vocab).save_pretrained(tmp_path)
-    bridge_mod = pytest.importorskip("transformer_lens.model_bridge", reason="TransformerLens 4.x is not the one installed")
+    bridge_mod = pytest.importorskip("transformer_lens.model_bridge",
+                                     reason="TransformerLens 4.x (the tl extra: pip install mechnb[tl]) is not installed")
     bridge = bridge_mod.TransformerBridge.boot_transformers(str(tmp_path), device="cpu", dtype=torch.float32)
     model = from_hf(hf)
     toks = LANG.sample_batch(4, seed=9)
