@@ -23,7 +23,8 @@ def loaded() -> dict:
 
 
 def test_names_and_manifest_agree():
-    assert zoo.names() == ["modadd-mlp", "resid-mlp-1", "tiny-lm", "tms-40-10", "tms-5-2"]
+    assert zoo.names() == ["modadd-mlp", "resid-mlp-1", "resid-mlp-2", "resid-mlp-3", "tiny-lm", "tms-40-10",
+                           "tms-5-2"]
     man = zoo.manifest()
     assert set(man["entries"]) == set(zoo.names())
     for name, entry in man["entries"].items():
@@ -43,7 +44,11 @@ def test_every_checkpoint_matches_its_hash(loaded):
 def test_model_types(loaded):
     assert isinstance(loaded["tms-5-2"][0], TMS)
     assert isinstance(loaded["tms-40-10"][0], TMS)
-    assert isinstance(loaded["resid-mlp-1"][0], ResidualMLP)
+    for name, (n_features, d_mlp, n_layers) in {"resid-mlp-1": (100, 50, 1), "resid-mlp-2": (100, 25, 2),
+                                                "resid-mlp-3": (102, 17, 3)}.items():
+        model = loaded[name][0]
+        assert isinstance(model, ResidualMLP)
+        assert (model.n_features, model.d_mlp, model.n_layers, model.d_embed) == (n_features, d_mlp, n_layers, 1000)
     assert isinstance(loaded["modadd-mlp"][0], MLP)
     assert isinstance(loaded["tiny-lm"][0], TinyTransformer)
     assert len(loaded["modadd-mlp"][0].layers) - 1 >= 6  # at least 6 hidden layers
@@ -70,9 +75,10 @@ def test_tms_40_10_represents_all_features(loaded):
     assert zoo.tms_feature_geometry(loaded["tms-40-10"][0])["n_represented"] == 40
 
 
-def test_resid_mlp_beats_the_identity_baseline(loaded):
-    model, entry = loaded["resid-mlp-1"]
-    task = zoo.task_for("resid-mlp-1")
+@pytest.mark.parametrize("name", ["resid-mlp-1", "resid-mlp-2", "resid-mlp-3"])
+def test_resid_mlp_beats_the_identity_baseline(loaded, name):
+    model, entry = loaded[name]
+    task = zoo.task_for(name)
     x = task.sample(20_000, torch.Generator().manual_seed(5))
     with torch.no_grad():
         loss = ((model(x) - task.label(x)) ** 2).mean().item()

@@ -7,6 +7,7 @@ from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
+import torch
 from IPython.display import display
 from matplotlib.figure import Figure
 from torch import nn
@@ -24,8 +25,10 @@ def model_figure(name: str, model: nn.Module, entry: dict[str, Any]) -> Figure:
         W = model.linear1.weight.detach().cpu().numpy()  # (n_hidden, n_features)
         return plots.zoo.tms_geometry(W, title=f"{name}: feature directions")
     if isinstance(model, ResidualMLP):
-        W = (model.W_E @ model.layers[0].mlp_in.weight.T).detach().cpu().numpy()  # (n_features, d_mlp)
-        return plots.zoo.weight_heatmap(W.T, f"{name}: neuron read-out of each feature (W_in · W_E^T)",
+        # (n_features, n_layers * d_mlp): every layer's neurons, layer 0 first
+        W = torch.cat([model.W_E @ block.mlp_in.weight.T for block in model.layers], dim=1).detach().cpu().numpy()
+        layers = "" if model.n_layers == 1 else f", {model.n_layers} layers x {model.d_mlp} neurons stacked"
+        return plots.zoo.weight_heatmap(W.T, f"{name}: neuron read-out of each feature (W_in · W_E^T{layers})",
                                      xlabel="input feature", ylabel="MLP neuron")
     if isinstance(model, MLP):
         evals = entry["curves"]["evals"]

@@ -2,7 +2,7 @@
 
 >>> from mechnb import zoo
 >>> zoo.names()
-['modadd-mlp', 'resid-mlp-1', 'tiny-lm', 'tms-40-10', 'tms-5-2']
+['modadd-mlp', 'resid-mlp-1', 'resid-mlp-2', 'resid-mlp-3', 'tiny-lm', 'tms-40-10', 'tms-5-2']
 >>> model, info = zoo.load("tms-5-2")          # verified against data/manifest.json
 >>> task = zoo.task_for("tms-5-2")             # the data the model was trained on
 

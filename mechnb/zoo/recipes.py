@@ -418,6 +418,22 @@ RECIPES: dict[str, Recipe] = {
             description="Residual MLP computing y = x + ReLU(x) for 100 features with 50 neurons "
                         "(compressed computation).",
         ),
+        ResidualMLPRecipe(
+            name="resid-mlp-2", n_features=100, d_embed=1000, d_mlp=25, n_layers=2, embed_seed=0,
+            feature_probability=0.01, value_range=(-1.0, 1.0),
+            train=TrainConfig(steps=1000, lr=3e-3, weight_decay=0.01, schedule="cosine", seed=0, log_every=100),
+            batch_size=2048,
+            description="Residual MLP computing y = x + ReLU(x) for 100 features with 2 x 25 neurons "
+                        "(distributed representations: each ReLU spread over two layers).",
+        ),
+        ResidualMLPRecipe(
+            name="resid-mlp-3", n_features=102, d_embed=1000, d_mlp=17, n_layers=3, embed_seed=0,
+            feature_probability=0.01, value_range=(-1.0, 1.0),
+            train=TrainConfig(steps=10_000, lr=3e-3, weight_decay=0.01, schedule="cosine", seed=0, log_every=500),
+            batch_size=2048,
+            description="Residual MLP computing y = x + ReLU(x) for 102 features with 3 x 17 neurons "
+                        "(distributed representations over three layers).",
+        ),
         ModularMLPRecipe(
             name="modadd-mlp", P=_MODADD_P, hidden=(256,) * 6, op="add", train_frac=0.9, split_seed=0,
             activation="relu", bias=True, identity_init=True,
