@@ -10,9 +10,10 @@ import math
 import pytest
 import torch
 
-from mechnb.experiments.spd import importance_minimality_sweep, tms_identity_hidden
-from mechnb.models import TMS
-from mechnb.spd import SPDConfig
+from mechnb.experiments.spd import (RESIDUAL_MLP_BAR, MatrixQuality, importance_minimality_sweep, residual_mlp_quality,
+                                    residual_mlp_targets, tms_identity_hidden)
+from mechnb.models import TMS, ResidualMLP
+from mechnb.spd import SPDConfig, decompose
 from mechnb.tasks import sparse_features
 
 torch.set_num_threads(1)
@@ -59,3 +60,32 @@ def test_identity_hidden_tms_is_trained_with_the_identity_fixed():
     assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is left alone
     with pytest.raises(TypeError, match="seed"):
         tms_identity_hidden(seed=1.5)
+
+
+def test_matrix_quality_bar_needs_the_count_a_clear_decision_and_few_wrong_entries():
+    good = MatrixQuality("layers.0.mlp_in", "identity", 100, 100, True, 99, 1, 9900, 100)
+    assert good.bar and "bar met" in good.line()
+    assert good.wrong_on_fraction == pytest.approx(0.01) and RESIDUAL_MLP_BAR == 0.01
+    assert not MatrixQuality("l", "identity", 100, 99, True, 0, 0, 9900, 100).bar       # one subcomponent short
+    assert not MatrixQuality("l", "identity", 100, 100, False, 0, 0, 9900, 100).bar     # thin alive decision
+    assert not MatrixQuality("l", "identity", 100, 100, True, 100, 0, 9900, 100).bar    # 1.01 % off-diagonal
+    assert not MatrixQuality("l", "dense", 50, 50, True, 0, 26, 2500, 2500).bar        # dense columns not dense
+    assert "NOT" in MatrixQuality("l", "dense", 50, 50, True, 0, 26, 2500, 2500).line()
+
+
+def test_residual_mlp_quality_scores_mlp_in_as_identity_and_mlp_out_as_dense():
+    model = ResidualMLP(6, 16, 3, 2)
+    targets = residual_mlp_targets(model)
+    assert targets == ["layers.0.mlp_in", "layers.0.mlp_out", "layers.1.mlp_in", "layers.1.mlp_out"]
+    cfg = SPDConfig(C=8, steps=5, batch_size=64, n_eval_batches=1)
+    res = decompose(model, targets, lambda b, g: sparse_features(b, 6, 0.3, g, value_range=(-1.0, 1.0)), cfg,
+                    progress=False)
+    q = residual_mlp_quality(res)
+    assert list(q) == targets
+    assert [v.pattern for v in q.values()] == ["identity", "dense"] * 2
+    assert [v.expected_alive for v in q.values()] == [6, 3, 6, 3]
+    assert q["layers.0.mlp_in"].n_zero_entries == 6 * 8 - 6 and q["layers.0.mlp_out"].n_one_entries == 6 * 3
+    with pytest.raises(TypeError, match="ResidualMLP"):
+        residual_mlp_targets(TMS(5, 2))
+    with pytest.raises(TypeError, match="SPDResult"):
+        residual_mlp_quality("nope")  # type: ignore[arg-type]

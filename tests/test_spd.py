@@ -34,6 +34,7 @@ from mechnb.spd import (
     decompose,
     faithfulness_loss,
     feature_matches,
+    dense_ci_error,
     identity_ci_error,
     importance_minimality_loss,
     keep_only_output,
@@ -287,6 +288,10 @@ def test_config_presets_and_schedules():
     assert (c40.C, c40.importance_minimality, c40.p) == (200, 1e-4, 2.0)
     r = SPDConfig.for_model("resid-mlp-1")
     assert (r.C, r.batch_size, r.lr, r.lr_schedule, r.importance_minimality, r.p) == (100, 2048, 2e-3, "constant", 1e-5, 2.0)
+    r2, r3 = SPDConfig.for_model("resid-mlp-2"), SPDConfig.for_model("resid-mlp-3")  # the paper's appendix
+    assert (r2.C, r2.steps, r2.lr, r2.importance_minimality) == (400, 50_000, 1e-3, 1e-5)
+    assert (r3.C, r3.steps, r3.lr, r3.importance_minimality, r3.ci_hidden) == (500, 200_000, 1e-3, 5e-6, 128)
+    assert SPDConfig.for_model("resid-mlp-3", recipe="fast").C >= 102  # room for one subcomponent per feature
     assert SPDConfig.for_model("tms-5-2", recipe="fast", steps=7).steps == 7
     assert cfg.lr_at(0) == pytest.approx(1e-3)
     assert cfg.lr_at((cfg.steps - 1) // 2) == pytest.approx(1e-3 * math.cos(math.pi / 4), rel=1e-4)  # quarter cosine
@@ -518,6 +523,22 @@ def test_match_columns_recovers_permutation_and_identity_error():
     assert identity_ci_error(np.eye(3, 6))["mean_abs_error"] == 0.0
     with pytest.raises(ValueError, match="ci"):
         match_columns(np.zeros((5, 3)))
+
+
+@pytest.mark.numerics
+def test_dense_ci_error_counts_entries_off_the_k_dense_columns():
+    ci = np.zeros((4, 6))
+    ci[:, [1, 4]] = 1.0            # two dense columns, on for every input
+    ci[2, 4] = 0.05                # one dense entry off
+    ci[0, 0] = 0.5                 # one stray entry outside them
+    e = dense_ci_error(ci, k=2)
+    assert (e["n_outside_above"], e["n_dense_below"], e["n_outside_columns_on"]) == (1, 1, 1)
+    assert e["dense_fraction"] == pytest.approx(7 / 8)
+    perfect = dense_ci_error(np.repeat([[0, 1, 1, 0]], 3, axis=0), k=2)
+    assert (perfect["n_outside_above"], perfect["n_dense_below"], perfect["dense_fraction"]) == (0, 0, 1.0)
+    assert dense_ci_error(np.eye(4), k=2)["n_outside_above"] == 2  # a one-hot pattern is not dense
+    with pytest.raises(ValueError, match="k"):
+        dense_ci_error(ci, k=7)
 
 
 def test_one_hot_ci_keep_only_and_summary(short_result):

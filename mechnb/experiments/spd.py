@@ -9,6 +9,10 @@
   the stochastic / rounded / adversarial KLs and, for every alive subcomponent, the tokens where
   it is causally important, scored against the synthetic grammar's word classes
   (:func:`grammar_classes`, :class:`SubcomponentTokens`).
+* :func:`residual_mlp` / :func:`residual_mlp_quality` - SPD on the zoo's residual MLPs
+  (``resid-mlp-1/2/3``), scored against the paper's ground truth per matrix: every ``mlp_in``
+  one subcomponent per feature (identity one-hot CI pattern), every ``mlp_out`` ``d_mlp`` dense
+  subcomponents (one rank-``d_mlp`` component, SPD paper Sec. 4.3).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ __all__ = [
     "SweepPoint", "importance_minimality_sweep", "tms_identity_hidden",
     "TINY_LM_MLP_TARGETS", "GRAMMAR_PARTS", "grammar_classes", "sentence_sampler", "TokenContext",
     "SubcomponentTokens", "LMDecomposition", "subcomponent_tokens", "tiny_lm_mlp",
+    "RESIDUAL_MLP_BAR", "MatrixQuality", "residual_mlp_quality", "residual_mlp_targets", "residual_mlp",
 ]
 
 
@@ -376,3 +381,130 @@ def tiny_lm_mlp(
         subs[n] = sorted([r for r in rows if r.n_important > 0], key=lambda r: -r.n_important)
     return LMDecomposition(result=res, evaluation=ev, l0_text=l0_text, tokens=tokens, ci=ci, subcomponents=subs,
                            lang=lang)
+
+
+# --------------------------------------------------------------------------------------
+# Residual MLPs: the paper's ground truth per matrix
+# --------------------------------------------------------------------------------------
+#: The quality bar of a residual-MLP decomposition, per matrix (issue 16 / SPD paper Sec. 4.3):
+#: the fraction of "wrong" one-hot CI entries allowed (above 0.1 where the target pattern has 0,
+#: at or below 0.1 where it has 1).
+RESIDUAL_MLP_BAR = 0.01
+
+
+@dataclass(frozen=True)
+class MatrixQuality:
+    """How one decomposed matrix of a residual MLP compares with the paper's ground truth.
+
+    ``mlp_in`` (``pattern="identity"``): ``expected_alive = n_features`` subcomponents, each
+    causally important for its own feature only - the one-hot CI pattern after Hungarian matching
+    is the identity. ``mlp_out`` (``pattern="dense"``): ``expected_alive = d_mlp`` subcomponents,
+    all important for (almost) every feature - together one rank-``d_mlp`` component, the whole
+    matrix (the paper: "SPD splits its corresponding W_out into 50 subcomponents, which appear to
+    all be effectively part of a single rank-50 component").
+
+    Attributes:
+        layer, pattern, expected_alive: as above.
+        n_alive, alive_clear: :func:`mechnb.spd.alive_decisions` (clear: no CI maximum near 0.1).
+        n_wrong_on: entries above 0.1 where the pattern has 0 (identity: off-diagonal; dense:
+            outside the ``d_mlp`` densest columns).
+        n_wrong_off: entries at or below 0.1 where the pattern has 1 (identity: the diagonal;
+            dense: inside the densest columns).
+        n_zero_entries, n_one_entries: how many entries the pattern has of each kind.
+        bar: ``n_alive == expected_alive`` (clear) and both wrong fractions at most
+            :data:`RESIDUAL_MLP_BAR`.
+    """
+
+    layer: str
+    pattern: str
+    expected_alive: int
+    n_alive: int
+    alive_clear: bool
+    n_wrong_on: int
+    n_wrong_off: int
+    n_zero_entries: int
+    n_one_entries: int
+
+    @property
+    def wrong_on_fraction(self) -> float:
+        return self.n_wrong_on / max(1, self.n_zero_entries)
+
+    @property
+    def wrong_off_fraction(self) -> float:
+        return self.n_wrong_off / max(1, self.n_one_entries)
+
+    @property
+    def bar(self) -> bool:
+        return (self.n_alive == self.expected_alive and self.alive_clear
+                and self.wrong_on_fraction <= RESIDUAL_MLP_BAR and self.wrong_off_fraction <= RESIDUAL_MLP_BAR)
+
+    def line(self) -> str:
+        """One printable line: counts, fractions and the verdict."""
+        kind = "off-diagonal" if self.pattern == "identity" else "outside the dense columns"
+        inner = "diagonal" if self.pattern == "identity" else "inside the dense columns"
+        return (f"{self.layer:16s} {self.pattern:8s} alive {self.n_alive:3d} (expected {self.expected_alive}"
+                f"{'' if self.alive_clear else ', THIN decision'}); {kind} > 0.1: {self.n_wrong_on} "
+                f"({100 * self.wrong_on_fraction:.1f} %); {inner} <= 0.1: {self.n_wrong_off} "
+                f"({100 * self.wrong_off_fraction:.1f} %) -> {'bar met' if self.bar else 'bar NOT met'}")
+
+
+def residual_mlp_targets(model: nn.Module) -> list[str]:
+    """``["layers.0.mlp_in", "layers.0.mlp_out", ...]``: every MLP matrix of a residual MLP."""
+    from mechnb.models import ResidualMLP
+
+    if not isinstance(model, ResidualMLP):
+        raise TypeError(f"model: expected a ResidualMLP, got {type(model).__name__}")
+    return [f"layers.{i}.{m}" for i in range(model.n_layers) for m in ("mlp_in", "mlp_out")]
+
+
+def residual_mlp_quality(result: SPDResult, magnitude: float = 0.75) -> dict[str, MatrixQuality]:
+    """Score a residual-MLP decomposition against the paper's ground truth, per matrix (:class:`MatrixQuality`).
+
+    The one-hot causal importances (:func:`mechnb.spd.one_hot_causal_importances` at ``magnitude``)
+    of every ``mlp_in`` are compared with the identity after Hungarian matching, those of every
+    ``mlp_out`` with ``d_mlp`` dense columns (:func:`mechnb.spd.dense_ci_error`).
+    """
+    from mechnb.models import ResidualMLP
+    from mechnb.spd import alive_decisions, dense_ci_error, identity_ci_error, match_columns
+    from mechnb.spd import one_hot_causal_importances
+
+    if not isinstance(result, SPDResult):
+        raise TypeError(f"result: expected an SPDResult, got {type(result).__name__}")
+    model = result.model
+    if not isinstance(model, ResidualMLP):
+        raise TypeError(f"result: expected a decomposition of a ResidualMLP, got one of {type(model).__name__}")
+    ci = one_hot_causal_importances(result, magnitude=magnitude)
+    dec = alive_decisions(result)
+    out: dict[str, MatrixQuality] = {}
+    for layer, v in ci.items():
+        n, C = v.shape
+        if layer.endswith("mlp_in"):
+            e = identity_ci_error(v[:, match_columns(v)])
+            q = MatrixQuality(layer, "identity", model.n_features, dec[layer].n_alive, dec[layer].clear,
+                              e["n_offdiag_above"], e["n_diag_below"], n * C - n, n)
+        elif layer.endswith("mlp_out"):
+            k = min(model.d_mlp, C)
+            e = dense_ci_error(v, k)
+            q = MatrixQuality(layer, "dense", model.d_mlp, dec[layer].n_alive, dec[layer].clear,
+                              e["n_outside_above"], e["n_dense_below"], n * (C - k), n * k)
+        else:
+            continue
+        out[layer] = q
+    return out
+
+
+def residual_mlp(
+    name: str = "resid-mlp-1", recipe: str = "fast", seed: int = 0, progress: bool = False, **overrides: object
+) -> tuple[SPDResult, dict[str, MatrixQuality]]:
+    """Decompose every MLP matrix of the zoo's residual MLP ``name`` and score it (:func:`residual_mlp_quality`).
+
+    Uses ``SPDConfig.for_model(name, recipe, seed=seed, **overrides)`` on the model's own sparse
+    inputs. Returns ``(result, {layer: MatrixQuality})``.
+    """
+    check_choice("name", name, ["resid-mlp-1", "resid-mlp-2", "resid-mlp-3"])
+    seed = check_seed("seed", seed)
+    model, _ = zoo.load(name)
+    task = zoo.task_for(name)
+    cfg = SPDConfig.for_model(name, recipe=recipe, seed=seed, **overrides)
+    res = decompose(model, residual_mlp_targets(model), task.sample, cfg, progress=progress)
+    return res, residual_mlp_quality(res)

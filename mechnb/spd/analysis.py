@@ -4,6 +4,9 @@
 * :func:`one_hot_causal_importances` + :func:`match_columns` - the CI heatmaps of the paper's
   figures: one input feature at magnitude 0.75, columns permuted by the Hungarian algorithm.
 * :func:`identity_ci_error` - how far such a matched pattern is from the identity.
+* :func:`dense_ci_error` - how far a one-hot CI pattern is from ``k`` dense columns (the
+  residual MLPs' ``W_out``: one rank-``d_mlp`` component whose subcomponents are all on for
+  every feature, SPD paper Sec. 4.3).
 * :func:`alive_decisions` - the alive count of every layer with the gap around its threshold
   (:class:`AliveDecision`): a count is only as good as the gap between the smallest alive and
   the largest dead subcomponent's causal-importance maximum.
@@ -31,6 +34,7 @@ __all__ = [
     "one_hot_causal_importances",
     "match_columns",
     "identity_ci_error",
+    "dense_ci_error",
     "keep_only_output",
     "summarize",
 ]
@@ -247,6 +251,44 @@ def identity_ci_error(ci: np.ndarray | torch.Tensor, threshold: float = 0.1) -> 
         "n_offdiag_above": int(((arr > thr) & (eye == 0)).sum()),
         "n_diag_below": int((diag <= thr).sum()),
         "mean_abs_error": float(np.abs(arr - eye).mean()),
+    }
+
+
+def dense_ci_error(ci: np.ndarray | torch.Tensor, k: int, threshold: float = 0.1) -> dict[str, float]:
+    """Compare a one-hot CI pattern with ``k`` dense columns and nothing else.
+
+    The SPD paper (Sec. 4.3, the Toy Model of Compressed Computation) finds that a residual MLP's
+    output matrix ``W_out`` is *not* split per feature: SPD decomposes it into ``d_mlp``
+    subcomponents that are causally important for (almost) every input feature - together one
+    rank-``d_mlp`` component, the whole matrix. The authors' code scores it the same way (a
+    "dense" target with ``k = d_mlp``). Columns are ranked by their total CI; the ``k`` largest
+    are the dense part.
+
+    Args:
+        ci: ``(n_inputs, C)`` causal importances on one-hot inputs (any column order).
+        k: the number of dense columns expected (``1 <= k <= C``).
+        threshold: an entry counts as "on" above this value.
+
+    Returns:
+        ``{"n_outside_above": entries above threshold outside the k dense columns,
+        "n_dense_below": entries of the k dense columns at or below threshold,
+        "dense_fraction": fraction of the k dense columns' entries above threshold,
+        "n_outside_columns_on": columns outside the k with any entry above threshold}``.
+        A perfect match has 0, 0, 1.0, 0.
+    """
+    arr = check_array("ci", ci, ndim=2)
+    n, C = arr.shape
+    k = check_positive_int("k", k)
+    if k > C:
+        raise ValueError(f"k: expected at most C = {C} dense columns, got {k}")
+    thr = check_positive_float("threshold", threshold, allow_zero=True)
+    order = np.argsort(-arr.sum(axis=0), kind="stable")
+    dense, rest = arr[:, order[:k]], arr[:, order[k:]]
+    return {
+        "n_outside_above": int((rest > thr).sum()),
+        "n_dense_below": int((dense <= thr).sum()),
+        "dense_fraction": float((dense > thr).mean()),
+        "n_outside_columns_on": int((rest > thr).any(axis=0).sum()),
     }
 
 

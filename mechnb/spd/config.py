@@ -27,6 +27,11 @@ _PAPER: dict[str, dict[str, Any]] = {
                       importance_minimality=1e-4, p=2.0),
     "resid-mlp-1": dict(C=100, steps=30_000, batch_size=2048, lr=2e-3, lr_schedule="constant",
                         importance_minimality=1e-5, p=2.0),
+    # paper appendix (2- and 3-layer residual MLPs): C per matrix, 50k / 200k steps
+    "resid-mlp-2": dict(C=400, steps=50_000, batch_size=2048, lr=1e-3, lr_schedule="constant",
+                        importance_minimality=1e-5, p=2.0),
+    "resid-mlp-3": dict(C=500, steps=200_000, batch_size=2048, lr=1e-3, lr_schedule="constant",
+                        importance_minimality=5e-6, p=2.0, ci_hidden=128),
 }
 
 # mechnb's CPU recipes: same losses and coefficients, far fewer steps. They rely on the exact
@@ -63,7 +68,13 @@ _FAST: dict[str, dict[str, Any]] = {
                       importance_minimality=1e-4, p=2.0, p_anneal_final=1.0, p_anneal_end_frac=0.5,
                       faithfulness_warmup_steps=200),
     "resid-mlp-1": dict(C=100, steps=4_000, batch_size=512, lr=5e-3, lr_schedule="cosine",
-                        importance_minimality=1e-5, p=2.0, p_anneal_final=1.0, p_anneal_end_frac=0.5,
+                        importance_minimality=1e-4, p=2.0, p_anneal_final=1.0, p_anneal_end_frac=0.5,
+                        faithfulness_warmup_steps=200),
+    "resid-mlp-2": dict(C=128, steps=4_000, batch_size=512, lr=5e-3, lr_schedule="cosine",
+                        importance_minimality=1e-4, p=2.0, p_anneal_final=1.0, p_anneal_end_frac=0.5,
+                        faithfulness_warmup_steps=200),
+    "resid-mlp-3": dict(C=128, steps=4_000, batch_size=512, lr=5e-3, lr_schedule="cosine",
+                        importance_minimality=1e-4, p=2.0, p_anneal_final=1.0, p_anneal_end_frac=0.5,
                         faithfulness_warmup_steps=200),
 }
 
