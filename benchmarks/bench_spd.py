@@ -23,6 +23,12 @@ Measures, each in a fresh subprocess (so peak memory is per measurement):
    :func:`mechnb.experiments.spd.tiny_lm_mlp`): wall time of the decomposition, peak RSS and peak
    Python-heap memory (tracemalloc) of the process, per-token KL (stochastic, rounded, adversarial,
    all-ablated baseline) and L0 per token. Writes ``benchmarks/results/spd_lm.json``.
+8. ``--resid [--resid-models ...] [--resid-seeds N]``: ``resid-mlp-1/2/3`` with their fast recipes, one
+   thread, ``--resid-seeds`` seeds each (default 3), scored per matrix against the paper's ground
+   truth (:func:`mechnb.experiments.spd.residual_mlp_quality`: ``mlp_in`` identity, ``mlp_out``
+   ``d_mlp`` dense columns), with wall time, peak RSS, and the seconds per step at the paper's
+   batch size (2048) of mechnb and of an authors'-style step measured in the same run. Writes
+   ``benchmarks/results/spd_resid.json``.
 
 The authors' own figures quoted by the issue (their code on this kind of CPU): ~330 s for
 ``tms-5-2`` (10k steps at batch 4096, ~29 ms/step, ~750 MB peak) to MMCS 1.000 / ML2R 0.996.
@@ -135,7 +141,12 @@ def worker_step_time(name: str, style: str, batch: int, steps: int, threads: int
 
     model, _ = zoo.load(name)
     task = zoo.task_for(name)
-    mods = ["linear1", "linear2"] if name.startswith("tms") else ["layers.0.mlp_in", "layers.0.mlp_out"]
+    if name.startswith("tms"):
+        mods = ["linear1", "linear2"]
+    else:
+        from mechnb.experiments.spd import residual_mlp_targets
+
+        mods = residual_mlp_targets(model)
     compress = style == "mechnb"
     if style == "authors-style":
         CausalImportanceMLPs.forward = _authors_style_ci  # type: ignore[method-assign]
@@ -275,6 +286,29 @@ def worker_seed_quality(name: str, seed: int, overrides: dict[str, Any]) -> dict
             "onehot_linear1": err, "bar_met": bar}
 
 
+def worker_resid_quality(name: str, seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    from mechnb.experiments.spd import residual_mlp
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    res, quality = residual_mlp(name, recipe="fast", seed=seed, **overrides)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    cfg = res.config
+    layers = {n: {"pattern": q.pattern, "n_alive": q.n_alive, "expected_alive": q.expected_alive,
+                  "alive_clear": q.alive_clear, "n_wrong_on": q.n_wrong_on, "n_wrong_off": q.n_wrong_off,
+                  "wrong_on_fraction": q.wrong_on_fraction, "wrong_off_fraction": q.wrong_off_fraction,
+                  "bar_met": q.bar} for n, q in quality.items()}
+    return {"name": name, "seed": seed, "steps": cfg.steps, "batch_size": cfg.batch_size, "C": cfg.C,
+            "overrides": overrides, "kernel": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(), "wall_s": wall, "cpu_s": cpu, "s_per_step": wall / cfg.steps,
+            "peak_rss_mb": _rss_mb(), "layers": layers,
+            "mlp_in_bar_met": all(v["bar_met"] for n, v in layers.items() if n.endswith("mlp_in")),
+            "mlp_out_bar_met": all(v["bar_met"] for n, v in layers.items() if n.endswith("mlp_out")),
+            "final_losses": {k: v for k, v in res.final_losses().items() if k not in ("lr", "p")}}
+
+
 SWITCHES = {"paper recipe (fast)": {}, "delta_component": {"delta_component": True},
             "lower_sigmoid=leaky_backward": {"lower_sigmoid": "leaky_backward"},
             "ci_fn=vector": {"ci_fn": "vector"}, "ci_fn=shared": {"ci_fn": "shared", "ci_hidden": 64}}
@@ -330,7 +364,8 @@ def worker_lm(recipe: str, threads: int | None) -> dict[str, Any]:
 
 
 WORKERS = {"time_to_bar": worker_time_to_bar, "step_time": worker_step_time, "profile": worker_profile,
-           "quality": worker_quality, "seed_quality": worker_seed_quality, "switch": worker_switch, "lm": worker_lm}
+           "quality": worker_quality, "seed_quality": worker_seed_quality, "switch": worker_switch, "lm": worker_lm,
+           "resid_quality": worker_resid_quality}
 
 
 # --------------------------------------------------------------------------------------
@@ -360,6 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--switches", action="store_true", help="only section 6: the recipe switches on tms-5-2")
     ap.add_argument("--lm", action="store_true", help="only section 7: SPD on tiny-lm's MLP weights")
     ap.add_argument("--lm-recipe", default="fast", choices=["fast", "full"], help="recipe of --lm")
+    ap.add_argument("--resid", action="store_true", help="only section 8: the residual MLPs, seeds x models")
+    ap.add_argument("--resid-models", nargs="+", default=["resid-mlp-1", "resid-mlp-2", "resid-mlp-3"],
+                    help="models of --resid")
+    ap.add_argument("--resid-seeds", type=int, default=3, help="seeds per model of --resid")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--kwargs", default="{}", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -373,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_switches(args)
     if args.lm:
         return run_lm(args)
+    if args.resid:
+        return run_resid(args)
     q = args.quick
     th = args.threads
     t_all = time.perf_counter()
@@ -523,6 +564,49 @@ def run_lm(args: argparse.Namespace) -> int:
     path = RESULTS.with_name("spd_lm.json")
     out = json.loads(path.read_text()) if path.exists() else {}
     out[r["recipe"]] = {"machine": _machine(), **r}
+    path.write_text(json.dumps(out, indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
+def run_resid(args: argparse.Namespace) -> int:
+    """Section 8: resid-mlp-1/2/3 x seeds on one thread, plus the step time at batch 2048; spd_resid.json."""
+    one = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    n_seeds = args.resid_seeds
+    path = RESULTS.with_name("spd_resid.json")
+    out: dict[str, Any] = {"machine": _machine(), "threads": 1, "bar_fraction": 0.01,
+                           "criterion": "per matrix: n_alive == expected (mlp_in: n_features, mlp_out: d_mlp, the "
+                                        "paper's ground truth) with a clear decision, and at most 1 % of the one-hot "
+                                        "CI entries wrong (mlp_in vs the matched identity, mlp_out vs d_mlp dense "
+                                        "columns)", "runs": [], "step_time_2048": {}}
+    t_all = time.perf_counter()
+    for name in args.resid_models:
+        for seed in range(n_seeds):
+            r = _spawn("resid_quality", one, name=name, seed=seed, overrides={})
+            out["runs"].append(r)
+            lay = "; ".join(f"{n} {v['n_alive']}/{v['expected_alive']} wrong {v['n_wrong_on']}+{v['n_wrong_off']}"
+                            f"{' met' if v['bar_met'] else ''}" for n, v in r["layers"].items())
+            print(f"{name} seed {seed}: {lay}  ({r['wall_s']:.0f} s, {1e3 * r['s_per_step']:.0f} ms/step, "
+                  f"{r['peak_rss_mb']:.0f} MB)", flush=True)
+            path.write_text(json.dumps(out, indent=1))
+        ours = _spawn("step_time", one, name=name, style="mechnb", batch=2048, steps=20, threads=1)
+        base = _spawn("step_time", one, name=name, style="authors-style", batch=2048, steps=10, threads=1)
+        out["step_time_2048"][name] = {"mechnb": ours, "authors_style": base,
+                                       "ratio_authors_style_over_mechnb":
+                                           base["s_per_step_median"] / ours["s_per_step_median"]}
+        print(f"{name} @2048: mechnb {1e3 * ours['s_per_step_median']:.0f} ms/step, authors'-style "
+              f"{1e3 * base['s_per_step_median']:.0f} ms/step", flush=True)
+        path.write_text(json.dumps(out, indent=1))
+    summary = {}
+    for name in args.resid_models:
+        runs = [r for r in out["runs"] if r["name"] == name]
+        summary[name] = {"seeds": len(runs), "mlp_in_bar_met": sum(r["mlp_in_bar_met"] for r in runs),
+                         "mlp_out_bar_met": sum(r["mlp_out_bar_met"] for r in runs),
+                         "median_wall_s": statistics.median(r["wall_s"] for r in runs)}
+        print(f"{name}: mlp_in bar met in {summary[name]['mlp_in_bar_met']} of {len(runs)} seeds, mlp_out in "
+              f"{summary[name]['mlp_out_bar_met']}; median {summary[name]['median_wall_s']:.0f} s")
+    out["summary"] = summary
+    out["total_s"] = time.perf_counter() - t_all
     path.write_text(json.dumps(out, indent=1))
     print(f"wrote {path}")
     return 0

@@ -537,6 +537,9 @@ def test_dense_ci_error_counts_entries_off_the_k_dense_columns():
     perfect = dense_ci_error(np.repeat([[0, 1, 1, 0]], 3, axis=0), k=2)
     assert (perfect["n_outside_above"], perfect["n_dense_below"], perfect["dense_fraction"]) == (0, 0, 1.0)
     assert dense_ci_error(np.eye(4), k=2)["n_outside_above"] == 2  # a one-hot pattern is not dense
+    assert match_columns(ci, pattern="dense")[:2].tolist() == [1, 4]
+    with pytest.raises(ValueError, match="pattern"):
+        match_columns(ci, pattern="diagonal")
     with pytest.raises(ValueError, match="k"):
         dense_ci_error(ci, k=7)
 
@@ -627,3 +630,14 @@ def test_sweep_explorer_updates():
     plt.close("all")
     with pytest.raises(TypeError, match="points"):
         SweepExplorer([])
+
+
+def test_ci_heatmaps_wrap_many_layers_onto_rows():
+    cis = {f"layers.{i}.mlp_in": np.eye(3, 4) for i in range(5)}
+    from mechnb.plots import spd as sp
+
+    fig = sp.ci_heatmaps(cis, ncols=2)
+    shown = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert [ax.get_title() for ax in shown] == list(cis)
+    assert len({round(ax.get_position().y0, 3) for ax in shown}) == 3  # 5 panels, 2 per row
+    plt.close(fig)

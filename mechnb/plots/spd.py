@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from mechnb._checks import check_array
+from mechnb._checks import check_array, check_positive_int
 
 __all__ = [
     "loss_curves",
@@ -175,6 +175,7 @@ def subcomponent_matrices(
 def ci_heatmaps(
     cis: Mapping[str, Any], orders: Mapping[str, Sequence[int]] | None = None, n_show: int | None = None,
     input_label: str = "one-hot input feature", title: str = "Causal importances on one-hot inputs",
+    ncols: int | None = None,
 ) -> Figure:
     """One heatmap per layer of causal importances ``(n_inputs, C)``, columns permuted.
 
@@ -183,12 +184,17 @@ def ci_heatmaps(
         orders: ``{layer: column permutation}`` (e.g. :func:`mechnb.spd.match_columns`); the
             matched columns come first, so a perfect decomposition shows an identity.
         n_show: show only the first ``n_show`` columns after ordering (default all).
+        ncols: panels per row (default up to 4; more layers wrap onto further rows).
     """
     if not cis:
         raise ValueError("cis: expected at least one {layer: (n_inputs, C)} entry, got none")
-    fig, axes = plt.subplots(1, len(cis), figsize=(4.2 * len(cis), 3.4), squeeze=False)
+    ncols = min(len(cis), 4 if ncols is None else check_positive_int("ncols", ncols))
+    nrows = -(-len(cis) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(cis):]:
+        ax.set_visible(False)
     im = None
-    for ax, (name, ci) in zip(axes[0], cis.items()):
+    for ax, (name, ci) in zip(axes.flat, cis.items()):
         arr = check_array(f"cis[{name!r}]", ci, ndim=2)
         order = np.arange(arr.shape[1]) if orders is None or name not in orders else np.asarray(orders[name])
         if sorted(order.tolist()) != list(range(arr.shape[1])):
@@ -204,7 +210,7 @@ def ci_heatmaps(
         if shown.shape[0] <= 40:
             ax.set_yticks(range(shown.shape[0]))
             ax.tick_params(axis="y", labelsize=6)
-    fig.colorbar(im, ax=list(axes[0]), shrink=0.85, label="causal importance g")
+    fig.colorbar(im, ax=list(axes.flat), shrink=0.85, label="causal importance g")
     fig.suptitle(title, fontsize=10)
     return fig
 

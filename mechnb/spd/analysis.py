@@ -23,7 +23,7 @@ from scipy.optimize import linear_sum_assignment
 import math
 from dataclasses import dataclass
 
-from mechnb._checks import check_array, check_positive_float, check_positive_int, check_tensor
+from mechnb._checks import check_array, check_choice, check_positive_float, check_positive_int, check_tensor
 from mechnb.spd.decompose import SPDResult
 
 __all__ = [
@@ -207,11 +207,13 @@ def one_hot_causal_importances(
     return {k: v.cpu().numpy() for k, v in ci.items()}
 
 
-def match_columns(ci: np.ndarray | torch.Tensor) -> np.ndarray:
+def match_columns(ci: np.ndarray | torch.Tensor, pattern: str = "identity") -> np.ndarray:
     """Column order that puts the largest causal importances on the diagonal (Hungarian algorithm).
 
     Args:
-        ci: ``(n_inputs, C)`` causal importances (``n_inputs <= C``).
+        ci: ``(n_inputs, C)`` causal importances (``n_inputs <= C`` for ``"identity"``).
+        pattern: ``"identity"`` - the Hungarian matching below; ``"dense"`` - simply the columns
+            in decreasing order of their total CI (the order :func:`dense_ci_error` uses).
 
     Returns:
         A permutation of ``range(C)``: the first ``n_inputs`` entries are the columns matched to
@@ -219,6 +221,9 @@ def match_columns(ci: np.ndarray | torch.Tensor) -> np.ndarray:
         matched sum), followed by the unmatched columns in decreasing order of their total CI.
     """
     arr = check_array("ci", ci, ndim=2)
+    check_choice("pattern", pattern, ["identity", "dense"])
+    if pattern == "dense":
+        return np.argsort(-arr.sum(axis=0), kind="stable")
     n, C = arr.shape
     if n > C:
         raise ValueError(f"ci: expected at most as many rows as columns (n_inputs <= C), got shape {arr.shape}")
@@ -282,7 +287,7 @@ def dense_ci_error(ci: np.ndarray | torch.Tensor, k: int, threshold: float = 0.1
     if k > C:
         raise ValueError(f"k: expected at most C = {C} dense columns, got {k}")
     thr = check_positive_float("threshold", threshold, allow_zero=True)
-    order = np.argsort(-arr.sum(axis=0), kind="stable")
+    order = match_columns(arr, pattern="dense")
     dense, rest = arr[:, order[:k]], arr[:, order[k:]]
     return {
         "n_outside_above": int((rest > thr).sum()),
