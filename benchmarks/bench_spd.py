@@ -580,6 +580,19 @@ def run_resid(args: argparse.Namespace) -> int:
                                         "CI entries wrong (mlp_in vs the matched identity, mlp_out vs d_mlp dense "
                                         "columns)", "runs": [], "step_time_2048": {}}
     t_all = time.perf_counter()
+
+    def save() -> None:
+        """Merge into the file: another ``--resid`` process may be running other models at the same time."""
+        old = json.loads(path.read_text()) if path.exists() else {}
+        mine = {(r["name"], r["seed"]) for r in out["runs"]}
+        runs = [r for r in old.get("runs", []) if (r["name"], r["seed"]) not in mine] + out["runs"]
+        steps = {**old.get("step_time_2048", {}), **out["step_time_2048"]}
+        merged = {**old, **{k: v for k, v in out.items() if k not in ("runs", "step_time_2048")},
+                  "runs": sorted(runs, key=lambda r: (r["name"], r["seed"])), "step_time_2048": steps}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(merged, indent=1))
+        tmp.replace(path)
+
     for name in args.resid_models:
         for seed in range(n_seeds):
             r = _spawn("resid_quality", one, name=name, seed=seed, overrides={})
@@ -588,7 +601,7 @@ def run_resid(args: argparse.Namespace) -> int:
                             f"{' met' if v['bar_met'] else ''}" for n, v in r["layers"].items())
             print(f"{name} seed {seed}: {lay}  ({r['wall_s']:.0f} s, {1e3 * r['s_per_step']:.0f} ms/step, "
                   f"{r['peak_rss_mb']:.0f} MB)", flush=True)
-            path.write_text(json.dumps(out, indent=1))
+            save()
         ours = _spawn("step_time", one, name=name, style="mechnb", batch=2048, steps=20, threads=1)
         base = _spawn("step_time", one, name=name, style="authors-style", batch=2048, steps=10, threads=1)
         out["step_time_2048"][name] = {"mechnb": ours, "authors_style": base,
@@ -596,7 +609,7 @@ def run_resid(args: argparse.Namespace) -> int:
                                            base["s_per_step_median"] / ours["s_per_step_median"]}
         print(f"{name} @2048: mechnb {1e3 * ours['s_per_step_median']:.0f} ms/step, authors'-style "
               f"{1e3 * base['s_per_step_median']:.0f} ms/step", flush=True)
-        path.write_text(json.dumps(out, indent=1))
+        save()
     summary = {}
     for name in args.resid_models:
         runs = [r for r in out["runs"] if r["name"] == name]
@@ -605,9 +618,11 @@ def run_resid(args: argparse.Namespace) -> int:
                          "median_wall_s": statistics.median(r["wall_s"] for r in runs)}
         print(f"{name}: mlp_in bar met in {summary[name]['mlp_in_bar_met']} of {len(runs)} seeds, mlp_out in "
               f"{summary[name]['mlp_out_bar_met']}; median {summary[name]['median_wall_s']:.0f} s")
-    out["summary"] = summary
     out["total_s"] = time.perf_counter() - t_all
-    path.write_text(json.dumps(out, indent=1))
+    save()
+    merged = json.loads(path.read_text())
+    merged["summary"] = {**merged.get("summary", {}), **summary}
+    path.write_text(json.dumps(merged, indent=1))
     print(f"wrote {path}")
     return 0
 

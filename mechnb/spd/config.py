@@ -56,10 +56,17 @@ _PAPER: dict[str, dict[str, Any]] = {
 # depends on the seed, not on the CPU. A 25 % warm-up meets the bar on seeds 0, 3 and 4 but
 # merges two features on seed 1, and batch 2048 leaves seed 3 undecided (spd_seeds.json,
 # "variant_runs"): which seeds merge moves with the schedule, and no schedule tried holds on 5 of 5.
-# Not a tested bar (≈ 6 CPU-minutes a decomposition). The residual MLP's step is dominated by the model itself (the 1000-d embedding
-# and unembedding run in each of the four forward passes), so its recipe uses batch 512 and
-# 4000 steps: 100 alive in mlp_in with a near-identity one-hot CI pattern, far short of the
-# paper's 30k steps at batch 2048. Measured in ``benchmarks/bench_spd.py`` and ``tests/test_spd.py``.
+# Not a tested bar (≈ 6 CPU-minutes a decomposition). The residual MLPs' step is dominated by the model itself (the 1000-d embedding
+# and unembedding run in each of the four forward passes), so their recipe uses batch 512 and
+# 4000 steps, 1/30 of the paper's samples for resid-mlp-1 (30k steps at batch 2048), and an
+# importance-minimality coefficient of 1e-4, 10x the paper's: with the paper's 1e-5 at this budget
+# mlp_in kept 62 off-diagonal one-hot CIs above 0.1 and mlp_out was stuck between a dense and a
+# per-feature pattern (70 alive, each feature using ~15); with 1e-4 mlp_in is the identity
+# (0 off-diagonal) but mlp_out goes towards one subcomponent per feature (86-88 alive) instead of
+# the paper's d_mlp dense subcomponents (one rank-d_mlp component, Sec. 4.3). Vector CI functions,
+# a constant lr 2e-3 with p = 2 (the paper's) and the delta component with coefficient 1e-3 (the
+# authors' current config) did not give the dense mlp_out either. The 2- and 3-layer models use
+# C = 128 (> 102 features) with the same schedule. Measured in ``benchmarks/bench_spd.py --resid``.
 _FAST: dict[str, dict[str, Any]] = {
     "tms-5-2": dict(C=20, steps=2_000, batch_size=4096, lr=5e-3, lr_schedule="cosine",
                     importance_minimality=3e-3, p=2.0, p_anneal_final=1.0, p_anneal_end_frac=0.5,
