@@ -271,11 +271,14 @@ def test_every_method_recovers_the_planted_circuit(planted, record_property) -> 
     print("AUC against the planted edges:", {k: round(v, 3) for k, v in aucs.items()})
     assert aucs["exact"] >= 0.95 and aucs["acdc"] >= 0.95
     assert all(0.0 <= v <= 1.0 for v in aucs.values())
-    # exact patching ranks the five planted edges strictly first; the position-only edges score exactly 0
+    # exact patching ranks the five planted edges strictly first; the position-only edges score 0 up to float
+    # rounding (exactly 0 under some CPU kernels, ~1e-6 under others), far below the planted edges' 9-20
     exact = attribute(model, graph, prompts, method="exact")
     assert {e.name for e in exact.ranking()[:5]} == set(planted.true_edges)
     d = exact.as_dict()
-    assert all(d[e] == 0.0 for e in planted.positional_edges)
+    scale = max(abs(v) for v in d.values())
+    assert all(abs(d[e]) <= 1e-5 * scale for e in planted.positional_edges)
+    assert min(abs(d[e]) for e in planted.true_edges) > 0.1 * scale
     # zero ablation sees the positional edges (it destroys the position signal)
     zero = attribute(model, graph, prompts, method="exact", ablation="zero").as_dict()
     assert all(abs(zero[e]) > 1.0 for e in planted.positional_edges)
