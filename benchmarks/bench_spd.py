@@ -216,8 +216,9 @@ def worker_quality(name: str, threads: int | None, steps: int | None) -> dict[st
         err = identity_ci_error(ci[:, match_columns(ci)])
         out = {"mmcs": mmcs, "ml2r": ml2r, "alive": res.n_alive(), "onehot": err}
     else:
-        mods = ["layers.0.mlp_in", "layers.0.mlp_out"]
-        res = decompose(model, mods, task.sample, cfg, progress=False)
+        from mechnb.experiments.spd import residual_mlp_targets
+
+        res = decompose(model, residual_mlp_targets(model), task.sample, cfg, progress=False)
         wall = time.perf_counter() - t0
         ci = one_hot_causal_importances(res)
         errs = {k: identity_ci_error(v[:, match_columns(v)]) for k, v in ci.items()}
@@ -578,7 +579,7 @@ def run_resid(args: argparse.Namespace) -> int:
                            "criterion": "per matrix: n_alive == expected (mlp_in: n_features, mlp_out: d_mlp, the "
                                         "paper's ground truth) with a clear decision, and at most 1 % of the one-hot "
                                         "CI entries wrong (mlp_in vs the matched identity, mlp_out vs d_mlp dense "
-                                        "columns)", "runs": [], "step_time_2048": {}}
+                                        "columns)", "runs": [], "step_time_2048": {}, "summary": {}}
     t_all = time.perf_counter()
 
     def save() -> None:
@@ -586,9 +587,9 @@ def run_resid(args: argparse.Namespace) -> int:
         old = json.loads(path.read_text()) if path.exists() else {}
         mine = {(r["name"], r["seed"]) for r in out["runs"]}
         runs = [r for r in old.get("runs", []) if (r["name"], r["seed"]) not in mine] + out["runs"]
-        steps = {**old.get("step_time_2048", {}), **out["step_time_2048"]}
-        merged = {**old, **{k: v for k, v in out.items() if k not in ("runs", "step_time_2048")},
-                  "runs": sorted(runs, key=lambda r: (r["name"], r["seed"])), "step_time_2048": steps}
+        merged = {**old, **out, "runs": sorted(runs, key=lambda r: (r["name"], r["seed"]))}
+        for key in ("step_time_2048", "summary"):  # per model: keep the other process's models
+            merged[key] = {**old.get(key, {}), **out[key]}
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(merged, indent=1))
         tmp.replace(path)
@@ -610,7 +611,7 @@ def run_resid(args: argparse.Namespace) -> int:
         print(f"{name} @2048: mechnb {1e3 * ours['s_per_step_median']:.0f} ms/step, authors'-style "
               f"{1e3 * base['s_per_step_median']:.0f} ms/step", flush=True)
         save()
-    summary = {}
+    summary = out["summary"]
     for name in args.resid_models:
         runs = [r for r in out["runs"] if r["name"] == name]
         summary[name] = {"seeds": len(runs), "mlp_in_bar_met": sum(r["mlp_in_bar_met"] for r in runs),
@@ -620,9 +621,6 @@ def run_resid(args: argparse.Namespace) -> int:
               f"{summary[name]['mlp_out_bar_met']}; median {summary[name]['median_wall_s']:.0f} s")
     out["total_s"] = time.perf_counter() - t_all
     save()
-    merged = json.loads(path.read_text())
-    merged["summary"] = {**merged.get("summary", {}), **summary}
-    path.write_text(json.dumps(merged, indent=1))
     print(f"wrote {path}")
     return 0
 

@@ -28,8 +28,9 @@ from torch import nn
 from mechnb import tasks as _tasks
 from mechnb import zoo
 from mechnb._checks import check_choice, check_positive_float, check_positive_int, check_probability, check_seed
-from mechnb.models import TMS
-from mechnb.spd import SPDConfig, SPDEvaluation, SPDResult, decompose, evaluate
+from mechnb.models import TMS, ResidualMLP
+from mechnb.spd import (SPDConfig, SPDEvaluation, SPDResult, alive_decisions, decompose, dense_ci_error, evaluate,
+                        identity_ci_error, match_columns, one_hot_causal_importances)
 from mechnb.tasks import SyntheticLanguage, sparse_features
 from mechnb.train import TrainConfig, mse_loss, train
 
@@ -450,8 +451,6 @@ class MatrixQuality:
 
 def residual_mlp_targets(model: nn.Module) -> list[str]:
     """``["layers.0.mlp_in", "layers.0.mlp_out", ...]``: every MLP matrix of a residual MLP."""
-    from mechnb.models import ResidualMLP
-
     if not isinstance(model, ResidualMLP):
         raise TypeError(f"model: expected a ResidualMLP, got {type(model).__name__}")
     return [f"layers.{i}.{m}" for i in range(model.n_layers) for m in ("mlp_in", "mlp_out")]
@@ -464,10 +463,6 @@ def residual_mlp_quality(result: SPDResult, magnitude: float = 0.75) -> dict[str
     of every ``mlp_in`` are compared with the identity after Hungarian matching, those of every
     ``mlp_out`` with ``d_mlp`` dense columns (:func:`mechnb.spd.dense_ci_error`).
     """
-    from mechnb.models import ResidualMLP
-    from mechnb.spd import alive_decisions, dense_ci_error, identity_ci_error, match_columns
-    from mechnb.spd import one_hot_causal_importances
-
     if not isinstance(result, SPDResult):
         raise TypeError(f"result: expected an SPDResult, got {type(result).__name__}")
     model = result.model

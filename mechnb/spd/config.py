@@ -67,6 +67,8 @@ _PAPER: dict[str, dict[str, Any]] = {
 # a constant lr 2e-3 with p = 2 (the paper's) and the delta component with coefficient 1e-3 (the
 # authors' current config) did not give the dense mlp_out either. The 2- and 3-layer models use
 # C = 128 (> 102 features) with the same schedule. Measured in ``benchmarks/bench_spd.py --resid``.
+_RESID_FAST = dict(steps=4_000, batch_size=512, lr=5e-3, lr_schedule="cosine", importance_minimality=1e-4, p=2.0,
+                   p_anneal_final=1.0, p_anneal_end_frac=0.5, faithfulness_warmup_steps=200)
 _FAST: dict[str, dict[str, Any]] = {
     "tms-5-2": dict(C=20, steps=2_000, batch_size=4096, lr=5e-3, lr_schedule="cosine",
                     importance_minimality=3e-3, p=2.0, p_anneal_final=1.0, p_anneal_end_frac=0.5,
@@ -74,15 +76,9 @@ _FAST: dict[str, dict[str, Any]] = {
     "tms-40-10": dict(C=200, steps=4_000, batch_size=1024, lr=1e-2, lr_schedule="cosine", lr_warmup_frac=0.1,
                       importance_minimality=1e-4, p=2.0, p_anneal_final=1.0, p_anneal_end_frac=0.5,
                       faithfulness_warmup_steps=200),
-    "resid-mlp-1": dict(C=100, steps=4_000, batch_size=512, lr=5e-3, lr_schedule="cosine",
-                        importance_minimality=1e-4, p=2.0, p_anneal_final=1.0, p_anneal_end_frac=0.5,
-                        faithfulness_warmup_steps=200),
-    "resid-mlp-2": dict(C=128, steps=4_000, batch_size=512, lr=5e-3, lr_schedule="cosine",
-                        importance_minimality=1e-4, p=2.0, p_anneal_final=1.0, p_anneal_end_frac=0.5,
-                        faithfulness_warmup_steps=200),
-    "resid-mlp-3": dict(C=128, steps=4_000, batch_size=512, lr=5e-3, lr_schedule="cosine",
-                        importance_minimality=1e-4, p=2.0, p_anneal_final=1.0, p_anneal_end_frac=0.5,
-                        faithfulness_warmup_steps=200),
+    "resid-mlp-1": dict(_RESID_FAST, C=100),
+    "resid-mlp-2": dict(_RESID_FAST, C=128),
+    "resid-mlp-3": dict(_RESID_FAST, C=128),
 }
 
 

@@ -397,6 +397,17 @@ class LanguageRecipe(Recipe):
 # --------------------------------------------------------------------------------------
 _MODADD_P = 23
 
+
+def _residual_mlp(name: str, n_features: int, d_mlp: int, n_layers: int, steps: int, description: str,
+                  log_every: int = 100) -> ResidualMLPRecipe:
+    """The SPD paper's residual MLPs (1000-d residual stream, p = 0.01, values U[-1, 1]), trained as the authors do."""
+    return ResidualMLPRecipe(
+        name=name, n_features=n_features, d_embed=1000, d_mlp=d_mlp, n_layers=n_layers, embed_seed=0,
+        feature_probability=0.01, value_range=(-1.0, 1.0),
+        train=TrainConfig(steps=steps, lr=3e-3, weight_decay=0.01, schedule="cosine", seed=0, log_every=log_every),
+        batch_size=2048, description=description,
+    )
+
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in [
@@ -410,30 +421,15 @@ RECIPES: dict[str, Recipe] = {
             train=TrainConfig(steps=5000, lr=1e-2, schedule="cosine", seed=0, log_every=250), batch_size=1024,
             description="Toy model of superposition: 40 sparse features in 10 dimensions.",
         ),
-        ResidualMLPRecipe(
-            name="resid-mlp-1", n_features=100, d_embed=1000, d_mlp=50, n_layers=1, embed_seed=0,
-            feature_probability=0.01, value_range=(-1.0, 1.0),
-            train=TrainConfig(steps=1000, lr=3e-3, weight_decay=0.01, schedule="cosine", seed=0, log_every=100),
-            batch_size=2048,
-            description="Residual MLP computing y = x + ReLU(x) for 100 features with 50 neurons "
-                        "(compressed computation).",
-        ),
-        ResidualMLPRecipe(
-            name="resid-mlp-2", n_features=100, d_embed=1000, d_mlp=25, n_layers=2, embed_seed=0,
-            feature_probability=0.01, value_range=(-1.0, 1.0),
-            train=TrainConfig(steps=1000, lr=3e-3, weight_decay=0.01, schedule="cosine", seed=0, log_every=100),
-            batch_size=2048,
-            description="Residual MLP computing y = x + ReLU(x) for 100 features with 2 x 25 neurons "
-                        "(distributed representations: each ReLU spread over two layers).",
-        ),
-        ResidualMLPRecipe(
-            name="resid-mlp-3", n_features=102, d_embed=1000, d_mlp=17, n_layers=3, embed_seed=0,
-            feature_probability=0.01, value_range=(-1.0, 1.0),
-            train=TrainConfig(steps=10_000, lr=3e-3, weight_decay=0.01, schedule="cosine", seed=0, log_every=500),
-            batch_size=2048,
-            description="Residual MLP computing y = x + ReLU(x) for 102 features with 3 x 17 neurons "
-                        "(distributed representations over three layers).",
-        ),
+        _residual_mlp("resid-mlp-1", 100, 50, 1, steps=1000,
+                      description="Residual MLP computing y = x + ReLU(x) for 100 features with 50 neurons "
+                                  "(compressed computation)."),
+        _residual_mlp("resid-mlp-2", 100, 25, 2, steps=1000,
+                      description="Residual MLP computing y = x + ReLU(x) for 100 features with 2 x 25 neurons "
+                                  "(distributed representations: each ReLU spread over two layers)."),
+        _residual_mlp("resid-mlp-3", 102, 17, 3, steps=10_000, log_every=500,
+                      description="Residual MLP computing y = x + ReLU(x) for 102 features with 3 x 17 neurons "
+                                  "(distributed representations over three layers)."),
         ModularMLPRecipe(
             name="modadd-mlp", P=_MODADD_P, hidden=(256,) * 6, op="add", train_frac=0.9, split_seed=0,
             activation="relu", bias=True, identity_init=True,
