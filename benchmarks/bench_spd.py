@@ -23,8 +23,9 @@ Measures, each in a fresh subprocess (so peak memory is per measurement):
    :func:`mechnb.experiments.spd.tiny_lm_mlp`): wall time of the decomposition, peak RSS and peak
    Python-heap memory (tracemalloc) of the process, per-token KL (stochastic, rounded, adversarial,
    all-ablated baseline) and L0 per token. Writes ``benchmarks/results/spd_lm.json``.
-8. ``--resid [--resid-models ...] [--resid-seeds N]``: ``resid-mlp-1/2/3`` with their fast recipes, one
-   thread, ``--resid-seeds`` seeds each (default 3), scored per matrix against the paper's ground
+8. ``--resid [--resid-models ...] [--resid-seeds N] [--resid-step-steps K]``: ``resid-mlp-1/2/3`` with
+   their fast recipes, one thread, ``--resid-seeds`` seeds each (default 3; 0 measures only the step
+   times and keeps the recorded runs), scored per matrix against the paper's ground
    truth (:func:`mechnb.experiments.spd.residual_mlp_quality`: ``mlp_in`` identity, ``mlp_out``
    ``d_mlp`` dense columns), with wall time, peak RSS, and the seconds per step at the paper's
    batch size (2048) of mechnb and of an authors'-style step measured in the same run. Writes
@@ -281,7 +282,7 @@ def worker_seed_quality(name: str, seed: int, overrides: dict[str, Any]) -> dict
                   "gap": d.gap, "clear": d.clear} for n, d in dec.items()}
     bar = (all(dec[n].n_alive == k and dec[n].clear for n, k in SEED_BARS[name].items())
            and mmcs >= 0.99 and 0.95 <= ml2r <= 1.05 and err["n_offdiag_above"] == 0)
-    return {"name": name, "seed": seed, "steps": cfg.steps, "batch_size": cfg.batch_size, "overrides": overrides,
+    return {"name": name, "seed": seed, "steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr, "overrides": overrides,
             "kernel": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
             "wall_s": wall, "cpu_s": cpu, "layers": layers, "mmcs_alive": mmcs, "ml2r_alive": ml2r,
             "onehot_linear1": err, "bar_met": bar}
@@ -399,7 +400,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resid", action="store_true", help="only section 8: the residual MLPs, seeds x models")
     ap.add_argument("--resid-models", nargs="+", default=["resid-mlp-1", "resid-mlp-2", "resid-mlp-3"],
                     help="models of --resid")
-    ap.add_argument("--resid-seeds", type=int, default=3, help="seeds per model of --resid")
+    ap.add_argument("--resid-seeds", type=int, default=3,
+                    help="seeds per model of --resid (0: only the step times, the recorded runs are kept)")
+    ap.add_argument("--resid-step-steps", type=int, default=10,
+                    help="timed steps of the authors'-style step of --resid (mechnb's: twice as many)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--kwargs", default="{}", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -503,10 +507,24 @@ def run_seeds(args: argparse.Namespace) -> int:
                                         "over the alive subcomponents, no off-diagonal one-hot CI above 0.1",
                            "runs": []}
     path = RESULTS.with_name("spd_seeds.json")
-    if args.resume and path.exists():
-        out["runs"] = json.loads(path.read_text())["runs"]
-    done = {(r["name"], r["family"], r["seed"]) for r in out["runs"]}
+    key = lambda r: (r["name"], r["family"], r["seed"])  # noqa: E731
+    done = {key(r) for r in json.loads(path.read_text())["runs"]} if args.resume and path.exists() else set()
     t_all = time.perf_counter()
+
+    def save() -> list[dict[str, Any]]:
+        """Merge into the file atomically, keeping its notes and variant runs and (``--resume``) the runs
+        of other processes (e.g. another ``--seeds --resume`` on other kernel families at the same
+        time); returns every run now in the file."""
+        old = json.loads(path.read_text()) if path.exists() else {}
+        mine = {key(r) for r in out["runs"]}
+        kept = [r for r in old.get("runs", []) if key(r) not in mine] if args.resume else []
+        merged = {**old, **{k: v for k, v in out.items() if k != "runs"},
+                  "kernels": {**old.get("kernels", {}), **out["kernels"]}, "runs": sorted(kept + out["runs"], key=key)}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(merged, indent=1))
+        tmp.replace(path)
+        return merged["runs"]
+
     for name in args.models:
         for kern in kernels:
             for seed in range(args.n_seeds):
@@ -520,10 +538,11 @@ def run_seeds(args: argparse.Namespace) -> int:
                 print(f"{name:10s} {kern:15s} seed {seed}: {lay}  MMCS {r['mmcs_alive']:.4f} ML2R {r['ml2r_alive']:.4f}"
                       f"  bar {'met' if r['bar_met'] else 'MISSED'}  ({r['wall_s']:.0f} s wall, "
                       f"{r['cpu_s']:.0f} s cpu)", flush=True)
-                path.write_text(json.dumps(out, indent=1))  # partial results survive an interruption
+                save()  # partial results survive an interruption
+    all_runs = save()
     summary = {}
-    for name in sorted({r["name"] for r in out["runs"]}):
-        runs = [r for r in out["runs"] if r["name"] == name]
+    for name in sorted({r["name"] for r in all_runs}):
+        runs = [r for r in all_runs if r["name"] == name]
         summary[name] = {"runs": len(runs), "bar_met": sum(r["bar_met"] for r in runs),
                          "median_cpu_s": statistics.median(r["cpu_s"] for r in runs) if runs else None,
                          "min_gap_smallest_alive": min(d["smallest_alive"] for r in runs for d in r["layers"].values()),
@@ -532,7 +551,7 @@ def run_seeds(args: argparse.Namespace) -> int:
               f"{summary[name]['min_gap_smallest_alive']:.3f}, largest dead {summary[name]['max_largest_dead']:.3f}")
     out["summary"] = summary
     out["total_s"] = time.perf_counter() - t_all
-    path.write_text(json.dumps(out, indent=1))
+    save()
     print(f"wrote {path}")
     return 0
 
@@ -603,8 +622,9 @@ def run_resid(args: argparse.Namespace) -> int:
             print(f"{name} seed {seed}: {lay}  ({r['wall_s']:.0f} s, {1e3 * r['s_per_step']:.0f} ms/step, "
                   f"{r['peak_rss_mb']:.0f} MB)", flush=True)
             save()
-        ours = _spawn("step_time", one, name=name, style="mechnb", batch=2048, steps=20, threads=1)
-        base = _spawn("step_time", one, name=name, style="authors-style", batch=2048, steps=10, threads=1)
+        k = args.resid_step_steps
+        ours = _spawn("step_time", one, name=name, style="mechnb", batch=2048, steps=2 * k, threads=1)
+        base = _spawn("step_time", one, name=name, style="authors-style", batch=2048, steps=k, threads=1)
         out["step_time_2048"][name] = {"mechnb": ours, "authors_style": base,
                                        "ratio_authors_style_over_mechnb":
                                            base["s_per_step_median"] / ours["s_per_step_median"]}
@@ -614,6 +634,8 @@ def run_resid(args: argparse.Namespace) -> int:
     summary = out["summary"]
     for name in args.resid_models:
         runs = [r for r in out["runs"] if r["name"] == name]
+        if not runs:  # --resid-seeds 0: the summary of the recorded runs stays as it is
+            continue
         summary[name] = {"seeds": len(runs), "mlp_in_bar_met": sum(r["mlp_in_bar_met"] for r in runs),
                          "mlp_out_bar_met": sum(r["mlp_out_bar_met"] for r in runs),
                          "median_wall_s": statistics.median(r["wall_s"] for r in runs)}

@@ -56,6 +56,10 @@ _PAPER: dict[str, dict[str, Any]] = {
 # depends on the seed, not on the CPU. A 25 % warm-up meets the bar on seeds 0, 3 and 4 but
 # merges two features on seed 1, and batch 2048 leaves seed 3 undecided (spd_seeds.json,
 # "variant_runs"): which seeds merge moves with the schedule, and no schedule tried holds on 5 of 5.
+# A merge forms while the alive subcomponents fall from ~100 to ~40 (steps 250-1500): if one of a set
+# of overlapping subcomponents dies first, the rest cover four features with three. Half the peak lr
+# (5e-3) slows that die-off and removes the merges of seeds 3 and 4, but merges seed 1, and leaves a
+# dead subcomponent at CI max 0.07-0.08 on two of three seeds even at 6000 steps.
 # Not a tested bar (≈ 6 CPU-minutes a decomposition). The residual MLPs' step is dominated by the model itself (the 1000-d embedding
 # and unembedding run in each of the four forward passes), so their recipe uses batch 512 and
 # 4000 steps, 1/30 of the paper's samples for resid-mlp-1 (30k steps at batch 2048), and an
