@@ -452,6 +452,30 @@ class SyntheticLanguage:
     def vocab_size(self) -> int:
         return len(self.tokenizer)
 
+    def word_classes(self) -> dict[str, str]:
+        """``{word: class}``: each vocabulary word's part in the grammar, from its own word lists.
+
+        Classes: ``noun (singular)`` / ``noun (plural)`` (object and subject nouns),
+        ``occupation (m)`` / ``occupation (f)`` (singular, by the stereotyped gender) and
+        ``occupation (plural)``, ``male name`` / ``female name``, ``verb (singular)`` /
+        ``verb (plural)`` (present tense, agreeing with the subject), ``past verb``, ``adjective``,
+        ``preposition``, ``connective``; the function and special words are their own class
+        (``the``, ``he``, ``she``, ``said``, ``that``, ``today``, ``again``, ``.``, ``<bos>``, ``<pad>``).
+        """
+        out: dict[str, str] = {w: w for w in _SPECIAL + _FUNCTION}
+        for sing, plur in _NOUNS:
+            out[sing], out[plur] = "noun (singular)", "noun (plural)"
+        for occ, gender in self.occupations.items():
+            out[occ], out[_occupation_plural(occ)] = f"occupation ({gender})", "occupation (plural)"
+        out.update({n: "male name" for n in self.male_names})
+        out.update({n: "female name" for n in self.female_names})
+        for sing, plur in self.verbs:
+            out[sing], out[plur] = "verb (singular)", "verb (plural)"
+        for words, cls in ((_PAST, "past verb"), (_ADJS, "adjective"), (_PREPS, "preposition"),
+                           (_CONNECTIVES, "connective")):
+            out.update({w: cls for w in words})
+        return out
+
     def _np(self, rng: random.Random, plural: bool | None = None, adj_p: float = 0.3) -> tuple[list[str], bool]:
         sing, plur = rng.choice(self._subjects)
         if plural is None:

@@ -176,6 +176,19 @@ def test_vocabulary_has_a_few_hundred_unique_words(lang):
     assert not (set(lang.male_names) & set(lang.female_names))
 
 
+def test_word_classes_cover_the_vocabulary_and_follow_the_word_lists(lang):
+    cls = lang.word_classes()
+    assert set(cls) == set(lang.tokenizer.vocab)
+    sing, plur, _ = _number_sets(lang)
+    assert {cls[w] for w in sing} == {"noun (singular)", "occupation (m)", "occupation (f)"}
+    assert {cls[w] for w in plur} == {"noun (plural)", "occupation (plural)"}
+    assert {cls[s] for s, _ in lang.verbs} == {"verb (singular)"}
+    assert {cls[p] for _, p in lang.verbs} == {"verb (plural)"}
+    assert {cls[n] for n in lang.male_names} == {"male name"} and {cls[n] for n in lang.female_names} == {"female name"}
+    assert all(cls[o] == f"occupation ({g})" for o, g in lang.occupations.items())
+    assert cls["he"] == "he" and cls["<bos>"] == "<bos>"
+
+
 def test_tokenizer_round_trip_and_errors(lang):
     tok = lang.tokenizer
     text = "the old dog near the cabinets is happy ."

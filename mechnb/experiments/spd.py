@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from mechnb import tasks as _tasks
 from mechnb import zoo
 from mechnb._checks import check_choice, check_positive_float, check_positive_int, check_probability, check_seed
 from mechnb.models import TMS, ResidualMLP
@@ -140,30 +139,15 @@ GRAMMAR_PARTS: dict[str, tuple[str, ...]] = {
 def grammar_classes(lang: SyntheticLanguage) -> dict[str, str]:
     """``{word: class}``: every word of :class:`mechnb.tasks.SyntheticLanguage`'s vocabulary in one class.
 
-    Classes: ``noun (singular)`` / ``noun (plural)`` (the object and subject nouns),
-    ``occupation (m)`` / ``occupation (f)`` (singular, by the corpus's stereotype) and
-    ``occupation (plural)``, ``male name`` / ``female name``, ``verb (singular)`` / ``verb (plural)``
-    (the present-tense verbs that agree with the subject), ``past verb``, ``adjective``,
-    ``preposition``, ``connective``, and the function words as themselves (``the``, ``he``, ``she``,
-    ``said``, ``that``, ``today``, ``again``, ``.``, ``<bos>``, ``<pad>``). Built from the grammar's
-    own word lists (:mod:`mechnb.tasks`), so a subcomponent is scored against the grammar, not
-    against a reading of its tokens.
+    The classes are the grammar's own parts (:meth:`mechnb.tasks.SyntheticLanguage.word_classes`:
+    nouns and verbs by number, occupations by stereotyped gender, names, past verbs, adjectives,
+    prepositions, connectives, and each function word as itself), so a subcomponent is scored
+    against the grammar, not against a reading of its tokens. Raises ``ValueError`` if a
+    vocabulary word has no class (the grammar grew a word list ``word_classes`` does not know).
     """
     if not isinstance(lang, SyntheticLanguage):
         raise TypeError(f"lang: expected a SyntheticLanguage, got {type(lang).__name__}")
-    out: dict[str, str] = {w: w for w in _tasks._SPECIAL + _tasks._FUNCTION}
-    for sing, plur in _tasks._NOUNS:
-        out[sing], out[plur] = "noun (singular)", "noun (plural)"
-    for occ, gender in lang.occupations.items():
-        out[occ] = f"occupation ({gender})"
-        out[_tasks._occupation_plural(occ)] = "occupation (plural)"
-    out.update({n: "male name" for n in lang.male_names})
-    out.update({n: "female name" for n in lang.female_names})
-    for sing, plur in lang.verbs:
-        out[sing], out[plur] = "verb (singular)", "verb (plural)"
-    for words, cls in ((_tasks._PAST, "past verb"), (_tasks._ADJS, "adjective"), (_tasks._PREPS, "preposition"),
-                       (_tasks._CONNECTIVES, "connective")):
-        out.update({w: cls for w in words})
+    out = lang.word_classes()
     missing = [w for w in lang.tokenizer.vocab if w not in out]
     if missing:  # the grammar grew a word list this function does not know
         raise ValueError(f"lang: words without a class {missing[:5]}")
