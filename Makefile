@@ -171,6 +171,8 @@ test: export MKL_NUM_THREADS = $(TEST_THREADS)
 # Python may cache the compiled (and pytest's assertion-rewritten) test modules in __pycache__
 # (git-ignored): every pytest process of every configuration would otherwise compile them again.
 test: export PYTHONDONTWRITEBYTECODE =
+# the browser test drives the chromium that NBVAL_BEST=auto checked for, not another one
+test: export MECHNB_CHROMIUM := $(CHROMIUM)
 test: setup browser-deps
 	@set -u; trap 'echo; echo "!! make test interrupted"; exit 130' INT; \
 	best=$$(env -u ATEN_CPU_CAPABILITY -u MKL_ENABLE_INSTRUCTIONS $(PY) -c \

@@ -163,6 +163,7 @@ if [ "$1" = -c ]; then echo "$FAKE_BEST"; exit 0; fi
 echo "ATEN=${ATEN_CPU_CAPABILITY:-} MKL=${MKL_ENABLE_INSTRUCTIONS:-} OMP=$OMP_NUM_THREADS${OMP_WAIT_POLICY:+/$OMP_WAIT_POLICY} \\
 FAST=$MECHNB_FAST | $*" \\
     >> "$FAKE_LOG"
+echo "${MECHNB_CHROMIUM:-}" >> "$FAKE_LOG.chromium"
 if [ -n "${FAKE_FAIL:-}" ] && [[ "$OMP_NUM_THREADS $*" == *"$FAKE_FAIL"* ]]; then exit "$FAKE_RC"; fi
 exit 0
 """
@@ -239,6 +240,8 @@ def test_with_a_browser_the_browser_test_checks_the_notebooks_under_the_best_ker
         "ATEN=avx2 MKL=AVX2 OMP=2/PASSIVE FAST=1 | -m pytest --durations=15 -n 0 -m numerics and not slow tests/",
     ], out
     assert "run and checked by the browser test of step 1" in out
+    # every run sees the chromium that make checked for (the browser test reads MECHNB_CHROMIUM)
+    assert set((tmp_path / "runs.log.chromium").read_text().split()) == {str(chromium)}
     assert [t for _, t in re.findall(r"^==> \[(\d)/(\d)\]", out, flags=re.M)] == ["3"] * 3
     # NBVAL_BEST=1 runs nbval there as well; NBVAL_BEST=0 never (even without a browser)
     rc, out, runs = _fake_make_test(tmp_path, "AVX512", "", 1, f"CHROMIUM={chromium}", "NBVAL_BEST=1")
